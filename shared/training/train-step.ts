@@ -1,7 +1,7 @@
 /**
  * One optimisation step of a classifier on one batch: forward, softmax cross-entropy,
- * backward and optimizer update. The loss is returned as a tensor so the caller decides when
- * to read it (await loss.data()), keeping GPU backends non-blocking.
+ * backward and optimizer update. The loss and logits are returned as tensors so the caller
+ * decides when to read them (await t.data()), keeping GPU backends non-blocking.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
@@ -15,16 +15,24 @@ export function softmaxCrossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D): t
   });
 }
 
+export interface StepOutput {
+  /** Mean loss of the batch (before the update). */
+  loss: tf.Scalar;
+  /** The training forward pass' logits, kept for metrics and for sending to peers. */
+  logits: tf.Tensor2D;
+}
+
 export function trainStep(
   model: tfl.LayersModel,
   optimizer: tf.Optimizer,
   images: tf.Tensor4D,
   labels: tf.Tensor1D,
-): tf.Scalar {
-  const loss = optimizer.minimize(
-    () => softmaxCrossEntropy(model.apply(images, { training: true }) as tf.Tensor2D, labels),
-    true,
-  );
-  if (loss == null) throw new Error('optimizer.minimize returned no loss');
-  return loss;
+): StepOutput {
+  let logits: tf.Tensor2D | undefined;
+  const loss = optimizer.minimize(() => {
+    logits = tf.keep(model.apply(images, { training: true }) as tf.Tensor2D);
+    return softmaxCrossEntropy(logits, labels);
+  }, true);
+  if (loss == null || logits === undefined) throw new Error('optimizer.minimize returned no loss');
+  return { loss, logits };
 }

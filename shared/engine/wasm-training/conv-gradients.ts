@@ -35,24 +35,97 @@ function explicitPads(h: [number, number], w: [number, number]): Pads {
 export function conv2dBackpropFilter({ inputs, attrs, backend }: KernelArgs): TensorInfo {
   const { x, dy } = inputs;
   const info = forwardConvInfo(x.shape, attrs.filterShape as number[], attrs, false);
-  return withScope(backend, (s) => {
-    const [ah, aw] = axes(info);
-    const padAfter = (a: Axis) => Math.max(0, readExtent(a) - a.inSize - a.padBefore);
-    const xT = s.transpose(x, [3, 1, 2, 0]); // [inC, H, W, N]
-    const dyT = s.transpose(dy, [1, 2, 0, 3]); // [outH, outW, N, outC]
-    const g = s.run(
-      'Conv2D',
-      { x: xT, filter: dyT },
-      {
-        strides: [ah.dilation, aw.dilation],
-        dilations: [ah.stride, aw.stride],
-        pad: explicitPads([ah.padBefore, padAfter(ah)], [aw.padBefore, padAfter(aw)]),
-        dataFormat: 'NHWC',
-      },
-    ); // [inC, >= fh, >= fw, outC]: rows past the filter come from unused input rows
-    const cropped = s.slice(g, [0, 0, 0, 0], [info.inChannels, info.filterHeight, info.filterWidth, info.outChannels]);
-    return s.transpose(cropped, [1, 2, 0, 3]);
-  });
+  const patchWidth = info.filterHeight * info.filterWidth * info.inChannels;
+  return withScope(backend, (s) =>
+    // XNNPACK repacks the "weights" operand on every call (its cost is about that of the whole
+    // product for few input channels), so pack whichever operand is smaller: the output
+    // gradient (convolution form) or the input patches (matrix-product form).
+    patchWidth * 2 <= info.outChannels ? filterGradientByMatMul(s, x, dy, info) : filterGradientByConv(s, x, dy, info),
+  );
+}
+
+/** Filter gradient as one convolution: input transposed to [inC, H, W, N], dy to [outH, outW, N, outC]. */
+function filterGradientByConv(s: KernelScope, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo): TensorInfo {
+  const [ah, aw] = axes(info);
+  const xT = s.transpose(x, [3, 1, 2, 0]); // [inC, H, W, N]
+  const dyT = s.transpose(dy, [1, 2, 0, 3]); // [outH, outW, N, outC]
+  const g = s.run(
+    'Conv2D',
+    { x: xT, filter: dyT },
+    {
+      strides: [ah.dilation, aw.dilation],
+      dilations: [ah.stride, aw.stride],
+      pad: explicitPads([ah.padBefore, padAfterForExtent(ah)], [aw.padBefore, padAfterForExtent(aw)]),
+      dataFormat: 'NHWC',
+    },
+  ); // [inC, >= fh, >= fw, outC]: rows past the filter come from unused input rows
+  const cropped = s.slice(g, [0, 0, 0, 0], [info.inChannels, info.filterHeight, info.filterWidth, info.outChannels]);
+  return s.transpose(cropped, [1, 2, 0, 3]);
+}
+
+/** Filter gradient as dy^T [outC, P] x patches [P, fh*fw*inC], P = N*outH*outW positions. */
+function filterGradientByMatMul(s: KernelScope, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo): TensorInfo {
+  const { filterHeight: fh, filterWidth: fw, inChannels: c, outChannels: outC } = info;
+  const positions = info.batchSize * info.outHeight * info.outWidth;
+  const taps = shiftedInputViews(s, x, info); // fh*fw views [N, outH, outW, inC]
+  const stacked = s.output([fh * fw, positions, c]);
+  taps.forEach((view, k) => s.values(stacked).set(s.values(view), k * positions * c));
+  const patches = s.reshape(s.transpose(stacked, [1, 0, 2]), [positions, fh * fw * c]);
+  const g = s.run(
+    'BatchMatMul',
+    { a: s.reshape(dy, [positions, outC]), b: patches },
+    { transposeA: true, transposeB: false },
+  ); // [outC, fh*fw*inC]
+  return s.reshape(s.transpose(g, [1, 0]), [fh, fw, c, outC]);
+}
+
+/** Bottom/right padding so that the input covers every row the forward convolution reads. */
+function padAfterForExtent(a: Axis): number {
+  return Math.max(0, readExtent(a) - a.inSize - a.padBefore);
+}
+
+/**
+ * For each filter tap (kh, kw), the [N, outH, outW, C] view of the zero-padded input that the
+ * tap multiplies: x_padded[n, oh*sh + kh*dh, ow*sw + kw*dw, c]. Copied row by row on the heap:
+ * the backend's Slice and StridedSlice kernels take ~50 ns per element on such views.
+ */
+function shiftedInputViews(s: KernelScope, x: TensorInfo, info: Conv2DInfo): TensorInfo[] {
+  const [ah, aw] = axes(info);
+  const [n, , , c] = x.shape;
+  const padded = s.run(
+    'PadV2',
+    { x },
+    {
+      paddings: [[0, 0], [ah.padBefore, padAfterForExtent(ah)], [aw.padBefore, padAfterForExtent(aw)], [0, 0]],
+      constantValue: 0,
+    },
+  );
+  const [, paddedH, paddedW] = padded.shape;
+  const rowLength = aw.outSize * c;
+  const views: TensorInfo[] = [];
+  for (let kh = 0; kh < info.filterHeight; kh++) {
+    for (let kw = 0; kw < info.filterWidth; kw++) {
+      const view = s.output([n, ah.outSize, aw.outSize, c]);
+      const src = s.values(padded);
+      const dst = s.values(view);
+      let d = 0;
+      for (let b = 0; b < n; b++) {
+        for (let oh = 0; oh < ah.outSize; oh++, d += rowLength) {
+          const row = ((b * paddedH + oh * ah.stride + kh * ah.dilation) * paddedW + kw * aw.dilation) * c;
+          if (aw.stride === 1) {
+            dst.set(src.subarray(row, row + rowLength), d);
+            continue;
+          }
+          for (let ow = 0; ow < aw.outSize; ow++) {
+            const p = row + ow * aw.stride * c;
+            dst.set(src.subarray(p, p + c), d + ow * c);
+          }
+        }
+      }
+      views.push(view);
+    }
+  }
+  return views;
 }
 
 export function conv2dBackpropInput({ inputs, attrs, backend }: KernelArgs): TensorInfo {
@@ -137,41 +210,15 @@ export function depthwiseBackpropFilter({ inputs, attrs, backend }: KernelArgs):
   const filterShape = attrs.filterShape as number[];
   const info = forwardConvInfo(x.shape, filterShape, attrs, true);
   return withScope(backend, (s) => {
-    const [fh, fw, c, m] = filterShape;
-    const [ah, aw] = axes(info);
-    const n = info.batchSize;
-    const positions = n * info.outHeight * info.outWidth;
-    const padAfter = (a: Axis) => Math.max(0, readExtent(a) - a.inSize - a.padBefore);
-    const padded = s.run(
-      'PadV2',
-      { x },
-      { paddings: [[0, 0], [ah.padBefore, padAfter(ah)], [aw.padBefore, padAfter(aw)], [0, 0]], constantValue: 0 },
-    );
+    const [, , c, m] = filterShape;
+    const positions = info.batchSize * info.outHeight * info.outWidth;
     const dyPerChannel = s.reshape(dy, [positions, c, m]);
     const out = s.output(filterShape);
-    for (let kh = 0; kh < fh; kh++) {
-      for (let kw = 0; kw < fw; kw++) {
-        const r0 = kh * ah.dilation;
-        const c0 = kw * aw.dilation;
-        const view = s.run(
-          'StridedSlice',
-          { x: padded },
-          {
-            begin: [0, r0, c0, 0],
-            end: [n, r0 + (ah.outSize - 1) * ah.stride + 1, c0 + (aw.outSize - 1) * aw.stride + 1, c],
-            strides: [1, ah.stride, aw.stride, 1],
-            beginMask: 0,
-            endMask: 0,
-            ellipsisMask: 0,
-            newAxisMask: 0,
-            shrinkAxisMask: 0,
-          },
-        ); // [N, outH, outW, C]
-        const product = s.run('Multiply', { a: s.reshape(view, [positions, c, 1]), b: dyPerChannel });
-        const tap = s.run('Sum', { x: product }, { axis: [0], keepDims: false }); // [C, M]
-        s.values(out).set(s.values(tap), (kh * fw + kw) * c * m);
-      }
-    }
+    shiftedInputViews(s, x, info).forEach((view, k) => {
+      const product = s.run('Multiply', { a: s.reshape(view, [positions, c, 1]), b: dyPerChannel });
+      const tap = s.run('Sum', { x: product }, { axis: [0], keepDims: false }); // [C, M]
+      s.values(out).set(s.values(tap), k * c * m);
+    });
     return out;
   });
 }

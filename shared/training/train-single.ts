@@ -1,0 +1,85 @@
+/**
+ * Trains one model alone on Fashion-MNIST in this process: the first real run of Cohort and the
+ * baseline every distillation method is compared with. Prints progress lines through `log`.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { FASHION_MNIST_NORMALIZATION, gatherBatch } from '../data/batch.js';
+import { loadFashionMnist } from '../data/fashion-mnist.js';
+import { batchIndices, epochOrder } from '../data/sampler.js';
+import { referenceCnn } from '../models/reference-cnn.js';
+import { evaluate, type EvalResult } from './evaluate.js';
+import { trainStep } from './train-step.js';
+
+export interface TrainSingleOptions {
+  epochs: number;
+  batchSize: number;
+  learningRate: number;
+  seed: number;
+  /** Use only the first N training samples of the epoch order (smoke tests); all when undefined. */
+  trainLimit?: number;
+  dataDir?: string;
+  cacheDir?: string;
+  /** Print a progress line every this many steps. */
+  logEvery: number;
+}
+
+export interface TrainSingleResult {
+  test: EvalResult;
+  steps: number;
+  seconds: number;
+  imagesPerSecond: number;
+}
+
+function formatDuration(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  return s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
+}
+
+export async function trainSingle(options: TrainSingleOptions, log: (line: string) => void): Promise<TrainSingleResult> {
+  const { epochs, batchSize, learningRate, seed, logEvery } = options;
+  const data = await loadFashionMnist({ dataDir: options.dataDir, cacheDir: options.cacheDir, log });
+  const trainCount = Math.min(options.trainLimit ?? data.train.count, data.train.count);
+  const stepsPerEpoch = Math.ceil(trainCount / batchSize);
+  const totalSteps = stepsPerEpoch * epochs;
+  log(`train: ${trainCount} images x ${epochs} epoch(s), batch ${batchSize}, ${totalSteps} steps; test: ${data.test.count} images`);
+
+  const model = referenceCnn({ seed });
+  const optimizer = tf.train.adam(learningRate);
+  const started = performance.now();
+  let step = 0;
+  let seen = 0;
+  for (let epoch = 0; epoch < epochs; epoch++) {
+    const order = epochOrder(data.train.count, seed, epoch).subarray(0, trainCount);
+    let lossSum = 0;
+    let correct = 0;
+    let count = 0;
+    for (let b = 0; b < stepsPerEpoch; b++) {
+      const batch = gatherBatch(data.train, batchIndices(order, batchSize, b), FASHION_MNIST_NORMALIZATION);
+      const images = tf.tensor4d(batch.images, batch.shape);
+      const labels = tf.tensor1d(batch.labels, 'int32');
+      const { loss, logits } = trainStep(model, optimizer, images, labels);
+      const hits = tf.tidy(() => tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), labels), 'int32')));
+      lossSum += (await loss.data())[0] * batch.labels.length;
+      correct += (await hits.data())[0];
+      count += batch.labels.length;
+      tf.dispose([images, labels, loss, logits, hits]);
+      step++;
+      seen += batch.labels.length;
+      if (step % logEvery === 0 || b === stepsPerEpoch - 1) {
+        const elapsed = (performance.now() - started) / 1000;
+        const rate = seen / elapsed;
+        const eta = ((totalSteps - step) * elapsed) / step;
+        log(
+          `epoch ${epoch + 1}/${epochs} step ${b + 1}/${stepsPerEpoch} | ${rate.toFixed(0)} img/s | ` +
+            `loss ${(lossSum / count).toFixed(4)} | acc ${((100 * correct) / count).toFixed(2)}% | ETA ${formatDuration(eta)}`,
+        );
+      }
+    }
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const test = await evaluate(model, data.test, FASHION_MNIST_NORMALIZATION);
+  log(`test: accuracy ${(100 * test.accuracy).toFixed(2)}% | loss ${test.loss.toFixed(4)} | ${test.count} images`);
+  model.dispose();
+  optimizer.dispose();
+  return { test, steps: step, seconds, imagesPerSecond: seen / seconds };
+}
