@@ -82,7 +82,7 @@ async function main(): Promise<void> {
     .demandCommand(1, 'name a command (see --help)')
     .strict()
     .fail((message, error) => {
-      throw error ?? new CohortError(message);
+      throw error ?? new CohortError(`${message.replace(/\s*\n\s*/g, ' ').trim()} (see --help)`);
     })
     .help()
     .parseAsync();
