@@ -5,6 +5,7 @@
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
+import { limits } from '../shared/engine/wasm-training/conv-gradients.js';
 import { randomValues, relativeError, seeded, useWasm, valuesOn } from './helpers/backends.js';
 
 const TOLERANCE = 1e-4;
@@ -111,6 +112,11 @@ for (const depthwise of [false, true]) {
         // checked through the equivalent undilated convolution with a zero-inserted filter.
         const wasmFilter = await valuesOn('wasm', filterGrad(c.filter, c.dilations));
         const wasmInput = await valuesOn('wasm', inputGrad({ values: fv, shape: c.filter }, c.dilations));
+        // Conv2D's input gradient has a second path, for when dy x filter^T would be too large.
+        const savedLimit = limits.intermediateBytes;
+        limits.intermediateBytes = 0;
+        const wasmInputByConv = await valuesOn('wasm', inputGrad({ values: fv, shape: c.filter }, c.dilations));
+        limits.intermediateBytes = savedLimit;
         let cpuFilter: Float32Array;
         let cpuInput: Float32Array;
         if (dilated) {
@@ -125,6 +131,8 @@ for (const depthwise of [false, true]) {
         const errInput = relativeError(wasmInput, cpuInput);
         assert.ok(errFilter < TOLERANCE, `filter gradient relative error ${errFilter}`);
         assert.ok(errInput < TOLERANCE, `input gradient relative error ${errInput}`);
+        const errInputByConv = relativeError(wasmInputByConv, cpuInput);
+        assert.ok(errInputByConv < TOLERANCE, `input gradient (convolution path) relative error ${errInputByConv}`);
       });
     }
   });

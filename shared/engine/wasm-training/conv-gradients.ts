@@ -5,9 +5,11 @@
  *  - filter gradient: a convolution of the transposed input (channels as batch, batch as
  *    channels) with the transposed output gradient as filter; the forward stride becomes the
  *    dilation and the forward dilation the stride.
- *  - input gradient: a stride-1 convolution of the output gradient (zeros inserted between rows
- *    and columns when the forward stride is > 1) with the filter rotated by 180 degrees and its
- *    in/out channels swapped.
+ *  - input gradient: the product dy x filter^T on XNNPACK's matrix kernel, scattered back into
+ *    the input's shape by a native col2im kernel; or, when that product would be too large to
+ *    hold, a stride-1 convolution of the output gradient (zeros inserted between rows and columns
+ *    when the forward stride is > 1) with the filter rotated by 180 degrees and its in/out
+ *    channels swapped.
  *
  * Depthwise convolutions reuse the input-gradient construction with the backend's depthwise
  * convolution; their filter gradient is a sum of shifted input views times the output gradient.
@@ -16,6 +18,7 @@ import type { NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { axes, forwardConvInfo, readExtent, type Axis, type Conv2DInfo } from './conv-geometry.js';
 import { KernelScope, withScope } from './kernel-scope.js';
+import { nativeCol2Im } from './native/native-kernels.js';
 
 interface KernelArgs {
   inputs: Record<string, TensorInfo>;
@@ -131,16 +134,57 @@ function shiftedInputViews(s: KernelScope, x: TensorInfo, info: Conv2DInfo): Ten
 export function conv2dBackpropInput({ inputs, attrs, backend }: KernelArgs): TensorInfo {
   const { dy, filter } = inputs;
   const info = forwardConvInfo(attrs.inputShape as number[], filter.shape, attrs, false);
-  return withScope(backend, (s) => {
-    const { source, pads } = inputGradientSource(s, dy, info);
-    const rotated = s.run('Reverse', { x: filter }, { dims: [0, 1] });
-    const swapped = s.transpose(rotated, [0, 1, 3, 2]); // [fh, fw, outC, inC]
-    return s.run(
-      'Conv2D',
-      { x: source, filter: swapped },
-      { strides: [1, 1], dilations: [info.dilationHeight, info.dilationWidth], pad: pads, dataFormat: 'NHWC' },
-    );
+  const colsBytes = 4 * dy.shape[0] * info.outHeight * info.outWidth * info.filterHeight * info.filterWidth * info.inChannels;
+  return withScope(backend, (s) =>
+    colsBytes <= limits.intermediateBytes ? inputGradientByMatMul(s, dy, filter, info) : inputGradientByConv(s, dy, filter, info),
+  );
+}
+
+/** Bounds on the temporary memory a gradient kernel may use; tests lower them to cover both paths. */
+export const limits = { intermediateBytes: 256 * 2 ** 20 };
+
+/**
+ * Input gradient as cols = dy [P, outC] x filter^T [outC, fh*fw*inC] (no wasted products: the
+ * full convolution multiplies padding and inserted zeros), scattered back into dx by col2im.
+ */
+function inputGradientByMatMul(s: KernelScope, dy: TensorInfo, filter: TensorInfo, info: Conv2DInfo): TensorInfo {
+  const { filterHeight: fh, filterWidth: fw, inChannels: c, outChannels: outC } = info;
+  const positions = info.batchSize * info.outHeight * info.outWidth;
+  const cols = s.run(
+    'BatchMatMul',
+    { a: s.reshape(dy, [positions, outC]), b: s.reshape(filter, [fh * fw * c, outC]) },
+    { transposeA: false, transposeB: true },
+  );
+  const dx = s.output([info.batchSize, info.inHeight, info.inWidth, c]);
+  nativeCol2Im(s.backend, cols, dx, {
+    batch: info.batchSize,
+    inHeight: info.inHeight,
+    inWidth: info.inWidth,
+    channels: c,
+    outHeight: info.outHeight,
+    outWidth: info.outWidth,
+    filterHeight: fh,
+    filterWidth: fw,
+    strideHeight: info.strideHeight,
+    strideWidth: info.strideWidth,
+    dilationHeight: info.dilationHeight,
+    dilationWidth: info.dilationWidth,
+    padTop: info.padInfo.top,
+    padLeft: info.padInfo.left,
   });
+  return dx;
+}
+
+/** Input gradient as one "full" stride-1 convolution with the rotated, channel-swapped filter. */
+function inputGradientByConv(s: KernelScope, dy: TensorInfo, filter: TensorInfo, info: Conv2DInfo): TensorInfo {
+  const { source, pads } = inputGradientSource(s, dy, info);
+  const rotated = s.run('Reverse', { x: filter }, { dims: [0, 1] });
+  const swapped = s.transpose(rotated, [0, 1, 3, 2]); // [fh, fw, outC, inC]
+  return s.run(
+    'Conv2D',
+    { x: source, filter: swapped },
+    { strides: [1, 1], dilations: [info.dilationHeight, info.dilationWidth], pad: pads, dataFormat: 'NHWC' },
+  );
 }
 
 /**

@@ -233,3 +233,48 @@ void EXPORT(sum_leading)(const float *x, float *out, int rows, int cols) {
     out[c] = (float)t;
   }
 }
+
+/*
+ * Input gradient of a convolution, assembled from the products of the output gradient with the
+ * filter: cols[n, oh, ow, (kh, kw, c)] = sum over k of dy[n, oh, ow, k] * filter[kh, kw, c, k]
+ * is added into dx[n, h, w, c] at h = oh*strideH + kh*dilationH - padTop and
+ * w = ow*strideW + kw*dilationW - padLeft; positions in the padding are dropped ("col2im").
+ * dx is overwritten. Channels go four at a time with v128, the remainder singly.
+ */
+void EXPORT(col2im)(const float *cols, float *dx, int batch, int inH, int inW, int channels, int outH,
+                    int outW, int filterH, int filterW, int strideH, int strideW, int dilationH,
+                    int dilationW, int padTop, int padLeft) {
+  const unsigned total = (unsigned)batch * (unsigned)inH * (unsigned)inW * (unsigned)channels;
+  const unsigned vecChannels = (unsigned)channels & ~3u;
+  {
+    const v128_t zero = wasm_f32x4_splat(0.0f);
+    unsigned i = 0;
+    for (; i + 4 <= total; i += 4) wasm_v128_store(dx + i, zero);
+    for (; i < total; i++) dx[i] = 0.0f;
+  }
+  const float *src = cols;
+  for (int n = 0; n < batch; n++) {
+    float *image = dx + (unsigned)n * (unsigned)inH * (unsigned)inW * (unsigned)channels;
+    for (int oh = 0; oh < outH; oh++) {
+      for (int ow = 0; ow < outW; ow++) {
+        for (int kh = 0; kh < filterH; kh++) {
+          const int h = oh * strideH + kh * dilationH - padTop;
+          if (h < 0 || h >= inH) {
+            src += (unsigned)filterW * (unsigned)channels;
+            continue;
+          }
+          for (int kw = 0; kw < filterW; kw++, src += channels) {
+            const int w = ow * strideW + kw * dilationW - padLeft;
+            if (w < 0 || w >= inW) continue;
+            float *dst = image + ((unsigned)h * (unsigned)inW + (unsigned)w) * (unsigned)channels;
+            unsigned c = 0;
+            for (; c < vecChannels; c += 4) {
+              wasm_v128_store(dst + c, wasm_f32x4_add(wasm_v128_load(dst + c), wasm_v128_load(src + c)));
+            }
+            for (; c < (unsigned)channels; c++) dst[c] += src[c];
+          }
+        }
+      }
+    }
+  }
+}

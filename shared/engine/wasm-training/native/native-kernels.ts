@@ -30,6 +30,24 @@ interface KernelExports {
     padLeft: number,
   ): void;
   sum_leading(x: number, out: number, rows: number, cols: number): void;
+  col2im(
+    cols: number,
+    dx: number,
+    batch: number,
+    inH: number,
+    inW: number,
+    channels: number,
+    outH: number,
+    outW: number,
+    filterH: number,
+    filterW: number,
+    strideH: number,
+    strideW: number,
+    dilationH: number,
+    dilationW: number,
+    padTop: number,
+    padLeft: number,
+  ): void;
 }
 
 /** The module's bytes (decoded once). */
@@ -150,6 +168,42 @@ export function nativeSumLeading(backend: BackendWasm, x: TensorInfo, out: Tenso
     return;
   }
   kernels(backend).sum_leading(heapOffset(backend, x), heapOffset(backend, out), rows, cols);
+}
+
+/** Convolution geometry of col2im (the forward convolution's, NHWC). */
+export interface Col2ImGeometry extends MaxPoolGradGeometry {
+  dilationHeight: number;
+  dilationWidth: number;
+}
+
+/**
+ * dx[n, h, w, c] = sum of cols[n, oh, ow, kh, kw, c] over the (oh, ow, kh, kw) whose window
+ * position is (h, w): the input gradient of a convolution from cols = dy x filter^T. `dx` is
+ * entirely overwritten.
+ */
+export function nativeCol2Im(backend: BackendWasm, cols: TensorInfo, dx: TensorInfo, g: Col2ImGeometry): void {
+  const dxSize = g.batch * g.inHeight * g.inWidth * g.channels;
+  checkSize(cols, g.batch * g.outHeight * g.outWidth * g.filterHeight * g.filterWidth * g.channels, 'cols');
+  checkSize(dx, dxSize, 'dx');
+  if (dxSize === 0) return;
+  kernels(backend).col2im(
+    heapOffset(backend, cols),
+    heapOffset(backend, dx),
+    g.batch,
+    g.inHeight,
+    g.inWidth,
+    g.channels,
+    g.outHeight,
+    g.outWidth,
+    g.filterHeight,
+    g.filterWidth,
+    g.strideHeight,
+    g.strideWidth,
+    g.dilationHeight,
+    g.dilationWidth,
+    g.padTop,
+    g.padLeft,
+  );
 }
 
 function checkSize(t: TensorInfo, size: number, name: string): void {
