@@ -15,6 +15,7 @@ await yargs(hideBin(process.argv))
       y
         .option('steps', { type: 'number', default: 20, describe: 'timed steps per measurement (median reported)' })
         .option('warmup', { type: 'number', default: 3 })
+        .option('cpu-steps', { type: 'number', default: 2, describe: 'timed steps for the pure-JS cpu backend (over a minute each)' })
         .option('rounds', { type: 'number', default: 2, describe: 'alternate PyTorch and tfjs this many times' })
         .option('backends', { type: 'string', describe: 'comma-separated subset of tensorflow-gpu,tensorflow,wasm,cpu' })
         .option('torch-threads', { type: 'number', default: 2 })
@@ -25,6 +26,7 @@ await yargs(hideBin(process.argv))
         {
           steps: args.steps,
           warmup: args.warmup,
+          cpuSteps: args['cpu-steps'],
           rounds: args.rounds,
           backends: args.backends?.split(',').map((s) => s.trim()),
           torchThreads: args['torch-threads'],

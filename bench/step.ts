@@ -22,6 +22,8 @@ export interface StepResult {
 export interface StepBenchOptions {
   steps: number;
   warmup: number;
+  /** The pure-JS cpu backend takes over a minute per step: it gets this many timed steps. */
+  cpuSteps: number;
   rounds: number;
   backends?: string[];
   torchThreads: number;
@@ -95,8 +97,8 @@ export async function benchStep(o: StepBenchOptions, print: (line: string) => vo
     round.push(torch);
     print(`  round ${r + 1}: ${describe(torch)}`);
     for (const backend of backends) {
-      if (backend === 'cpu' && r > 0) continue; // ~30x slower than wasm: one round is enough
-      const result = tfjsStep(backend, o);
+      if (backend === 'cpu' && r > 0) continue; // far slower than wasm: one round is enough
+      const result = tfjsStep(backend, backend === 'cpu' ? { ...o, steps: o.cpuSteps, warmup: 1 } : o);
       round.push(result);
       print(`  round ${r + 1}: ${describe(result)}`);
     }
@@ -130,15 +132,15 @@ function mergeRounds(rounds: StepResult[][]): StepResult[] {
 function printTable(results: StepResult[], print: (line: string) => void): void {
   const torch = results.find((r) => r.backend.startsWith('pytorch') && r.msPerStep !== undefined);
   print('');
-  print('| backend | device | ms/step (median) | x PyTorch |');
-  print('|---|---|---|---|');
+  print('| backend | device | timed steps | ms/step (median) | x PyTorch |');
+  print('|---|---|---|---|---|');
   for (const r of results) {
     if (r.unavailable) {
-      print(`| ${r.backend} | - | unavailable: ${r.unavailable} | - |`);
+      print(`| ${r.backend} | - | - | unavailable: ${r.unavailable} | - |`);
       continue;
     }
     const ratio = torch ? (r.msPerStep! / torch.msPerStep!).toFixed(2) : '-';
-    print(`| ${r.backend} | ${r.device} | ${r.msPerStep!.toFixed(1)} | ${ratio} |`);
+    print(`| ${r.backend} | ${r.device} | ${r.steps} | ${r.msPerStep!.toFixed(1)} | ${ratio} |`);
   }
   for (const r of results) {
     if (!r.kernels) continue;

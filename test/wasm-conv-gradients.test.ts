@@ -112,9 +112,11 @@ for (const depthwise of [false, true]) {
         // checked through the equivalent undilated convolution with a zero-inserted filter.
         const wasmFilter = await valuesOn('wasm', filterGrad(c.filter, c.dilations));
         const wasmInput = await valuesOn('wasm', inputGrad({ values: fv, shape: c.filter }, c.dilations));
-        // Conv2D's input gradient has a second path, for when dy x filter^T would be too large.
+        // Conv2D's gradients have a second path, for when their matrix-product form would need
+        // too large an intermediate (patches or dy x filter^T): forced here by a zero limit.
         const savedLimit = limits.intermediateBytes;
         limits.intermediateBytes = 0;
+        const wasmFilterByConv = await valuesOn('wasm', filterGrad(c.filter, c.dilations));
         const wasmInputByConv = await valuesOn('wasm', inputGrad({ values: fv, shape: c.filter }, c.dilations));
         limits.intermediateBytes = savedLimit;
         let cpuFilter: Float32Array;
@@ -131,7 +133,9 @@ for (const depthwise of [false, true]) {
         const errInput = relativeError(wasmInput, cpuInput);
         assert.ok(errFilter < TOLERANCE, `filter gradient relative error ${errFilter}`);
         assert.ok(errInput < TOLERANCE, `input gradient relative error ${errInput}`);
+        const errFilterByConv = relativeError(wasmFilterByConv, cpuFilter);
         const errInputByConv = relativeError(wasmInputByConv, cpuInput);
+        assert.ok(errFilterByConv < TOLERANCE, `filter gradient (convolution path) relative error ${errFilterByConv}`);
         assert.ok(errInputByConv < TOLERANCE, `input gradient (convolution path) relative error ${errInputByConv}`);
       });
     }

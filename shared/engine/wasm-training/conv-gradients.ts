@@ -18,7 +18,7 @@ import type { NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { axes, forwardConvInfo, readExtent, type Axis, type Conv2DInfo } from './conv-geometry.js';
 import { KernelScope, withScope } from './kernel-scope.js';
-import { nativeCol2Im } from './native/native-kernels.js';
+import { nativeCol2Im, nativeIm2Col, type ConvGeometry } from './native/native-kernels.js';
 
 interface KernelArgs {
   inputs: Record<string, TensorInfo>;
@@ -39,12 +39,14 @@ export function conv2dBackpropFilter({ inputs, attrs, backend }: KernelArgs): Te
   const { x, dy } = inputs;
   const info = forwardConvInfo(x.shape, attrs.filterShape as number[], attrs, false);
   const patchWidth = info.filterHeight * info.filterWidth * info.inChannels;
-  return withScope(backend, (s) =>
-    // XNNPACK repacks the "weights" operand on every call (its cost is about that of the whole
-    // product for few input channels), so pack whichever operand is smaller: the output
-    // gradient (convolution form) or the input patches (matrix-product form).
-    patchWidth * 2 <= info.outChannels ? filterGradientByMatMul(s, x, dy, info) : filterGradientByConv(s, x, dy, info),
-  );
+  const patchesBytes = 4 * info.batchSize * info.outHeight * info.outWidth * patchWidth;
+  return withScope(backend, (s) => {
+    if (patchesBytes > limits.intermediateBytes) return filterGradientByConv(s, x, dy, info);
+    // XNNPACK repacks the right-hand operand of a product on every call, at a cost comparable to
+    // the product itself when it is large: pack the patches when they are much narrower than dy
+    // (few input channels, e.g. a first layer), else dy.
+    return filterGradientByMatMul(s, x, dy, info, patchWidth * 2 <= info.outChannels ? 'patches' : 'dy');
+  });
 }
 
 /** Filter gradient as one convolution: input transposed to [inC, H, W, N], dy to [outH, outW, N, outC]. */
@@ -66,20 +68,44 @@ function filterGradientByConv(s: KernelScope, x: TensorInfo, dy: TensorInfo, inf
   return s.transpose(cropped, [1, 2, 0, 3]);
 }
 
-/** Filter gradient as dy^T [outC, P] x patches [P, fh*fw*inC], P = N*outH*outW positions. */
-function filterGradientByMatMul(s: KernelScope, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo): TensorInfo {
+/**
+ * Filter gradient as a product over the P = N*outH*outW positions of the input patches (from a
+ * native im2col) and dy: patches^T [fh*fw*inC, P] x dy [P, outC] when dy is the operand to pack,
+ * or dy^T [outC, P] x patches [P, fh*fw*inC] (then transposed) when the patches are.
+ */
+function filterGradientByMatMul(s: KernelScope, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo, packed: 'patches' | 'dy'): TensorInfo {
   const { filterHeight: fh, filterWidth: fw, inChannels: c, outChannels: outC } = info;
   const positions = info.batchSize * info.outHeight * info.outWidth;
-  const taps = shiftedInputViews(s, x, info); // fh*fw views [N, outH, outW, inC]
-  const stacked = s.output([fh * fw, positions, c]);
-  taps.forEach((view, k) => s.values(stacked).set(s.values(view), k * positions * c));
-  const patches = s.reshape(s.transpose(stacked, [1, 0, 2]), [positions, fh * fw * c]);
-  const g = s.run(
-    'BatchMatMul',
-    { a: s.reshape(dy, [positions, outC]), b: patches },
-    { transposeA: true, transposeB: false },
-  ); // [outC, fh*fw*inC]
+  const dy2d = s.reshape(dy, [positions, outC]);
+  if (packed === 'dy') {
+    const patchesT = s.output([fh * fw * c, positions]);
+    nativeIm2Col(s.backend, x, patchesT, true, convGeometry(info));
+    return s.reshape(s.run('BatchMatMul', { a: patchesT, b: dy2d }, { transposeA: false, transposeB: false }), [fh, fw, c, outC]);
+  }
+  const patches = s.output([positions, fh * fw * c]);
+  nativeIm2Col(s.backend, x, patches, false, convGeometry(info));
+  const g = s.run('BatchMatMul', { a: dy2d, b: patches }, { transposeA: true, transposeB: false }); // [outC, fh*fw*inC]
   return s.reshape(s.transpose(g, [1, 0]), [fh, fw, c, outC]);
+}
+
+/** The forward convolution's geometry as the native im2col/col2im kernels take it. */
+function convGeometry(info: Conv2DInfo): ConvGeometry {
+  return {
+    batch: info.batchSize,
+    inHeight: info.inHeight,
+    inWidth: info.inWidth,
+    channels: info.inChannels,
+    outHeight: info.outHeight,
+    outWidth: info.outWidth,
+    filterHeight: info.filterHeight,
+    filterWidth: info.filterWidth,
+    strideHeight: info.strideHeight,
+    strideWidth: info.strideWidth,
+    dilationHeight: info.dilationHeight,
+    dilationWidth: info.dilationWidth,
+    padTop: info.padInfo.top,
+    padLeft: info.padInfo.left,
+  };
 }
 
 /** Bottom/right padding so that the input covers every row the forward convolution reads. */
@@ -156,22 +182,7 @@ function inputGradientByMatMul(s: KernelScope, dy: TensorInfo, filter: TensorInf
     { transposeA: false, transposeB: true },
   );
   const dx = s.output([info.batchSize, info.inHeight, info.inWidth, c]);
-  nativeCol2Im(s.backend, cols, dx, {
-    batch: info.batchSize,
-    inHeight: info.inHeight,
-    inWidth: info.inWidth,
-    channels: c,
-    outHeight: info.outHeight,
-    outWidth: info.outWidth,
-    filterHeight: fh,
-    filterWidth: fw,
-    strideHeight: info.strideHeight,
-    strideWidth: info.strideWidth,
-    dilationHeight: info.dilationHeight,
-    dilationWidth: info.dilationWidth,
-    padTop: info.padInfo.top,
-    padLeft: info.padInfo.left,
-  });
+  nativeCol2Im(s.backend, cols, dx, convGeometry(info));
   return dx;
 }
 

@@ -278,3 +278,54 @@ void EXPORT(col2im)(const float *cols, float *dx, int batch, int inH, int inW, i
     }
   }
 }
+
+/*
+ * Patches of a convolution's input ("im2col"), P = batch*outH*outW positions by K = filterH*
+ * filterW*channels values, value (kh, kw, c) of position (n, oh, ow) being x[n, h, w, c] with
+ * h = oh*strideH + kh*dilationH - padTop, w = ow*strideW + kw*dilationW - padLeft, or 0 in the
+ * padding. transposed == 0 writes out[p*K + k] ([P, K]); transposed != 0 writes out[k*P + p]
+ * ([K, P]), walking one input row at a time so that reads stay in cache and each channel's
+ * writes are contiguous. Every element of out is written.
+ */
+void EXPORT(im2col)(const float *x, float *out, int transposed, int batch, int inH, int inW, int channels,
+                    int outH, int outW, int filterH, int filterW, int strideH, int strideW, int dilationH,
+                    int dilationW, int padTop, int padLeft) {
+  const unsigned C = (unsigned)channels;
+  const unsigned K = (unsigned)filterH * (unsigned)filterW * C;
+  const unsigned P = (unsigned)batch * (unsigned)outH * (unsigned)outW;
+  for (int n = 0; n < batch; n++) {
+    for (int oh = 0; oh < outH; oh++) {
+      const unsigned p0 = ((unsigned)n * (unsigned)outH + (unsigned)oh) * (unsigned)outW;
+      for (int kh = 0; kh < filterH; kh++) {
+        const int h = oh * strideH + kh * dilationH - padTop;
+        const int rowValid = h >= 0 && h < inH;
+        const float *row = x + ((unsigned)n * (unsigned)inH + (unsigned)(rowValid ? h : 0)) * (unsigned)inW * C;
+        for (int kw = 0; kw < filterW; kw++) {
+          const unsigned k0 = ((unsigned)kh * (unsigned)filterW + (unsigned)kw) * C;
+          if (transposed) {
+            for (unsigned c = 0; c < C; c++) {
+              float *dst = out + (k0 + c) * P + p0;
+              for (int ow = 0; ow < outW; ow++) {
+                const int w = ow * strideW + kw * dilationW - padLeft;
+                dst[ow] = rowValid && w >= 0 && w < inW ? row[(unsigned)w * C + c] : 0.0f;
+              }
+            }
+          } else {
+            for (int ow = 0; ow < outW; ow++) {
+              const int w = ow * strideW + kw * dilationW - padLeft;
+              float *dst = out + (p0 + (unsigned)ow) * K + k0;
+              if (rowValid && w >= 0 && w < inW) {
+                const float *src = row + (unsigned)w * C;
+                unsigned c = 0;
+                for (; c + 4 <= C; c += 4) wasm_v128_store(dst + c, wasm_v128_load(src + c));
+                for (; c < C; c++) dst[c] = src[c];
+              } else {
+                for (unsigned c = 0; c < C; c++) dst[c] = 0.0f;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}

@@ -48,6 +48,25 @@ interface KernelExports {
     padTop: number,
     padLeft: number,
   ): void;
+  im2col(
+    x: number,
+    out: number,
+    transposed: number,
+    batch: number,
+    inH: number,
+    inW: number,
+    channels: number,
+    outH: number,
+    outW: number,
+    filterH: number,
+    filterW: number,
+    strideH: number,
+    strideW: number,
+    dilationH: number,
+    dilationW: number,
+    padTop: number,
+    padLeft: number,
+  ): void;
 }
 
 /** The module's bytes (decoded once). */
@@ -170,8 +189,8 @@ export function nativeSumLeading(backend: BackendWasm, x: TensorInfo, out: Tenso
   kernels(backend).sum_leading(heapOffset(backend, x), heapOffset(backend, out), rows, cols);
 }
 
-/** Convolution geometry of col2im (the forward convolution's, NHWC). */
-export interface Col2ImGeometry extends MaxPoolGradGeometry {
+/** Geometry of a forward convolution (NHWC), for im2col and col2im. */
+export interface ConvGeometry extends MaxPoolGradGeometry {
   dilationHeight: number;
   dilationWidth: number;
 }
@@ -181,14 +200,33 @@ export interface Col2ImGeometry extends MaxPoolGradGeometry {
  * position is (h, w): the input gradient of a convolution from cols = dy x filter^T. `dx` is
  * entirely overwritten.
  */
-export function nativeCol2Im(backend: BackendWasm, cols: TensorInfo, dx: TensorInfo, g: Col2ImGeometry): void {
+export function nativeCol2Im(backend: BackendWasm, cols: TensorInfo, dx: TensorInfo, g: ConvGeometry): void {
   const dxSize = g.batch * g.inHeight * g.inWidth * g.channels;
-  checkSize(cols, g.batch * g.outHeight * g.outWidth * g.filterHeight * g.filterWidth * g.channels, 'cols');
+  checkSize(cols, patchesSize(g), 'cols');
   checkSize(dx, dxSize, 'dx');
   if (dxSize === 0) return;
-  kernels(backend).col2im(
-    heapOffset(backend, cols),
-    heapOffset(backend, dx),
+  kernels(backend).col2im(heapOffset(backend, cols), heapOffset(backend, dx), ...convArgs(g));
+}
+
+/**
+ * The input patches of a convolution: [P, fh*fw*C] (P = batch*outH*outW positions, value
+ * (kh, kw, c) last), or its transpose [fh*fw*C, P] when `transposed`; zeros in the padding.
+ */
+export function nativeIm2Col(backend: BackendWasm, x: TensorInfo, out: TensorInfo, transposed: boolean, g: ConvGeometry): void {
+  checkSize(x, g.batch * g.inHeight * g.inWidth * g.channels, 'x');
+  checkSize(out, patchesSize(g), 'out');
+  if (patchesSize(g) === 0) return;
+  kernels(backend).im2col(heapOffset(backend, x), heapOffset(backend, out), transposed ? 1 : 0, ...convArgs(g));
+}
+
+function patchesSize(g: ConvGeometry): number {
+  return g.batch * g.outHeight * g.outWidth * g.filterHeight * g.filterWidth * g.channels;
+}
+
+type ConvArgs = [number, number, number, number, number, number, number, number, number, number, number, number, number, number];
+
+function convArgs(g: ConvGeometry): ConvArgs {
+  return [
     g.batch,
     g.inHeight,
     g.inWidth,
@@ -203,7 +241,7 @@ export function nativeCol2Im(backend: BackendWasm, cols: TensorInfo, dx: TensorI
     g.dilationWidth,
     g.padTop,
     g.padLeft,
-  );
+  ];
 }
 
 function checkSize(t: TensorInfo, size: number, name: string): void {
