@@ -1,18 +1,20 @@
 /**
- * Gradient kernels for 2-D convolutions on the wasm backend, written as forward convolutions
- * so that they run on the backend's fast XNNPACK convolution:
+ * Gradient kernels for 2-D convolutions on the wasm backend, built on the backend's fast
+ * XNNPACK kernels (matrix product, forward convolution) plus two native helpers (im2col,
+ * col2im in native/kernels.c):
  *
- *  - filter gradient: a convolution of the transposed input (channels as batch, batch as
- *    channels) with the transposed output gradient as filter; the forward stride becomes the
- *    dilation and the forward dilation the stride.
- *  - input gradient: the product dy x filter^T on XNNPACK's matrix kernel, scattered back into
- *    the input's shape by a native col2im kernel; or, when that product would be too large to
- *    hold, a stride-1 convolution of the output gradient (zeros inserted between rows and columns
- *    when the forward stride is > 1) with the filter rotated by 180 degrees and its in/out
- *    channels swapped.
+ *  - filter gradient: the product, over all output positions, of the input patches (im2col)
+ *    and the output gradient dy. XNNPACK repacks a product's right-hand operand on every call,
+ *    so the narrower of the two is put there.
+ *  - input gradient: the product dy x filter^T, scattered back into the input's shape (col2im).
+ *  - when a product's intermediate would be too large (limits.intermediateBytes), each gradient
+ *    falls back to one forward convolution: for the filter, of the transposed input (channels
+ *    as batch, batch as channels) with the transposed dy as filter, stride and dilation
+ *    swapping roles; for the input, a stride-1 convolution of dy (zeros inserted for strides
+ *    > 1) with the filter rotated by 180 degrees and its channels swapped.
  *
- * Depthwise convolutions reuse the input-gradient construction with the backend's depthwise
- * convolution; their filter gradient is a sum of shifted input views times the output gradient.
+ * Depthwise convolutions reuse the input-gradient convolution on the backend's depthwise
+ * convolution; their filter gradient is a sum of shifted input views times dy.
  */
 import type { NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
