@@ -4,9 +4,9 @@
  * measured in the same run so that the ratios compare like with like. Each measurement runs in
  * its own process; wasm and PyTorch alternate over several rounds to average out machine noise.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { createRequire } from 'node:module';
+import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { isInstalled, visibleGpuCount } from '../shared/engine/backend.js';
 import { median } from './stats.js';
 
 export interface StepResult {
@@ -32,24 +32,6 @@ export interface StepBenchOptions {
 
 const workerPath = fileURLToPath(new URL('./step-worker.ts', import.meta.url));
 const torchScript = fileURLToPath(new URL('./torch_step.py', import.meta.url));
-
-function installed(pkg: string): boolean {
-  try {
-    createRequire(import.meta.url).resolve(pkg);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function hasGpu(): boolean {
-  try {
-    execFileSync('nvidia-smi', ['-L'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** The Python interpreter that can import torch: Debian's first (pyenv shims may shadow it). */
 function findTorchPython(): string | undefined {
@@ -78,8 +60,8 @@ function tfjsStep(backend: string, o: StepBenchOptions, extra: string[] = []): S
 
 export function defaultBackends(): string[] {
   const list: string[] = [];
-  if (installed('@tensorflow/tfjs-node-gpu') && hasGpu()) list.push('tensorflow-gpu');
-  if (installed('@tensorflow/tfjs-node')) list.push('tensorflow');
+  if (isInstalled('@tensorflow/tfjs-node-gpu') && visibleGpuCount() > 0) list.push('tensorflow-gpu');
+  if (isInstalled('@tensorflow/tfjs-node')) list.push('tensorflow');
   list.push('wasm', 'cpu');
   return list;
 }

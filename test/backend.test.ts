@@ -4,22 +4,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend, pinGpu, visibleGpuCount } from '../shared/engine/backend.js';
+import { initBackend, isInstalled, pinGpu, visibleGpuCount } from '../shared/engine/backend.js';
 import { CohortError } from '../shared/errors.js';
 import { runCli } from './helpers/cli.js';
 
-function installed(pkg: string): boolean {
-  try {
-    createRequire(import.meta.url).resolve(pkg);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const nativeInstalled = installed('@tensorflow/tfjs-node') || installed('@tensorflow/tfjs-node-gpu');
+const nativeInstalled = isInstalled('@tensorflow/tfjs-node') || isInstalled('@tensorflow/tfjs-node-gpu');
 
 test('auto falls back to wasm when no native backend is installed, and wasm can train', { skip: nativeInstalled && 'a native backend is installed here' }, async () => {
   const active = await initBackend({ backend: 'auto' });

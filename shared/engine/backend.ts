@@ -6,6 +6,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-layers'; // its node bundle registers tfjs-core's gradient functions (autodiff)
 import { CohortError } from '../errors.js';
@@ -41,6 +42,16 @@ const INSTALL_HINT = {
   tensorflow:
     'npm install @tensorflow/tfjs-node (downloads libtensorflow 2.9.1, so it needs network access or TFJS_NODE_BASE_URI pointing at a mirror)',
 } as const;
+
+/** Whether `pkg` resolves from Cohort's install (optional dependencies may be missing). */
+export function isInstalled(pkg: string): boolean {
+  try {
+    createRequire(import.meta.url).resolve(pkg);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** Number of NVIDIA GPUs the driver exposes on this machine (before CUDA_VISIBLE_DEVICES). */
 export function visibleGpuCount(): number {
@@ -155,7 +166,7 @@ export async function initBackend(options: BackendOptions): Promise<ActiveBacken
   if (choice === 'cpu') {
     await import('@tensorflow/tfjs-backend-cpu');
     await activate('cpu');
-    return { requested, choice, tfjsName: 'cpu', device: 'CPU (pure JavaScript)' };
+    return { requested, choice, tfjsName: 'cpu', device: 'CPU (pure JavaScript: a reference for tests, hundreds of times slower than wasm)' };
   }
   await activate('tensorflow');
   if (choice === 'tensorflow') return { requested, choice, tfjsName: 'tensorflow', device: 'CPU (libtensorflow)' };

@@ -1,8 +1,9 @@
 /**
- * Geometry shared by the convolution gradient kernels: the forward convolution's shape
- * information, and the explicit paddings that turn a gradient into a forward convolution.
+ * Geometry shared by the convolution and pooling gradient kernels: the forward convolution's
+ * shape information, its per-axis view, and the geometry record the native kernels take.
  */
 import { backend_util, type NamedAttrMap } from '@tensorflow/tfjs-core';
+import type { ConvGeometry } from './native/native-kernels.js';
 
 export type Conv2DInfo = backend_util.Conv2DInfo;
 
@@ -69,4 +70,24 @@ export function axes(info: Conv2DInfo): [Axis, Axis] {
 /** Extent of the input, from the first padded row, that the forward convolution reads. */
 export function readExtent(a: Axis): number {
   return (a.outSize - 1) * a.stride + (a.filterSize - 1) * a.dilation + 1;
+}
+
+/** A convolution's (or pooling's) geometry as the native kernels take it. */
+export function nativeGeometry(info: Conv2DInfo): ConvGeometry {
+  return {
+    batch: info.batchSize,
+    inHeight: info.inHeight,
+    inWidth: info.inWidth,
+    channels: info.inChannels,
+    outHeight: info.outHeight,
+    outWidth: info.outWidth,
+    filterHeight: info.filterHeight,
+    filterWidth: info.filterWidth,
+    strideHeight: info.strideHeight,
+    strideWidth: info.strideWidth,
+    dilationHeight: info.dilationHeight,
+    dilationWidth: info.dilationWidth,
+    padTop: info.padInfo.top,
+    padLeft: info.padInfo.left,
+  };
 }

@@ -18,9 +18,9 @@
  */
 import type { NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import { axes, forwardConvInfo, readExtent, type Axis, type Conv2DInfo } from './conv-geometry.js';
+import { axes, forwardConvInfo, nativeGeometry, readExtent, type Axis, type Conv2DInfo } from './conv-geometry.js';
 import { KernelScope, withScope } from './kernel-scope.js';
-import { nativeCol2Im, nativeIm2Col, type ConvGeometry } from './native/native-kernels.js';
+import { nativeCol2Im, nativeIm2Col } from './native/native-kernels.js';
 
 interface KernelArgs {
   inputs: Record<string, TensorInfo>;
@@ -81,33 +81,13 @@ function filterGradientByMatMul(s: KernelScope, x: TensorInfo, dy: TensorInfo, i
   const dy2d = s.reshape(dy, [positions, outC]);
   if (packed === 'dy') {
     const patchesT = s.output([fh * fw * c, positions]);
-    nativeIm2Col(s.backend, x, patchesT, true, convGeometry(info));
+    nativeIm2Col(s.backend, x, patchesT, true, nativeGeometry(info));
     return s.reshape(s.run('BatchMatMul', { a: patchesT, b: dy2d }, { transposeA: false, transposeB: false }), [fh, fw, c, outC]);
   }
   const patches = s.output([positions, fh * fw * c]);
-  nativeIm2Col(s.backend, x, patches, false, convGeometry(info));
+  nativeIm2Col(s.backend, x, patches, false, nativeGeometry(info));
   const g = s.run('BatchMatMul', { a: dy2d, b: patches }, { transposeA: true, transposeB: false }); // [outC, fh*fw*inC]
   return s.reshape(s.transpose(g, [1, 0]), [fh, fw, c, outC]);
-}
-
-/** The forward convolution's geometry as the native im2col/col2im kernels take it. */
-function convGeometry(info: Conv2DInfo): ConvGeometry {
-  return {
-    batch: info.batchSize,
-    inHeight: info.inHeight,
-    inWidth: info.inWidth,
-    channels: info.inChannels,
-    outHeight: info.outHeight,
-    outWidth: info.outWidth,
-    filterHeight: info.filterHeight,
-    filterWidth: info.filterWidth,
-    strideHeight: info.strideHeight,
-    strideWidth: info.strideWidth,
-    dilationHeight: info.dilationHeight,
-    dilationWidth: info.dilationWidth,
-    padTop: info.padInfo.top,
-    padLeft: info.padInfo.left,
-  };
 }
 
 /** Bottom/right padding so that the input covers every row the forward convolution reads. */
@@ -184,7 +164,7 @@ function inputGradientByMatMul(s: KernelScope, dy: TensorInfo, filter: TensorInf
     { transposeA: false, transposeB: true },
   );
   const dx = s.output([info.batchSize, info.inHeight, info.inWidth, c]);
-  nativeCol2Im(s.backend, cols, dx, convGeometry(info));
+  nativeCol2Im(s.backend, cols, dx, nativeGeometry(info));
   return dx;
 }
 

@@ -7,6 +7,7 @@
  */
 import { backend_util, type NamedAttrMap, type TensorInfo } from '@tensorflow/tfjs-core';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { nativeGeometry } from './conv-geometry.js';
 import { nativeMaxPoolGrad } from './native/native-kernels.js';
 
 export function maxPoolGrad({
@@ -34,19 +35,6 @@ export function maxPoolGrad({
     dimRoundingMode,
   );
   const dx = backend.makeOutput(input.shape, 'float32');
-  nativeMaxPoolGrad(backend, input, dy, dx, {
-    batch: info.batchSize,
-    inHeight: info.inHeight,
-    inWidth: info.inWidth,
-    channels: info.inChannels,
-    outHeight: info.outHeight,
-    outWidth: info.outWidth,
-    filterHeight: info.filterHeight,
-    filterWidth: info.filterWidth,
-    strideHeight: info.strideHeight,
-    strideWidth: info.strideWidth,
-    padTop: info.padInfo.top,
-    padLeft: info.padInfo.left,
-  });
+  nativeMaxPoolGrad(backend, input, dy, dx, nativeGeometry(info));
   return dx;
 }

@@ -11,6 +11,9 @@ import type { TensorInfo } from '@tensorflow/tfjs-core';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { KERNELS_WASM_BASE64 } from './kernels-wasm.js';
 
+/** batch, inH, inW, channels, outH, outW, filterH, filterW, strideH, strideW, dilationH, dilationW, padTop, padLeft */
+type ConvArgs = [number, number, number, number, number, number, number, number, number, number, number, number, number, number];
+
 interface KernelExports {
   maxpool_grad(
     x: number,
@@ -30,43 +33,8 @@ interface KernelExports {
     padLeft: number,
   ): void;
   sum_leading(x: number, out: number, rows: number, cols: number): void;
-  col2im(
-    cols: number,
-    dx: number,
-    batch: number,
-    inH: number,
-    inW: number,
-    channels: number,
-    outH: number,
-    outW: number,
-    filterH: number,
-    filterW: number,
-    strideH: number,
-    strideW: number,
-    dilationH: number,
-    dilationW: number,
-    padTop: number,
-    padLeft: number,
-  ): void;
-  im2col(
-    x: number,
-    out: number,
-    transposed: number,
-    batch: number,
-    inH: number,
-    inW: number,
-    channels: number,
-    outH: number,
-    outW: number,
-    filterH: number,
-    filterW: number,
-    strideH: number,
-    strideW: number,
-    dilationH: number,
-    dilationW: number,
-    padTop: number,
-    padLeft: number,
-  ): void;
+  col2im(cols: number, dx: number, ...geometry: ConvArgs): void;
+  im2col(x: number, out: number, transposed: number, ...geometry: ConvArgs): void;
 }
 
 /** The module's bytes (decoded once). */
@@ -222,8 +190,6 @@ export function nativeIm2Col(backend: BackendWasm, x: TensorInfo, out: TensorInf
 function patchesSize(g: ConvGeometry): number {
   return g.batch * g.outHeight * g.outWidth * g.filterHeight * g.filterWidth * g.channels;
 }
-
-type ConvArgs = [number, number, number, number, number, number, number, number, number, number, number, number, number, number];
 
 function convArgs(g: ConvGeometry): ConvArgs {
   return [
