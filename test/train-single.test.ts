@@ -14,7 +14,7 @@ const cacheDir = mkdtempSync(join(tmpdir(), 'cohort-train-'));
 process.on('exit', () => rmSync(cacheDir, { recursive: true, force: true }));
 
 function testAccuracy(stdout: string): number {
-  const match = /^test: accuracy ([\d.]+)% \| loss ([\d.]+) \| 10000 images$/m.exec(stdout);
+  const match = /^test: accuracy ([\d.]+)% \| loss ([\d.]+) \| ECE ([\d.]+)% \| 10000 images$/m.exec(stdout);
   assert.ok(match, `no test accuracy line in:\n${stdout}`);
   return Number(match[1]);
 }

@@ -7,7 +7,8 @@ import { FASHION_MNIST_NORMALIZATION, gatherBatch } from '../data/batch.js';
 import { loadFashionMnist } from '../data/fashion-mnist.js';
 import { batchIndices, epochOrder } from '../data/sampler.js';
 import { referenceCnn } from '../models/reference-cnn.js';
-import { evaluate, type EvalResult } from './evaluate.js';
+import { topKAccuracy, type MetricSummary } from '../metrics/index.js';
+import { evaluate } from './evaluate.js';
 import { trainStep } from './train-step.js';
 
 export interface TrainSingleOptions {
@@ -24,7 +25,7 @@ export interface TrainSingleOptions {
 }
 
 export interface TrainSingleResult {
-  test: EvalResult;
+  test: MetricSummary;
   steps: number;
   seconds: number;
   imagesPerSecond: number;
@@ -58,9 +59,9 @@ export async function trainSingle(options: TrainSingleOptions, log: (line: strin
       const images = tf.tensor4d(batch.images, batch.shape);
       const labels = tf.tensor1d(batch.labels, 'int32');
       const { loss, logits } = trainStep(model, optimizer, images, labels);
-      const hits = tf.tidy(() => tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), labels), 'int32')));
+      const hits = topKAccuracy(logits, labels, 1);
       lossSum += (await loss.data())[0] * batch.labels.length;
-      correct += (await hits.data())[0];
+      correct += (await hits.data())[0] * batch.labels.length;
       count += batch.labels.length;
       tf.dispose([images, labels, loss, logits, hits]);
       step++;
@@ -78,7 +79,10 @@ export async function trainSingle(options: TrainSingleOptions, log: (line: strin
   }
   const seconds = (performance.now() - started) / 1000;
   const test = await evaluate(model, data.test, FASHION_MNIST_NORMALIZATION);
-  log(`test: accuracy ${(100 * test.accuracy).toFixed(2)}% | loss ${test.loss.toFixed(4)} | ${test.count} images`);
+  log(
+    `test: accuracy ${(100 * test.accuracy).toFixed(2)}% | loss ${test.nll.toFixed(4)} | ` +
+      `ECE ${(100 * test.calibration.ece).toFixed(2)}% | ${test.count} images`,
+  );
   model.dispose();
   optimizer.dispose();
   return { test, steps: step, seconds, imagesPerSecond: seen / seconds };

@@ -5,15 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
-
-/** Mean softmax cross-entropy of integer labels, with a numerically stable log-softmax. */
-export function softmaxCrossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D): tf.Scalar {
-  return tf.tidy((): tf.Scalar => {
-    const logProbs = tf.logSoftmax(logits);
-    const picked = tf.sum(tf.mul(logProbs, tf.oneHot(labels, logits.shape[1])), 1);
-    return tf.neg(tf.mean(picked)) as tf.Scalar;
-  });
-}
+import { crossEntropy } from '../losses/index.js';
 
 export interface StepOutput {
   /** Mean loss of the batch (before the update). */
@@ -31,7 +23,7 @@ export function trainStep(
   let logits: tf.Tensor2D | undefined;
   const loss = optimizer.minimize(() => {
     logits = tf.keep(model.apply(images, { training: true }) as tf.Tensor2D);
-    return softmaxCrossEntropy(logits, labels);
+    return crossEntropy(logits, labels);
   }, true);
   if (loss == null || logits === undefined) throw new Error('optimizer.minimize returned no loss');
   return { loss, logits };
