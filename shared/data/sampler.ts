@@ -1,7 +1,10 @@
 /**
  * Deterministic sample order: a permutation derived only from (seed, epoch), so every process
- * of a cohort that shares the seed walks the data in the same order without talking.
+ * of a cohort that shares the seed walks the data in the same order without talking; per-sample
+ * random streams derived from (seed, epoch, sample index) for augmentation; and a sampler whose
+ * position (epoch, batch) can be saved and restored exactly.
  */
+import { CohortError } from '../errors.js';
 
 /** mulberry32: a small, fast 32-bit PRNG; returns floats in [0, 1). */
 export function mulberry32(seed: number): () => number {
@@ -40,4 +43,74 @@ export function epochOrder(count: number, seed: number, epoch: number): Uint32Ar
 /** Indices of batch `b` of an epoch order (the last batch may be short). */
 export function batchIndices(order: Uint32Array, batchSize: number, b: number): Uint32Array {
   return order.subarray(b * batchSize, Math.min(order.length, (b + 1) * batchSize));
+}
+
+/**
+ * A random stream for one sample's augmentation (crop box, flip), derived from (seed, epoch,
+ * sample index) and an optional per-member seed: two workers with the same seeds draw the same
+ * numbers for the same sample without talking; a different member seed gives another view.
+ */
+export function sampleRandom(seed: number, epoch: number, index: number, memberSeed = 0): () => number {
+  return mulberry32(epochSeed(epochSeed(seed, epoch) ^ Math.imul(memberSeed + 1, 0x632be5ab), index));
+}
+
+/** Where a sampler stands: the next batch it will give is batch `batch` of epoch `epoch`. */
+export interface SamplerState {
+  epoch: number;
+  batch: number;
+}
+
+export interface SamplerOptions {
+  count: number;
+  batchSize: number;
+  seed: number;
+  /** Drop the last batch of an epoch when it is short (default false). */
+  dropLast?: boolean;
+}
+
+export interface SampledBatch {
+  epoch: number;
+  batch: number;
+  indices: Uint32Array;
+}
+
+/** Walks epochs of shuffled batches; `state()` / `restore()` resume exactly where it stood. */
+export class BatchSampler {
+  private epoch = 0;
+  private batch = 0;
+  private order: Uint32Array | undefined;
+  readonly batchesPerEpoch: number;
+
+  constructor(private readonly options: SamplerOptions) {
+    const { count, batchSize } = options;
+    if (!Number.isInteger(count) || count <= 0) throw new CohortError(`sampler: count must be a positive integer, got ${count}`);
+    if (!Number.isInteger(batchSize) || batchSize <= 0) throw new CohortError(`sampler: batchSize must be a positive integer, got ${batchSize}`);
+    this.batchesPerEpoch = options.dropLast ? Math.floor(count / batchSize) : Math.ceil(count / batchSize);
+    if (this.batchesPerEpoch === 0) throw new CohortError(`sampler: batchSize ${batchSize} > count ${count} with dropLast`);
+  }
+
+  state(): SamplerState {
+    return { epoch: this.epoch, batch: this.batch };
+  }
+
+  restore(state: SamplerState): void {
+    if (!Number.isInteger(state.epoch) || state.epoch < 0 || !Number.isInteger(state.batch) || state.batch < 0 || state.batch > this.batchesPerEpoch) {
+      throw new CohortError(`sampler: invalid state ${JSON.stringify(state)} (${this.batchesPerEpoch} batches per epoch)`);
+    }
+    if (state.epoch !== this.epoch) this.order = undefined;
+    this.epoch = state.epoch;
+    this.batch = state.batch;
+  }
+
+  next(): SampledBatch {
+    if (this.batch >= this.batchesPerEpoch) {
+      this.epoch++;
+      this.batch = 0;
+      this.order = undefined;
+    }
+    this.order ??= epochOrder(this.options.count, this.options.seed, this.epoch);
+    const out = { epoch: this.epoch, batch: this.batch, indices: batchIndices(this.order, this.options.batchSize, this.batch) };
+    this.batch++;
+    return out;
+  }
 }
