@@ -4,6 +4,7 @@
  * padding (as PyTorch's default), input 28x28x1 (NHWC). Outputs logits.
  */
 import * as tfl from '@tensorflow/tfjs-layers';
+import { seededInitializers } from './initializers.js';
 
 export interface ReferenceCnnOptions {
   inputShape?: [number, number, number];
@@ -14,8 +15,7 @@ export interface ReferenceCnnOptions {
 
 export function referenceCnn(options: ReferenceCnnOptions = {}): tfl.Sequential {
   const { inputShape = [28, 28, 1], classes = 10, seed } = options;
-  let next = seed;
-  const init = () => tfl.initializers.glorotUniform({ seed: next === undefined ? undefined : next++ });
+  const init = seededInitializers(seed).glorot;
   return tfl.sequential({
     name: 'reference_cnn',
     layers: [
