@@ -4,6 +4,7 @@
 import { writeFileSync } from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { benchData } from './data.js';
 import { benchStep } from './step.js';
 
 await yargs(hideBin(process.argv))
@@ -31,6 +32,43 @@ await yargs(hideBin(process.argv))
           backends: args.backends?.split(',').map((s) => s.trim()),
           torchThreads: args['torch-threads'],
           profile: args.profile,
+        },
+        (line) => console.log(line),
+      );
+      if (args.json) writeFileSync(args.json, JSON.stringify(results, null, 2));
+    },
+  )
+  .command(
+    'data',
+    'images/s of the image-folder loader (decode, random-resized-crop, flip, normalise) on the main thread and in worker pools',
+    (y) =>
+      y
+        .option('images', { type: 'number', default: 128, describe: 'JPEGs to generate (once, in the cache) and read per epoch' })
+        .option('width', { type: 'number', default: 500 })
+        .option('height', { type: 'number', default: 375 })
+        .option('size', { type: 'number', default: 224, describe: 'output side of the random-resized crop' })
+        .option('batch-size', { type: 'number', default: 32 })
+        .option('rounds', { type: 'number', default: 5, describe: 'one timed epoch per mode per round (median reported)' })
+        .option('threads', { type: 'string', default: '0,1,2', describe: 'comma-separated pool sizes; 0 is the main thread' })
+        .option('prefetch', { type: 'number', default: 4 })
+        .option('decode-concurrency', { type: 'number', default: 2, describe: 'images of one batch decoded at the same time' })
+        .option('busy-ms', { type: 'number', default: 0, describe: 'block the main thread this long per batch, like a training step' })
+        .option('dir', { type: 'string', describe: 'folder for the generated images (default: the cohort cache)' })
+        .option('json', { type: 'string', describe: 'also write the results to this JSON file' }),
+    async (args) => {
+      const results = await benchData(
+        {
+          images: args.images,
+          width: args.width,
+          height: args.height,
+          size: args.size,
+          batchSize: args['batch-size'],
+          rounds: args.rounds,
+          threads: args.threads.split(',').map((s) => Number(s.trim())),
+          prefetch: args.prefetch,
+          decodeConcurrency: args['decode-concurrency'],
+          busyMs: args['busy-ms'],
+          dir: args.dir,
         },
         (line) => console.log(line),
       );
