@@ -1,6 +1,7 @@
 /**
- * Cohort's public library API: the distillation losses and the metrics, pure functions on tfjs
- * tensors (the package root, `import { kdLoss } from 'cohort'`). The command line is cli.ts.
+ * Cohort's public library API (the package root, `import { kdLoss } from 'cohort'`): the
+ * distillation losses and the metrics (pure functions on tfjs tensors), the model zoo and the
+ * data pipeline. The command line is cli.ts.
  */
 export {
   crossEntropy,
@@ -34,5 +35,31 @@ export {
   type CalibrationResult,
   type CalibrationBin,
 } from './shared/metrics/index.js';
+export {
+  buildModel,
+  exitModel,
+  trainableParameterCount,
+  describeModels,
+  MODEL_NAMES,
+  type ModelName,
+  type ModelConfig,
+  type CohortModel,
+} from './shared/models/index.js';
+export {
+  openDataset,
+  ImageFolderLoader,
+  MemoryLoader,
+  BatchSampler,
+  trainTransform,
+  evalTransform,
+  type Dataset,
+  type DatasetConfig,
+  type LoaderOptions,
+  type Batch,
+  type BatchSource,
+  type SamplerState,
+  type TransformSpec,
+  type DownscaleSpec,
+} from './shared/data/index.js';
 export { initBackend, type BackendChoice, type ActiveBackend } from './shared/engine/backend.js';
 export { CohortError } from './shared/errors.js';

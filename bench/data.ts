@@ -37,6 +37,10 @@ export interface DataResult {
   threads: number;
   imagesPerSecond: number;
   rounds: number[];
+  /** Over the timed rounds: batches handed out, those the consumer had to wait for, and how long. */
+  batches: number;
+  stalls: number;
+  stalledMs: number;
 }
 
 const CLASSES = 4;
@@ -107,9 +111,11 @@ export async function benchData(o: DataBenchOptions, print: (line: string) => vo
     (threads) => new ImageFolderLoader({ root, folder, batchSize: o.batchSize, seed: 1, transform: trainTransform({ size: o.size }), threads, prefetch: o.prefetch, decodeConcurrency: o.decodeConcurrency }),
   );
   const perMode: number[][] = o.threads.map(() => []);
+  let warm: { batches: number; stalls: number; stalledMs: number }[] = [];
   try {
     // warm up: start the pools, load sharp in every worker, fill the caches
     for (const loader of loaders) await timeEpoch(loader, 0, 0);
+    warm = loaders.map((l) => ({ ...l.waits }));
     for (let r = 0; r < o.rounds; r++) {
       const line: string[] = [];
       for (const [m, loader] of loaders.entries()) {
@@ -122,15 +128,23 @@ export async function benchData(o: DataBenchOptions, print: (line: string) => vo
   } finally {
     for (const loader of loaders) await loader.close();
   }
-  const results = o.threads.map((threads, m) => ({ threads, imagesPerSecond: median(perMode[m]), rounds: perMode[m] }));
+  const results = o.threads.map((threads, m) => ({
+    threads,
+    imagesPerSecond: median(perMode[m]),
+    rounds: perMode[m],
+    batches: loaders[m].waits.batches - warm[m].batches,
+    stalls: loaders[m].waits.stalls - warm[m].stalls,
+    stalledMs: loaders[m].waits.stalledMs - warm[m].stalledMs,
+  }));
   const main = results.find((r) => r.threads === 0);
   print('');
-  print('| mode | images/s (median) | min / max over rounds | x main thread |');
-  print('|---|---|---|---|');
+  print('| mode | images/s (median) | min / max over rounds | x main thread | batches waited for (time) |');
+  print('|---|---|---|---|---|');
   for (const r of results) {
     const mode = r.threads === 0 ? 'main thread (threads 0)' : `pool of ${r.threads} worker thread${r.threads > 1 ? 's' : ''}`;
     const ratio = main ? (r.imagesPerSecond / main.imagesPerSecond).toFixed(2) : '-';
-    print(`| ${mode} | ${r.imagesPerSecond.toFixed(0)} | ${Math.min(...r.rounds).toFixed(0)} / ${Math.max(...r.rounds).toFixed(0)} | ${ratio} |`);
+    const waited = `${r.stalls} of ${r.batches} (${(r.stalledMs / 1000).toFixed(2)} s)`;
+    print(`| ${mode} | ${r.imagesPerSecond.toFixed(0)} | ${Math.min(...r.rounds).toFixed(0)} / ${Math.max(...r.rounds).toFixed(0)} | ${ratio} | ${waited} |`);
   }
   return results;
 }

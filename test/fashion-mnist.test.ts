@@ -61,7 +61,13 @@ test('the npm package converts to 60,000 train / 10,000 test real images, then l
     assert.deepEqual(Array.from(split.labels.subarray(0, 20)), Array.from({ length: 20 }, (_, i) => i % 10));
   }
   let sum = 0;
-  for (const p of data.train.images) sum += p;
+  let [min, max] = [255, 0];
+  for (const p of data.train.images) {
+    sum += p;
+    min = Math.min(min, p);
+    max = Math.max(max, p);
+  }
+  assert.deepEqual([min, max], [0, 255], 'pixels span the full byte range');
   const mean = sum / data.train.images.length;
   assert.ok(mean > 65 && mean < 80, `mean pixel ${mean} (Fashion-MNIST's is ~72.9)`);
   const hash = (images: Uint8Array, i: number) => createHash('sha1').update(images.subarray(i * 784, (i + 1) * 784)).digest('hex');

@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { decodeImage, RESIZE_KERNEL } from '../shared/data/decode-image.js';
 import { scanImageFolder } from '../shared/data/image-folder.js';
-import { ImageFolderLoader, type ImageBatch, type ImageFolderLoaderOptions } from '../shared/data/image-loader.js';
+import { ImageFolderLoader, type ImageFolderLoaderOptions } from '../shared/data/image-loader.js';
+import type { Batch } from '../shared/data/source.js';
 import { mulberry32, sampleRandom } from '../shared/data/sampler.js';
 import {
   IMAGENET_NORMALIZATION,
@@ -86,10 +87,10 @@ before(async () => {
   writeFileSync(UPRIGHT, await rawImage(jpeg, 90, 60, 3).rotate(90).jpeg({ quality: 95 }).toBuffer());
 });
 
-async function collect(options: ImageFolderLoaderOptions, epochs: number[] = [0]): Promise<{ batches: ImageBatch[]; warnings: string[]; skipped: number }> {
+async function collect(options: ImageFolderLoaderOptions, epochs: number[] = [0]): Promise<{ batches: Batch[]; warnings: string[]; skipped: number }> {
   const warnings: string[] = [];
   const loader = new ImageFolderLoader({ warn: (line) => warnings.push(line), ...options });
-  const batches: ImageBatch[] = [];
+  const batches: Batch[] = [];
   try {
     for (const e of epochs) for await (const batch of loader.epoch(e)) batches.push(batch);
   } finally {
@@ -265,7 +266,7 @@ test('another member seed: the same batches and labels, other crops and flips', 
 
 test('eval batches do not depend on the member seed or the epoch', async () => {
   const transform = evalTransform({ resize: 36, crop: 32 });
-  const byIndex = (batches: ImageBatch[]) => {
+  const byIndex = (batches: Batch[]) => {
     const map = new Map<number, Float32Array>();
     for (const b of batches) b.indices.forEach((index, i) => map.set(index, b.images.slice(i * 32 * 32 * 3, (i + 1) * 32 * 32 * 3)));
     return map;
@@ -289,7 +290,7 @@ test('resume: a restored loader yields exactly the batches the uninterrupted run
   await first.close();
   const resumed = new ImageFolderLoader({ ...base, threads: 1, warn: () => {} });
   resumed.restore(saved);
-  const rest: ImageBatch[] = [];
+  const rest: Batch[] = [];
   for (const e of [0, 1]) for await (const batch of resumed.epoch(e)) rest.push(batch);
   await resumed.close();
   assert.deepEqual(rest, straight.batches.slice(2));

@@ -1,4 +1,4 @@
-/** The package root exports the losses and metrics under exactly the documented names. */
+/** The package root exports the losses, metrics, models and data pipeline under the documented names. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as api from '../index.js';
@@ -19,8 +19,17 @@ test('the package root exports every loss and metric by name', () => {
     'predictiveEntropy',
     'expectedCalibrationError',
     'initBackend',
+    'buildModel',
+    'exitModel',
+    'trainableParameterCount',
+    'openDataset',
+    'trainTransform',
+    'evalTransform',
   ];
   for (const name of functions) assert.equal(typeof (api as Record<string, unknown>)[name], 'function', name);
-  assert.equal(typeof api.MetricAccumulator, 'function');
+  for (const name of ['MetricAccumulator', 'ImageFolderLoader', 'MemoryLoader', 'BatchSampler']) {
+    assert.equal(typeof (api as Record<string, unknown>)[name], 'function', name);
+  }
+  assert.ok(api.MODEL_NAMES.includes('resnet18') && api.MODEL_NAMES.includes('multi-exit-resnet18'));
   assert.equal(typeof api.CohortError, 'function');
 });

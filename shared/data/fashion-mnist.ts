@@ -14,17 +14,9 @@ import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { CohortError } from '../errors.js';
-import { readIdxFile, writeIdxFile, type IdxArray } from './idx.js';
-
-export interface ImageDataset {
-  /** count * height * width pixels, row-major, 0..255. */
-  images: Uint8Array;
-  labels: Uint8Array;
-  count: number;
-  height: number;
-  width: number;
-  classes: number;
-}
+import { writeIdxFile } from './idx.js';
+import { loadIdxDataset } from './idx-dataset.js';
+import type { ImageDataset } from './source.js';
 
 export interface FashionMnist {
   train: ImageDataset;
@@ -79,16 +71,11 @@ function findIdx(dir: string, name: string): string | undefined {
   return undefined;
 }
 
-function toDataset(images: IdxArray, labels: IdxArray, source: string): ImageDataset {
-  if (images.dims.length !== 3 || images.dims[1] !== SIDE || images.dims[2] !== SIDE) {
-    throw new CohortError(`${source}: expected 28x28 images, found dims ${images.dims.join('x')}`);
+function checkShape(data: ImageDataset, source: string): ImageDataset {
+  if (data.height !== SIDE || data.width !== SIDE || data.channels !== 1) {
+    throw new CohortError(`${source}: expected 28x28 grey images, found ${data.height}x${data.width}x${data.channels}`);
   }
-  if (labels.dims.length !== 1 || labels.dims[0] !== images.dims[0]) {
-    throw new CohortError(`${source}: ${images.dims[0]} images but labels of dims ${labels.dims.join('x')}`);
-  }
-  const bad = labels.data.findIndex((l) => l >= CLASSES);
-  if (bad >= 0) throw new CohortError(`${source}: label ${labels.data[bad]} of sample ${bad} is not a class 0-9`);
-  return { images: images.data, labels: labels.data, count: images.dims[0], height: SIDE, width: SIDE, classes: CLASSES };
+  return data;
 }
 
 async function readIdxDir(dir: string): Promise<FashionMnist> {
@@ -99,16 +86,11 @@ async function readIdxDir(dir: string): Promise<FashionMnist> {
       return [key, path];
     }),
   ) as Record<keyof typeof FILES, string>;
-  const [trainImages, trainLabels, testImages, testLabels] = await Promise.all([
-    readIdxFile(paths.trainImages),
-    readIdxFile(paths.trainLabels),
-    readIdxFile(paths.testImages),
-    readIdxFile(paths.testLabels),
+  const [train, test] = await Promise.all([
+    loadIdxDataset(paths.trainImages, paths.trainLabels, CLASSES),
+    loadIdxDataset(paths.testImages, paths.testLabels, CLASSES),
   ]);
-  return {
-    train: toDataset(trainImages, trainLabels, paths.trainImages),
-    test: toDataset(testImages, testLabels, paths.testImages),
-  };
+  return { train: checkShape(train, paths.trainImages), test: checkShape(test, paths.testImages) };
 }
 
 function packageDir(): string {
@@ -168,6 +150,7 @@ function convertPackage(dir: string): { data: FashionMnist; skipped: number } {
     count: labels.length,
     height: SIDE,
     width: SIDE,
+    channels: 1,
     classes: CLASSES,
   });
   return { data: { train: dataset(trainImages, trainLabels), test: dataset(testImages, testLabels) }, skipped };

@@ -11,6 +11,7 @@ import { CohortError } from '../errors.js';
 import { decodeBatch, type DecodeTask, type DecodedBatch } from './decode-worker.js';
 import { scanImageFolder, type ImageFolder } from './image-folder.js';
 import { BatchSampler, type SamplerState } from './sampler.js';
+import type { Batch, BatchSource } from './source.js';
 import { transformOutputShape, validateTransform, type TransformSpec } from './transforms.js';
 
 export interface ImageFolderLoaderOptions {
@@ -28,30 +29,40 @@ export interface ImageFolderLoaderOptions {
   /** Images of one batch decoded at the same time (default 2). */
   decodeConcurrency?: number;
   dropLast?: boolean;
+  /** Shuffle every epoch (default: for a 'train' transform only; 'eval' walks the folder in order). */
+  shuffle?: boolean;
+  /** Use only the first `limit` samples of each epoch's order. */
+  limit?: number;
   /** Where the one warning per corrupt file goes (default console.warn). */
   warn?: (message: string) => void;
   /** An already scanned folder (saves rescanning `root`). */
   folder?: ImageFolder;
 }
 
-export interface ImageBatch {
-  /** n * h * w * 3 normalised pixels, NHWC. */
-  images: Float32Array;
-  shape: [number, number, number, 3];
-  labels: Int32Array;
-  /** Dataset indices of the images; shorter than the sampler's batch when files were skipped. */
-  indices: Uint32Array;
-  epoch: number;
-  batch: number;
+/** How often the consumer found its next batch not ready yet (the pool did not keep up). */
+export interface LoaderWaits {
+  /** Batches handed to the consumer. */
+  batches: number;
+  /**
+   * Of those, batches the consumer waited at least STALL_MS for (a shorter wait is the event
+   * loop delivering a batch that a worker finished while the main thread was busy).
+   */
+  stalls: number;
+  /** Total time the consumer spent waiting on those, in milliseconds. */
+  stalledMs: number;
 }
+
+export const STALL_MS = 1;
 
 const workerFile = new URL(`./decode-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url);
 
-export class ImageFolderLoader {
+export class ImageFolderLoader implements BatchSource {
   readonly folder: ImageFolder;
   readonly batchesPerEpoch: number;
   readonly threads: number;
   readonly prefetch: number;
+  readonly size: number;
+  readonly waits: LoaderWaits = { batches: 0, stalls: 0, stalledMs: 0 };
   /** Samples dropped so far (a corrupt file counts once per epoch it is drawn in). */
   skipped = 0;
   private readonly corrupt = new Set<string>();
@@ -71,13 +82,21 @@ export class ImageFolderLoader {
     if (!Number.isInteger(this.threads) || this.threads < 0) throw new CohortError(`image loader: threads must be an integer >= 0, got ${this.threads}`);
     if (!Number.isInteger(this.prefetch) || this.prefetch < 1) throw new CohortError(`image loader: prefetch must be an integer >= 1, got ${this.prefetch}`);
     this.folder = options.folder ?? scanImageFolder(options.root);
-    this.sampler = new BatchSampler({ count: this.folder.samples.length, batchSize: options.batchSize, seed: options.seed, dropLast: options.dropLast });
+    this.sampler = new BatchSampler({
+      count: this.folder.samples.length,
+      batchSize: options.batchSize,
+      seed: options.seed,
+      dropLast: options.dropLast,
+      shuffle: options.shuffle ?? this.transform.kind === 'train',
+      limit: options.limit,
+    });
+    this.size = this.sampler.size;
     this.batchesPerEpoch = this.sampler.batchesPerEpoch;
     this.warn = options.warn ?? ((line) => console.warn(line));
     this.pool = this.threads > 0 ? new Piscina({ filename: workerFile.href, minThreads: this.threads, maxThreads: this.threads }) : undefined;
   }
 
-  get classes(): string[] {
+  get classNames(): readonly string[] {
     return this.folder.classes;
   }
 
@@ -106,7 +125,7 @@ export class ImageFolderLoader {
    * The batches of epoch `e` in order: from the restored position when it lies in `e`, from
    * the start otherwise. Breaking out of the loop early is fine; state() stays exact.
    */
-  async *epoch(e: number): AsyncGenerator<ImageBatch> {
+  async *epoch(e: number): AsyncGenerator<Batch> {
     if (this.closed) throw new CohortError('image loader: epoch() after close()');
     if (!Number.isInteger(e) || e < 0) throw new CohortError(`image loader: epoch must be an integer >= 0, got ${e}`);
     if (this.iterating) throw new CohortError('image loader: one epoch() at a time (finish or break out of the previous loop first)');
@@ -114,7 +133,7 @@ export class ImageFolderLoader {
     const start = this.position.epoch === e ? this.position.batch : 0;
     this.sampler.restore({ epoch: e, batch: start });
     this.position = { epoch: e, batch: start };
-    const pending: Promise<ImageBatch>[] = [];
+    const pending: Promise<Batch>[] = [];
     let submitted = start;
     try {
       while (pending.length > 0 || submitted < this.batchesPerEpoch) {
@@ -123,7 +142,7 @@ export class ImageFolderLoader {
           job.catch(() => {}); // awaited in order below; this only stops an early failure from being "unhandled"
           pending.push(job);
         }
-        const batch = await pending.shift()!;
+        const batch = await this.take(pending.shift()!);
         this.position = { epoch: e, batch: batch.batch + 1 };
         yield batch;
       }
@@ -133,8 +152,23 @@ export class ImageFolderLoader {
     }
   }
 
+  /** Awaits the next batch, counting a stall when it was not ready yet. */
+  private async take(job: Promise<Batch>): Promise<Batch> {
+    let ready = false;
+    void job.then(() => (ready = true), () => (ready = true));
+    await Promise.resolve(); // lets an already settled job mark itself ready
+    this.waits.batches++;
+    if (ready) return job;
+    const started = performance.now();
+    const batch = await job;
+    const waited = performance.now() - started;
+    if (waited >= STALL_MS) this.waits.stalls++;
+    this.waits.stalledMs += waited;
+    return batch;
+  }
+
   /** Decodes batch `b` of epoch `e` (the sampler's next) in the pool or on this thread. */
-  private async run(e: number, b: number): Promise<ImageBatch> {
+  private async run(e: number, b: number): Promise<Batch> {
     const sampled = this.sampler.next();
     if (sampled.epoch !== e || sampled.batch !== b) throw new Error(`image loader: sampler at ${sampled.epoch}/${sampled.batch}, expected ${e}/${b}`);
     const samples = Array.from(sampled.indices, (i) => this.folder.samples[i]);

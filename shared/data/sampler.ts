@@ -66,6 +66,10 @@ export interface SamplerOptions {
   seed: number;
   /** Drop the last batch of an epoch when it is short (default false). */
   dropLast?: boolean;
+  /** Shuffle every epoch (default true); false walks 0..count-1 in order (evaluation). */
+  shuffle?: boolean;
+  /** Use only the first `limit` samples of each epoch's order (smoke runs); all when undefined. */
+  limit?: number;
 }
 
 export interface SampledBatch {
@@ -74,19 +78,23 @@ export interface SampledBatch {
   indices: Uint32Array;
 }
 
-/** Walks epochs of shuffled batches; `state()` / `restore()` resume exactly where it stood. */
+/** Walks epochs of batches (shuffled by default); `state()` / `restore()` resume exactly where it stood. */
 export class BatchSampler {
   private epoch = 0;
   private batch = 0;
   private order: Uint32Array | undefined;
+  /** Samples per epoch (`limit` applied). */
+  readonly size: number;
   readonly batchesPerEpoch: number;
 
   constructor(private readonly options: SamplerOptions) {
-    const { count, batchSize } = options;
+    const { count, batchSize, limit } = options;
     if (!Number.isInteger(count) || count <= 0) throw new CohortError(`sampler: count must be a positive integer, got ${count}`);
     if (!Number.isInteger(batchSize) || batchSize <= 0) throw new CohortError(`sampler: batchSize must be a positive integer, got ${batchSize}`);
-    this.batchesPerEpoch = options.dropLast ? Math.floor(count / batchSize) : Math.ceil(count / batchSize);
-    if (this.batchesPerEpoch === 0) throw new CohortError(`sampler: batchSize ${batchSize} > count ${count} with dropLast`);
+    if (limit !== undefined && (!Number.isInteger(limit) || limit <= 0)) throw new CohortError(`sampler: limit must be a positive integer, got ${limit}`);
+    this.size = Math.min(count, limit ?? count);
+    this.batchesPerEpoch = options.dropLast ? Math.floor(this.size / batchSize) : Math.ceil(this.size / batchSize);
+    if (this.batchesPerEpoch === 0) throw new CohortError(`sampler: batchSize ${batchSize} > ${this.size} samples with dropLast`);
   }
 
   state(): SamplerState {
@@ -108,9 +116,15 @@ export class BatchSampler {
       this.batch = 0;
       this.order = undefined;
     }
-    this.order ??= epochOrder(this.options.count, this.options.seed, this.epoch);
+    this.order ??= this.epochOrder();
     const out = { epoch: this.epoch, batch: this.batch, indices: batchIndices(this.order, this.options.batchSize, this.batch) };
     this.batch++;
     return out;
+  }
+
+  private epochOrder(): Uint32Array {
+    const { count, seed, shuffle } = this.options;
+    const order = shuffle === false ? Uint32Array.from({ length: count }, (_, i) => i) : epochOrder(count, seed, this.epoch);
+    return order.subarray(0, this.size);
   }
 }

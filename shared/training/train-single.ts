@@ -3,9 +3,7 @@
  * baseline every distillation method is compared with. Prints progress lines through `log`.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { FASHION_MNIST_NORMALIZATION, gatherBatch } from '../data/batch.js';
-import { loadFashionMnist } from '../data/fashion-mnist.js';
-import { batchIndices, epochOrder } from '../data/sampler.js';
+import { openDataset } from '../data/datasets.js';
 import { referenceCnn } from '../models/reference-cnn.js';
 import { topKAccuracy, type MetricSummary } from '../metrics/index.js';
 import { evaluate } from './evaluate.js';
@@ -38,11 +36,12 @@ function formatDuration(seconds: number): string {
 
 export async function trainSingle(options: TrainSingleOptions, log: (line: string) => void): Promise<TrainSingleResult> {
   const { epochs, batchSize, learningRate, seed, logEvery } = options;
-  const data = await loadFashionMnist({ dataDir: options.dataDir, cacheDir: options.cacheDir, log });
-  const trainCount = Math.min(options.trainLimit ?? data.train.count, data.train.count);
-  const stepsPerEpoch = Math.ceil(trainCount / batchSize);
+  const dataset = await openDataset({ name: 'fashion-mnist', dataDir: options.dataDir, cacheDir: options.cacheDir }, log);
+  const train = dataset.loader({ split: 'train', batchSize, seed, limit: options.trainLimit });
+  const testSet = dataset.loader({ split: 'test', batchSize: 1000, seed });
+  const stepsPerEpoch = train.batchesPerEpoch;
   const totalSteps = stepsPerEpoch * epochs;
-  log(`train: ${trainCount} images x ${epochs} epoch(s), batch ${batchSize}, ${totalSteps} steps; test: ${data.test.count} images`);
+  log(`train: ${train.size} images x ${epochs} epoch(s), batch ${batchSize}, ${totalSteps} steps; test: ${testSet.size} images`);
 
   const model = referenceCnn({ seed });
   const optimizer = tf.train.adam(learningRate);
@@ -50,12 +49,11 @@ export async function trainSingle(options: TrainSingleOptions, log: (line: strin
   let step = 0;
   let seen = 0;
   for (let epoch = 0; epoch < epochs; epoch++) {
-    const order = epochOrder(data.train.count, seed, epoch).subarray(0, trainCount);
     let lossSum = 0;
     let correct = 0;
     let count = 0;
-    for (let b = 0; b < stepsPerEpoch; b++) {
-      const batch = gatherBatch(data.train, batchIndices(order, batchSize, b), FASHION_MNIST_NORMALIZATION);
+    for await (const batch of train.epoch(epoch)) {
+      const b = batch.batch;
       const images = tf.tensor4d(batch.images, batch.shape);
       const labels = tf.tensor1d(batch.labels, 'int32');
       const { loss, logits } = trainStep(model, optimizer, images, labels);
@@ -78,7 +76,7 @@ export async function trainSingle(options: TrainSingleOptions, log: (line: strin
     }
   }
   const seconds = (performance.now() - started) / 1000;
-  const test = await evaluate(model, data.test, FASHION_MNIST_NORMALIZATION);
+  const test = await evaluate(model, testSet);
   log(
     `test: accuracy ${(100 * test.accuracy).toFixed(2)}% | loss ${test.nll.toFixed(4)} | ` +
       `ECE ${(100 * test.calibration.ece).toFixed(2)}% | ${test.count} images`,
