@@ -1,0 +1,154 @@
+/**
+ * Typed ZeroMQ sockets for the runtime: the coordinator's ROUTER, which serves every worker and
+ * drops (and counts) what it cannot decode, and each worker's DEALER, whose routing id is its
+ * member name. Both speak `Message`s through the codec and close with linger 0.
+ */
+import { Dealer, Router } from 'zeromq';
+import { CohortError } from '../errors.js';
+import { decodeMessage, DEFAULT_LIMITS, encodeMessage, type DecodeLimits, type EncodeOptions } from './codec.js';
+import type { Message } from './messages.js';
+
+export interface SocketOptions extends EncodeOptions {
+  /** Limits on received messages; `maxMessageBytes` also caps ZeroMQ's inbound message size. */
+  limits?: Partial<DecodeLimits>;
+}
+
+export interface CoordinatorSocketOptions extends SocketOptions {
+  /** Called for each undecodable message; by default a warning on stderr. */
+  onDropped?: (error: string, peer: Buffer) => void;
+}
+
+export interface Received { peer: Buffer; message: Message }
+
+/** A routing id for messages: the member name when printable, else hex. */
+export function peerName(peer: Buffer): string {
+  const text = peer.toString('utf8');
+  return /^[\x20-\x7e]+$/.test(text) ? text : `0x${peer.toString('hex')}`;
+}
+
+function endpointOf(socket: Router | Dealer): string {
+  return socket.lastEndpoint ?? '(not bound)';
+}
+
+export class CoordinatorSocket {
+  readonly socket: Router;
+  /** How many undecodable messages were dropped. */
+  dropped = 0;
+  private readonly limits: DecodeLimits;
+  private readonly onDropped: (error: string, peer: Buffer) => void;
+
+  constructor(private readonly options: CoordinatorSocketOptions = {}) {
+    this.limits = { ...DEFAULT_LIMITS, ...options.limits };
+    // mandatory: sending to an unknown worker fails instead of vanishing; handover: a restarted
+    // worker with the same member name takes over its routing id.
+    this.socket = new Router({ linger: 0, maxMessageSize: this.limits.maxMessageBytes, mandatory: true, handover: true });
+    this.onDropped = options.onDropped ??
+      ((error, peer) => console.warn(`cohort: dropped a message from ${peerName(peer)}: ${error}`));
+  }
+
+  /** Binds (e.g. `tcp://0.0.0.0:5555`, or `tcp://127.0.0.1:*` for any free port); returns the endpoint bound. */
+  async bind(address: string): Promise<string> {
+    try {
+      await this.socket.bind(address);
+    } catch (error) {
+      throw new CohortError(`coordinator cannot bind ${address}: ${(error as Error).message}`);
+    }
+    return endpointOf(this.socket);
+  }
+
+  /** Sends to one worker (routing id = member name); `options` overrides the socket's encode options. */
+  async send(peer: Buffer | string, message: Message, options: EncodeOptions = this.options): Promise<void> {
+    try {
+      await this.socket.send([peer, ...encodeMessage(message, options)]);
+    } catch (error) {
+      if (error instanceof CohortError) throw error;
+      const peerText = typeof peer === 'string' ? peer : peerName(peer);
+      throw new CohortError(`cannot send ${message.type} to worker ${peerText}: ${(error as Error).message}`);
+    }
+  }
+
+  /** The next decodable message; undecodable ones are counted, reported to `onDropped` and skipped. */
+  async receive(): Promise<Received> {
+    for (;;) {
+      const result = this.accept(await this.socket.receive());
+      if (result) return result;
+    }
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Received, void> {
+    for await (const frames of this.socket) {
+      const result = this.accept(frames);
+      if (result) yield result;
+    }
+  }
+
+  private accept([peer, ...frames]: Buffer[]): Received | undefined {
+    const result = decodeMessage(frames, this.limits);
+    if (result.ok) return { peer, message: result.message };
+    this.dropped++;
+    this.onDropped(result.error, peer);
+    return undefined;
+  }
+
+  close(): void {
+    this.socket.close();
+  }
+}
+
+export class WorkerSocket {
+  readonly socket: Dealer;
+  private readonly limits: DecodeLimits;
+
+  constructor(readonly member: string, private readonly options: SocketOptions = {}) {
+    const bytes = Buffer.byteLength(member);
+    if (bytes === 0 || bytes > 255 || member.startsWith('\0')) {
+      throw new CohortError(`member name ${JSON.stringify(member)} cannot be a ZeroMQ routing id (1 to 255 bytes, not starting with a zero byte)`);
+    }
+    this.limits = { ...DEFAULT_LIMITS, ...options.limits };
+    this.socket = new Dealer({ linger: 0, maxMessageSize: this.limits.maxMessageBytes, routingId: member });
+  }
+
+  connect(address: string): void {
+    try {
+      this.socket.connect(address);
+    } catch (error) {
+      throw new CohortError(`worker ${this.member} cannot connect to ${address}: ${(error as Error).message}`);
+    }
+  }
+
+  /** `options` overrides the socket's encode options for this message. */
+  async send(message: Message, options: EncodeOptions = this.options): Promise<void> {
+    await this.socket.send(encodeMessage(message, options));
+  }
+
+  /** The coordinator's next message, waiting at most `timeoutMs` (forever by default). */
+  async receive(timeoutMs?: number): Promise<Message> {
+    this.socket.receiveTimeout = timeoutMs ?? -1;
+    let frames: Buffer[];
+    try {
+      frames = await this.socket.receive();
+    } catch (error) {
+      if ((error as { code?: string }).code === 'EAGAIN' && !this.socket.closed) {
+        throw new CohortError(`worker ${this.member}: no message from the coordinator within ${timeoutMs} ms`);
+      }
+      throw error;
+    }
+    return this.decode(frames);
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Message, void> {
+    this.socket.receiveTimeout = -1;
+    for await (const frames of this.socket) yield this.decode(frames);
+  }
+
+  /** The coordinator is trusted: a message this worker cannot read means mismatched versions, a fatal error. */
+  private decode(frames: Buffer[]): Message {
+    const result = decodeMessage(frames, this.limits);
+    if (!result.ok) throw new CohortError(`worker ${this.member}: the coordinator sent a message this worker cannot read: ${result.error}`);
+    return result.message;
+  }
+
+  close(): void {
+    this.socket.close();
+  }
+}
