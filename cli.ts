@@ -41,6 +41,14 @@ async function startBackend(args: BackendArgs, log: (line: string) => void): Pro
 
 const log = (line: string) => console.log(line);
 
+function printSummary(final: { worker: string; role: string; accuracy: number; nll: number; ece: number }[], runDir: string): void {
+  log('');
+  log('| worker | role | test accuracy | NLL | ECE |');
+  log('|---|---|---|---|---|');
+  for (const e of final) log(`| ${e.worker} | ${e.role} | ${(100 * e.accuracy).toFixed(2)}% | ${e.nll.toFixed(4)} | ${(100 * e.ece).toFixed(2)}% |`);
+  log(`metrics: ${runDir}/metrics.jsonl`);
+}
+
 async function main(): Promise<void> {
   await yargs(hideBin(process.argv))
     .scriptName('cohort')
@@ -77,6 +85,64 @@ async function main(): Promise<void> {
           },
           log,
         );
+      },
+    )
+    .command(
+      'train <config>',
+      'train a cohort on this machine: the coordinator here, one worker process per member and teacher',
+      (y) =>
+        y
+          .positional('config', { type: 'string', demandOption: true, describe: 'run config file (.yaml, .yml or .json)' })
+          .option('backend', { choices: BACKEND_CHOICES, describe: "override every worker's backend" })
+          .option('log-every', { type: 'number', default: 50, describe: 'print progress every N steps' }),
+      async (args) => {
+        requirePositiveInteger('log-every', args['log-every']);
+        const { loadRunConfig } = await import('./shared/config/run-config.js');
+        const { trainLocally } = await import('./coordinator/launch-local.js');
+        const config = loadRunConfig(args.config);
+        const summary = await trainLocally({ config, backend: args.backend, logEvery: args['log-every'], log });
+        printSummary(summary.final, summary.runDir);
+      },
+    )
+    .command(
+      'coordinator <config>',
+      'run only the coordinator of a cohort, for workers started by hand (`cohort worker`) on other machines',
+      (y) =>
+        y
+          .positional('config', { type: 'string', demandOption: true, describe: 'run config file (.yaml, .yml or .json)' })
+          .option('bind', { type: 'string', default: 'tcp://0.0.0.0:5555', describe: 'ZeroMQ endpoint to listen on' })
+          .option('log-every', { type: 'number', default: 50, describe: 'print progress every N steps' }),
+      async (args) => {
+        requirePositiveInteger('log-every', args['log-every']);
+        const { loadRunConfig } = await import('./shared/config/run-config.js');
+        const { runCoordinator } = await import('./coordinator/run-coordinator.js');
+        const config = loadRunConfig(args.config);
+        const summary = await runCoordinator({ config, bind: args.bind, logEvery: args['log-every'], log });
+        printSummary(summary.final, summary.runDir);
+      },
+    )
+    .command(
+      'worker',
+      'run one cohort member or teacher: it joins the coordinator, which sends it the run config',
+      (y) =>
+        withBackendOptions(y)
+          .option('connect', { type: 'string', demandOption: true, describe: "the coordinator's endpoint, e.g. tcp://10.0.0.5:5555" })
+          .option('member', { type: 'string', demandOption: true, describe: 'name of the member or teacher in the run config' })
+          .option('timeout', { type: 'number', describe: "seconds to wait for the coordinator (default: the config's exchange timeout)" }),
+      async (args) => {
+        if (args.gpu !== undefined && (!Number.isInteger(args.gpu) || args.gpu < 0)) {
+          throw new CohortError(`--gpu must be a GPU index (0, 1, ...), got '${String(args.gpu)}'`);
+        }
+        requirePositiveInteger('timeout', args.timeout);
+        const { runWorker } = await import('./worker/run-worker.js');
+        await runWorker({
+          connect: args.connect,
+          member: args.member,
+          gpu: args.gpu,
+          backend: args.backend === 'auto' && process.argv.includes('--backend') === false ? undefined : args.backend,
+          timeoutMs: args.timeout === undefined ? undefined : args.timeout * 1000,
+          log,
+        });
       },
     )
     .demandCommand(1, 'name a command (see --help)')

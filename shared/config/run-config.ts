@@ -1,0 +1,199 @@
+/**
+ * The run config: one YAML or JSON file describes a run (algorithm, cohort members and
+ * teachers, dataset, schedule, distillation weights, evaluation and checkpoint cadence, run
+ * directory). The zod schema below is its one definition: the TypeScript types are inferred
+ * from it, and `loadRunConfig` reports every bad key with what was expected there.
+ */
+import { readFileSync } from 'node:fs';
+import { extname } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { datasetSchema, downscaleSchema } from '../data/datasets.js';
+import { BACKEND_CHOICES } from '../engine/backend.js';
+import { CohortError } from '../errors.js';
+import { MODEL_NAMES, resolveModelConfig, type ModelConfig } from '../models/registry.js';
+import { parseConfig } from './parse.js';
+
+export const ALGORITHMS = ['baseline', 'kd', 'dml', 'dml_e', 'tfkd_virtual', 'cross_quality_kd', 'byot', 'takd'] as const;
+export type Algorithm = (typeof ALGORITHMS)[number];
+
+/** Temperature and soft-term weight by algorithm (distillistic's and the papers' defaults). */
+export const DISTILLATION_DEFAULTS: Record<Algorithm, { temperature: number; alpha: number }> = {
+  baseline: { temperature: 1, alpha: 0 },
+  kd: { temperature: 20, alpha: 0.5 },
+  cross_quality_kd: { temperature: 20, alpha: 0.5 },
+  takd: { temperature: 20, alpha: 0.5 },
+  dml: { temperature: 1, alpha: 0.5 },
+  dml_e: { temperature: 1, alpha: 0.5 },
+  tfkd_virtual: { temperature: 1, alpha: 0.5 },
+  byot: { temperature: 3, alpha: 0.3 },
+};
+
+const name = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected 1-64 letters, digits, _ . or -');
+
+const modelSchema = z
+  .strictObject({
+    name: z.enum(MODEL_NAMES),
+    classes: z.int().min(2).optional(),
+    inputShape: z.tuple([z.int().positive(), z.int().positive(), z.int().positive()]).optional(),
+    stem: z.enum(['imagenet', 'small']).optional(),
+    dropout: z.number().min(0).lt(1).optional(),
+    seed: z.int().optional(),
+  })
+  .superRefine((model, ctx) => {
+    try {
+      resolveModelConfig(model as ModelConfig);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: (error as Error).message });
+    }
+  });
+
+const optimizerSchema = z.strictObject({
+  name: z.enum(['adam', 'sgd']).default('adam'),
+  lr: z.number().positive().default(1e-3),
+  /** SGD only. */
+  momentum: z.number().min(0).lt(1).default(0.9),
+  beta1: z.number().min(0).lt(1).default(0.9),
+  beta2: z.number().min(0).lt(1).default(0.999),
+});
+
+const scheduleSchema = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('constant') }),
+  /** lr * gamma^(number of milestones passed), milestones in epochs. */
+  z.strictObject({ kind: z.literal('step'), milestones: z.array(z.int().positive()).min(1), gamma: z.number().positive().default(0.1) }),
+  /** Cosine decay from lr to minLr over the run, per step. */
+  z.strictObject({ kind: z.literal('cosine'), minLr: z.number().min(0).default(0) }),
+  /** PyTorch OneCycleLR (cosine, per step): lr / divFactor up to lr over pctStart of the run, then down to lr / divFactor / finalDivFactor. */
+  z.strictObject({ kind: z.literal('onecycle'), pctStart: z.number().gt(0).lt(1).default(0.1), divFactor: z.number().gt(1).default(25), finalDivFactor: z.number().gt(1).default(1e4) }),
+]);
+
+const workerSchema = z.strictObject({
+  name,
+  model: modelSchema,
+  optimizer: optimizerSchema.default({ name: 'adam', lr: 1e-3, momentum: 0.9, beta1: 0.9, beta2: 0.999 }),
+  schedule: scheduleSchema.default({ kind: 'constant' }),
+  backend: z.enum(BACKEND_CHOICES).default('auto'),
+  /** GPU index this worker is pinned to (CUDA_VISIBLE_DEVICES). */
+  gpu: z.int().min(0).optional(),
+  /** Cross-quality: this worker sees the images downscaled. */
+  downscale: downscaleSchema.optional(),
+  /** Own augmentation seed (image-folder): other crops and flips of the same samples. */
+  augmentSeed: z.int().optional(),
+});
+
+const teacherSchema = workerSchema.extend({
+  /** A saved member (its run directory's checkpoint) whose weights this forward-only teacher loads. */
+  checkpoint: z.string().min(1).optional(),
+});
+
+export const runConfigSchema = z
+  .strictObject({
+    name: name.default('run'),
+    algorithm: z.enum(ALGORITHMS),
+    dataset: datasetSchema,
+    members: z.array(workerSchema).min(1),
+    teachers: z.array(teacherSchema).default([]),
+    epochs: z.int().positive().default(1),
+    batchSize: z.int().positive().default(128),
+    seed: z.int().default(42),
+    /** Use only the first N training samples of each epoch (smoke runs). */
+    trainLimit: z.int().positive().optional(),
+    /** Default by algorithm (DISTILLATION_DEFAULTS). */
+    temperature: z.number().positive().optional(),
+    alpha: z.number().min(0).max(1).optional(),
+    /** BYOT feature-hint weight. */
+    beta: z.number().min(0).default(0),
+    labelSmoothing: z.number().min(0).lt(1).default(0),
+    /** Tf-KD_virtual: the virtual teacher's probability on the true class, and whether it is softened by T. */
+    virtualTeacher: z.strictObject({ a: z.number().gt(0).lt(1).default(0.9), smooth: z.boolean().default(false) }).default({ a: 0.9, smooth: false }),
+    /** Cross-quality KD: feed the teacher the student's downscaled images (distillistic) instead of full resolution. */
+    teacherSeesDownscaled: z.boolean().default(false),
+    evalEvery: z.int().positive().default(1),
+    checkpointEvery: z.int().positive().default(1),
+    runDir: z.string().min(1).default('runs'),
+    exchange: z
+      .strictObject({
+        /** Send logits and teaching signals as float16 (half the bytes). */
+        float16: z.boolean().default(false),
+        /** How many steps forward-only teachers may run ahead of the students. */
+        teacherWindow: z.int().positive().default(4),
+        /** A worker silent this long is declared lost. */
+        timeoutMs: z.int().positive().default(60_000),
+      })
+      .default({ float16: false, teacherWindow: 4, timeoutMs: 60_000 }),
+  })
+  .superRefine((run, ctx) => {
+    const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });
+    const names = [...run.members, ...run.teachers].map((w) => w.name);
+    names.forEach((n, i) => {
+      if (names.indexOf(n) !== i) issue(i < run.members.length ? ['members', i, 'name'] : ['teachers', i - run.members.length, 'name'], `'${n}' is used twice; worker names must be unique`);
+    });
+    const needs = (min: number, what: 'members' | 'teachers', why: string) => {
+      if (run[what].length < min) issue([what], `${run.algorithm} needs at least ${min} ${what === 'members' ? 'member' : 'teacher'}${min > 1 ? 's' : ''} (${why}), got ${run[what].length}`);
+    };
+    const none = (what: 'teachers', why: string) => {
+      if (run[what].length > 0) issue([what], `${run.algorithm} takes no teachers (${why})`);
+    };
+    switch (run.algorithm) {
+      case 'dml':
+      case 'dml_e':
+        needs(2, 'members', 'peers learn from each other');
+        none('teachers', 'the peers teach each other');
+        break;
+      case 'kd':
+      case 'cross_quality_kd':
+      case 'takd':
+        needs(1, 'teachers', 'the student learns from it');
+        break;
+      case 'baseline':
+      case 'tfkd_virtual':
+      case 'byot':
+        none('teachers', 'each member trains alone');
+        break;
+    }
+    if (run.algorithm === 'byot') {
+      run.members.forEach((m, i) => {
+        if (!m.model.name.startsWith('multi-exit-')) issue(['members', i, 'model', 'name'], `byot needs a multi-exit model (multi-exit-resnet18/34/50), got '${m.model.name}'`);
+      });
+    }
+    if (run.algorithm === 'cross_quality_kd' && !run.members.some((m) => m.downscale)) {
+      issue(['members'], 'cross_quality_kd needs at least one member with a downscale (the low-resolution student)');
+    }
+  });
+
+/** What users write. */
+export type RunConfigInput = z.input<typeof runConfigSchema>;
+/** A validated run config with every default filled in. */
+export type RunConfig = z.output<typeof runConfigSchema> & { temperature: number; alpha: number };
+export type WorkerConfig = z.output<typeof workerSchema>;
+export type TeacherConfig = z.output<typeof teacherSchema>;
+
+/** Validates a parsed config object and fills the algorithm's defaults. */
+export function resolveRunConfig(value: unknown): RunConfig {
+  const run = parseConfig(runConfigSchema, value, 'config');
+  const defaults = DISTILLATION_DEFAULTS[run.algorithm];
+  return { ...run, temperature: run.temperature ?? defaults.temperature, alpha: run.alpha ?? defaults.alpha };
+}
+
+/** Reads a .yaml/.yml/.json run config file. */
+export function loadRunConfig(path: string): RunConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new CohortError(code === 'ENOENT' ? `config file not found: ${path}` : `cannot read config ${path}: ${(error as Error).message}`);
+  }
+  let value: unknown;
+  try {
+    value = extname(path).toLowerCase() === '.json' ? JSON.parse(text) : parseYaml(text);
+  } catch (error) {
+    throw new CohortError(`${path}: not valid ${extname(path).toLowerCase() === '.json' ? 'JSON' : 'YAML'}: ${(error as Error).message.split('\n')[0]}`);
+  }
+  try {
+    return resolveRunConfig(value);
+  } catch (error) {
+    if (error instanceof CohortError) throw new CohortError(`${path}: ${error.message}`);
+    throw error;
+  }
+}
