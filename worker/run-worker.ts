@@ -6,13 +6,16 @@
  * gradient tape stays open across the await). It evaluates every `evalEvery` epochs, sending
  * its metrics and its test logits (for the cohort ensemble), and says `done` at the end.
  */
+import { mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { resolveRunConfig, type RunConfig, type WorkerConfig } from '../shared/config/run-config.js';
 import { openDataset } from '../shared/data/datasets.js';
 import type { Batch, BatchSource } from '../shared/data/source.js';
 import { initBackend, type BackendChoice } from '../shared/engine/backend.js';
 import { CohortError } from '../shared/errors.js';
+import { loadWeights, saveWeights } from '../shared/io/weights.js';
 import { MetricAccumulator } from '../shared/metrics/index.js';
 import { buildModel, type CohortModel } from '../shared/models/index.js';
 import { PROTOCOL_VERSION, type Message } from '../shared/protocol/messages.js';
@@ -37,6 +40,11 @@ export interface WorkerOptions {
 /** The seed of member `index`'s initial weights when its model config names none: distinct per member. */
 export function memberWeightSeed(runSeed: number, index: number): number {
   return runSeed * 1000 + index + 1;
+}
+
+/** Where a member's weights are saved at the end of a run (a teacher's `checkpoint` may point there). */
+export function finalWeightsDir(config: RunConfig, member: string): string {
+  return join(config.runDir, config.name, member, 'final');
 }
 
 /** Which worker of the config `name` is, and its role. */
@@ -94,6 +102,11 @@ async function train(config: RunConfig, startStep: number, socket: WorkerSocket,
   const train = dataset.loader({ split: 'train', batchSize: config.batchSize, seed: config.seed, memberSeed: worker.augmentSeed, downscale, limit: config.trainLimit });
   const test = dataset.loader({ split: 'test', batchSize: 500, seed: config.seed, downscale });
   const built = buildWorkerModel(config, worker, index, train.imageShape, dataset.classNames.length);
+  const checkpoint = 'checkpoint' in worker ? (worker.checkpoint as string | undefined) : undefined;
+  if (checkpoint) {
+    loadWeights(built.model, checkpoint);
+    log(`${worker.name}: loaded weights from ${checkpoint}`);
+  }
   const objective = objectiveFor(config, built.exits);
   const optimizer = makeOptimizer(worker.optimizer);
   const totalSteps = train.batchesPerEpoch * config.epochs;
@@ -136,6 +149,12 @@ async function train(config: RunConfig, startStep: number, socket: WorkerSocket,
       if ((epoch + 1) % config.evalEvery === 0 || epoch === config.epochs - 1) {
         await evaluateAndReport(built, test, epoch, socket, exchange);
       }
+    }
+    if (role === 'member') {
+      const dir = finalWeightsDir(config, worker.name);
+      mkdirSync(dir, { recursive: true });
+      await saveWeights(built.model, dir);
+      log(`${worker.name}: final weights saved to ${dir}`);
     }
     await socket.send({ type: 'done', member: worker.name });
     await awaitShutdown(socket, timeoutMs);

@@ -2,13 +2,12 @@
  * IDX files, the format of MNIST and Fashion-MNIST: a 4-byte magic (0, 0, type, number of
  * dimensions), the dimensions as big-endian int32, then the values. Only unsigned bytes (type
  * 0x08) are supported; files may be gzip-compressed (detected by content, not by name).
- * Writes are atomic: a temporary file, fsync, rename.
+ * Writes are atomic (shared/io/atomic-write.ts).
  */
-import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { CohortError } from '../errors.js';
+import { writeFileAtomic } from '../io/atomic-write.js';
 
 export interface IdxArray {
   dims: number[];
@@ -74,20 +73,6 @@ export function encodeIdx({ dims, data }: IdxArray): Uint8Array {
   dims.forEach((d, i) => view.setUint32(4 + 4 * i, d, false));
   out.set(data, 4 + 4 * dims.length);
   return out;
-}
-
-/** Writes `bytes` to `path` atomically: a reader sees the old file or the whole new one. */
-export function writeFileAtomic(path: string, bytes: Uint8Array): void {
-  const temporary = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  const fd = openSync(temporary, 'w');
-  try {
-    let offset = 0;
-    while (offset < bytes.length) offset += writeSync(fd, bytes, offset, bytes.length - offset);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(temporary, path);
 }
 
 export function writeIdxFile(path: string, array: IdxArray, options: { gzip?: boolean } = {}): void {
