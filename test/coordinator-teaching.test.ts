@@ -1,0 +1,58 @@
+/**
+ * The coordinator's float64 teaching math against the library's tensor functions: each
+ * member's leave-one-out peer summary equals summarizePeers of its K - 1 peers, and the
+ * ensemble's metrics equal the MetricAccumulator's on log of the mean probabilities.
+ */
+import { before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs-core';
+import { EnsembleMetrics } from '../coordinator/ensemble-metrics.js';
+import { leaveOneOutTeaching } from '../coordinator/teaching.js';
+import { mulberry32 } from '../shared/data/sampler.js';
+import { initBackend } from '../shared/engine/backend.js';
+import { summarizePeers } from '../shared/losses/index.js';
+import { MetricAccumulator } from '../shared/metrics/index.js';
+
+before(async () => {
+  await initBackend({ backend: 'cpu' });
+});
+
+const random = mulberry32(21);
+const logits = (rows: number, classes: number, scale: number) => Float32Array.from({ length: rows * classes }, () => (random() * 2 - 1) * scale);
+
+test('leave-one-out peer summaries equal summarizePeers of the K - 1 peers (K = 2, 4; T = 1, 4; logits up to +-80)', async () => {
+  for (const [K, T, scale] of [[2, 1, 3], [4, 4, 3], [4, 1, 80]]) {
+    const members = Array.from({ length: K }, () => logits(6, 5, scale));
+    const teaching = leaveOneOutTeaching(members, 5, T);
+    for (let i = 0; i < K; i++) {
+      const peers = members.filter((_, j) => j !== i).map((z) => tf.tensor2d(z, [6, 5]));
+      const expected = await summarizePeers(peers, T);
+      const probs = await expected.meanProbs.data();
+      teaching[i].meanProbs.forEach((p, k) => assert.ok(Math.abs(p - probs[k]) < 1e-6, `K ${K} T ${T} member ${i}: ${p} vs ${probs[k]}`));
+      assert.ok(Math.abs(teaching[i].meanNegEntropy - expected.meanNegEntropy) < 1e-5 * Math.max(1, Math.abs(expected.meanNegEntropy)), `${teaching[i].meanNegEntropy} vs ${expected.meanNegEntropy}`);
+      assert.ok(teaching[i].meanProbs.every(Number.isFinite));
+      tf.dispose([...peers, expected.meanProbs]);
+    }
+  }
+  assert.throws(() => leaveOneOutTeaching([logits(2, 3, 1)], 3, 1), /at least 2 members/);
+});
+
+test('ensemble metrics equal the MetricAccumulator on the log of the members mean probabilities, over two batches', async () => {
+  const ensemble = new EnsembleMetrics();
+  const reference = new MetricAccumulator({ bins: 15 });
+  for (const rows of [7, 5]) {
+    const members = [logits(rows, 4, 4), logits(rows, 4, 4), logits(rows, 4, 4)];
+    const labels = Int32Array.from({ length: rows }, () => Math.floor(random() * 4));
+    ensemble.add(members, labels, 4);
+    const meanLog = tf.tidy(() => tf.log(tf.div(tf.addN(members.map((z) => tf.softmax(tf.tensor2d(z, [rows, 4])))), 3)) as tf.Tensor2D);
+    const y = tf.tensor1d(labels, 'int32');
+    await reference.add(meanLog, y);
+    tf.dispose([meanLog, y]);
+  }
+  const got = ensemble.result();
+  const want = reference.result();
+  assert.equal(got.count, 12);
+  assert.equal(got.accuracy, want.accuracy);
+  assert.ok(Math.abs(got.nll - want.nll) < 1e-6, `${got.nll} vs ${want.nll}`);
+  assert.ok(Math.abs(got.ece - want.calibration.ece) < 1e-6, `${got.ece} vs ${want.calibration.ece}`);
+});
