@@ -125,7 +125,9 @@ async function main(): Promise<void> {
       'worker',
       'run one cohort member or teacher: it joins the coordinator, which sends it the run config',
       (y) =>
-        withBackendOptions(y)
+        y
+          .option('backend', { choices: BACKEND_CHOICES, describe: "tfjs backend (default: the member's backend in the run config)" })
+          .option('gpu', { type: 'number', describe: "pin this process to GPU N (default: the member's gpu in the run config)" })
           .option('connect', { type: 'string', demandOption: true, describe: "the coordinator's endpoint, e.g. tcp://10.0.0.5:5555" })
           .option('member', { type: 'string', demandOption: true, describe: 'name of the member or teacher in the run config' })
           .option('timeout', { type: 'number', describe: "seconds to wait for the coordinator (default: the config's exchange timeout)" }),
@@ -139,7 +141,7 @@ async function main(): Promise<void> {
           connect: args.connect,
           member: args.member,
           gpu: args.gpu,
-          backend: args.backend === 'auto' && process.argv.includes('--backend') === false ? undefined : args.backend,
+          backend: args.backend,
           timeoutMs: args.timeout === undefined ? undefined : args.timeout * 1000,
           log,
         });

@@ -277,7 +277,9 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     socket.close();
   }
   if (failure) throw failure;
-  return { runDir, final: [...final.values()], steps: served, dropped: socket.dropped };
+  const order = [...all, 'ensemble'];
+  const finalInOrder = order.filter((n) => final.has(n)).map((n) => final.get(n)!);
+  return { runDir, final: finalInOrder, steps: served, dropped: socket.dropped };
 }
 
 /** The next message; a CohortError naming the silent workers after `timeoutMs`, or the abort reason. */
