@@ -46,7 +46,7 @@ function printSummary(final: { worker: string; role: string; accuracy: number; n
   log('| worker | role | test accuracy | NLL | ECE |');
   log('|---|---|---|---|---|');
   for (const e of final) log(`| ${e.worker} | ${e.role} | ${(100 * e.accuracy).toFixed(2)}% | ${e.nll.toFixed(4)} | ${(100 * e.ece).toFixed(2)}% |`);
-  log(`metrics: ${runDir}/metrics.jsonl`);
+  log(`run directory: ${runDir}`);
 }
 
 async function main(): Promise<void> {
@@ -117,6 +117,9 @@ async function main(): Promise<void> {
         const { loadRunConfig } = await import('./shared/config/run-config.js');
         const { runCoordinator } = await import('./coordinator/run-coordinator.js');
         const config = loadRunConfig(args.config);
+        if (config.algorithm === 'takd') {
+          throw new CohortError('takd runs as a chain of KD stages: start it with `cohort train`, or run each stage as its own kd config with `cohort coordinator`');
+        }
         const summary = await runCoordinator({ config, bind: args.bind, logEvery: args['log-every'], log });
         printSummary(summary.final, summary.runDir);
       },
@@ -145,6 +148,23 @@ async function main(): Promise<void> {
           timeoutMs: args.timeout === undefined ? undefined : args.timeout * 1000,
           log,
         });
+      },
+    )
+    .command(
+      'eval <run-dir>',
+      "evaluate a run's saved members on the test split (accuracy, NLL, ECE)",
+      (y) =>
+        withBackendOptions(y)
+          .positional('run-dir', { type: 'string', demandOption: true, describe: 'the run directory (RUNDIR/NAME, holding config.json)' })
+          .option('member', { type: 'string', array: true, describe: 'members to evaluate (default: all)' }),
+      async (args) => {
+        await startBackend(args, log);
+        const { evaluateSaved } = await import('./worker/evaluate-saved.js');
+        const results = await evaluateSaved(args['run-dir'], args.member, log);
+        printSummary(
+          results.map((r) => ({ worker: r.member, role: 'member', accuracy: r.metrics.accuracy, nll: r.metrics.nll, ece: r.metrics.calibration.ece })),
+          args['run-dir'],
+        );
       },
     )
     .demandCommand(1, 'name a command (see --help)')

@@ -8,7 +8,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,7 +22,7 @@ import { dmlLoss, kdLoss } from '../shared/losses/index.js';
 import type { CohortModel } from '../shared/models/index.js';
 import { makeOptimizer } from '../shared/training/objective.js';
 import { buildWorkerModel, finalWeightsDir } from '../worker/run-worker.js';
-import { ROOT } from './helpers/cli.js';
+import { ROOT, runCli } from './helpers/cli.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-equivalence-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -147,6 +147,16 @@ test('DML: a coordinator and 3 worker processes over tcp give the weights of the
   assert.match(output, /step 20 \| loss a \d+\.\d{4} \| b \d+\.\d{4} \| c \d+\.\d{4}/);
   assert.match(output, /eval epoch 1: ensemble accuracy/);
   const config = resolveRunConfig(raw);
+  // `cohort eval` on the saved weights reproduces the accuracy the members reported in the run.
+  const runDir = join(config.runDir, config.name);
+  const recorded = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { worker: string; accuracy: number });
+  const evaluated = await runCli(['eval', runDir, '--backend', 'wasm', '--member', 'a', 'b']);
+  assert.equal(evaluated.code, 0, evaluated.stderr);
+  for (const name of ['a', 'b']) {
+    const accuracy = recorded.find((r) => r.worker === name)!.accuracy;
+    assert.match(evaluated.stdout, new RegExp(`^\\| ${name} \\| member \\| ${(100 * accuracy).toFixed(2)}% \\|`, 'm'));
+  }
+  assert.doesNotMatch(evaluated.stdout, /^\| c \|/m);
   const expected = await referenceWeights(config, (members, _t, i, y) => dmlLoss(members[i], members.filter((_, j) => j !== i), y, { T: config.temperature, alpha: config.alpha }));
   assertClose(config, expected);
 });

@@ -1,0 +1,42 @@
+/**
+ * `cohort eval RUN_DIR`: evaluates the saved final weights of a run's members on the test split
+ * (each with its own input downscale), in this process, and returns accuracy, NLL and ECE.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { resolveRunConfig } from '../shared/config/run-config.js';
+import { openDataset } from '../shared/data/datasets.js';
+import { CohortError } from '../shared/errors.js';
+import { loadWeights } from '../shared/io/weights.js';
+import type { MetricSummary } from '../shared/metrics/index.js';
+import { exitModel } from '../shared/models/index.js';
+import { evaluate } from '../shared/training/evaluate.js';
+import { buildWorkerModel, findWorker } from './run-worker.js';
+
+export interface SavedEvaluation {
+  member: string;
+  metrics: MetricSummary;
+}
+
+/** Evaluates `members` (default: every member of the run) from `runDir` (the folder holding config.json). */
+export async function evaluateSaved(runDir: string, members?: string[], log: (line: string) => void = () => {}): Promise<SavedEvaluation[]> {
+  const configPath = join(runDir, 'config.json');
+  if (!existsSync(configPath)) throw new CohortError(`${runDir} is not a run directory (no config.json)`);
+  const config = resolveRunConfig(JSON.parse(readFileSync(configPath, 'utf8')));
+  const dataset = await openDataset(config.dataset, log);
+  const results: SavedEvaluation[] = [];
+  for (const name of members ?? config.members.map((m) => m.name)) {
+    const { worker, index } = findWorker(config, name);
+    const test = dataset.loader({ split: 'test', batchSize: 500, seed: config.seed, downscale: worker.downscale });
+    const built = buildWorkerModel(config, worker, index, test.imageShape, dataset.classNames.length);
+    try {
+      loadWeights(built.model, join(runDir, name, 'final'));
+      const model = built.exits > 1 ? exitModel(built) : built.model;
+      results.push({ member: name, metrics: await evaluate(model, test) });
+    } finally {
+      built.model.dispose();
+      await test.close();
+    }
+  }
+  return results;
+}
