@@ -14,8 +14,9 @@ import type { RunConfig } from '../shared/config/run-config.js';
 import { CohortError } from '../shared/errors.js';
 import { PROTOCOL_VERSION, type Message, type MessageOf, type TensorFrame } from '../shared/protocol/messages.js';
 import { CoordinatorSocket } from '../shared/protocol/sockets.js';
-import { EnsembleMetrics } from './ensemble-metrics.js';
-import { leaveOneOutTeaching, softmaxRows } from './teaching.js';
+import { EnsembleMetrics } from '../shared/metrics/ensemble-metrics.js';
+import { softmaxRows } from '../shared/metrics/softmax-rows.js';
+import { leaveOneOutTeaching } from './teaching.js';
 
 export interface CoordinatorOptions {
   config: RunConfig;
@@ -91,7 +92,15 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   writeFileSync(join(runDir, 'config.json'), `${JSON.stringify(wireConfig, null, 2)}\n`);
   const metricsFile = join(runDir, 'metrics.jsonl');
 
-  const socket = new CoordinatorSocket({ float16: config.exchange.float16, onDropped: (error, peer) => log(`coordinator: dropped a message from ${peer.toString('utf8')}: ${error}`) });
+  let sending: Promise<void> = Promise.resolve();
+  const socket: CoordinatorSocket = new CoordinatorSocket({
+    float16: config.exchange.float16,
+    onDropped: (error, peer) => {
+      log(`coordinator: dropped a message from ${peer.toString('utf8')}: ${error}`);
+      // A worker of another protocol version cannot be read, but it can be told why it is refused.
+      if (/^protocol version /.test(error)) sending = sending.then(() => socket.send(peer, { type: 'reject', reason: error })).catch(() => {});
+    },
+  });
   const endpoint = await socket.bind(options.bind);
   log(`coordinator: run '${config.name}' (${config.algorithm}), waiting for ${[...members, ...teachers].join(', ')} on ${endpoint}`);
   options.onListening?.(endpoint);
@@ -105,7 +114,6 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   const ensembles = new Map<number, EnsembleMetrics>();
   const evalsPerEpoch = new Map<number, Set<string>>();
   let served = 0;
-  let sending: Promise<void> = Promise.resolve();
   /** zeromq allows one pending send per socket: sends are queued in order. */
   const send = (name: string, message: Message) => {
     sending = sending.then(() => socket.send(joined.get(name) ?? name, message));
@@ -117,7 +125,8 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     appendFileSync(metricsFile, `${JSON.stringify({ time: new Date().toISOString(), ...entry })}\n`);
     final.set(entry.worker, entry);
     const pct = (v: number) => `${(100 * v).toFixed(2)}%`;
-    log(`eval epoch ${entry.epoch + 1}: ${entry.worker}${entry.role === 'teacher' ? ' (teacher)' : ''} accuracy ${pct(entry.accuracy)} | NLL ${entry.nll.toFixed(4)} | ECE ${pct(entry.ece)}`);
+    const train = typeof entry.trainEce === 'number' ? ` | training batches: accuracy ${pct(entry.trainAccuracy as number)}, ECE ${pct(entry.trainEce)}` : '';
+    log(`eval epoch ${entry.epoch + 1}: ${entry.worker}${entry.role === 'teacher' ? ' (teacher)' : ''} accuracy ${pct(entry.accuracy)} | NLL ${entry.nll.toFixed(4)} | ECE ${pct(entry.ece)}${train}`);
   };
 
   const onJoin = async (peer: Buffer, m: MessageOf<'join'>) => {

@@ -5,30 +5,7 @@
  * scalar dmlLossFromPeerSummary needs for the loss value); DML_e uses the same mean as its
  * ensemble target. Leave-one-out means come from one sum over the cohort: O(K) not O(K^2).
  */
-
-/** softmax(z / T) of a [rows, classes] row-major matrix, and each row's sum_c p_c log p_c. */
-export function softmaxRows(logits: Float32Array, classes: number, T: number): { probs: Float64Array; negEntropy: Float64Array } {
-  const rows = logits.length / classes;
-  const probs = new Float64Array(logits.length);
-  const negEntropy = new Float64Array(rows);
-  for (let r = 0; r < rows; r++) {
-    const o = r * classes;
-    let max = -Infinity;
-    for (let c = 0; c < classes; c++) max = Math.max(max, logits[o + c] / T);
-    let sum = 0;
-    for (let c = 0; c < classes; c++) sum += Math.exp(logits[o + c] / T - max);
-    const logSum = Math.log(sum);
-    let ne = 0;
-    for (let c = 0; c < classes; c++) {
-      const logP = logits[o + c] / T - max - logSum;
-      const p = Math.exp(logP);
-      probs[o + c] = p;
-      ne += p * logP;
-    }
-    negEntropy[r] = ne;
-  }
-  return { probs, negEntropy };
-}
+import { softmaxRows } from '../shared/metrics/softmax-rows.js';
 
 export interface PeerTeaching {
   /** mean over peers j != i of softmax(z_j / T), [rows, classes], float32 for the wire. */

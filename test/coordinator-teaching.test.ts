@@ -6,7 +6,7 @@
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
-import { EnsembleMetrics } from '../coordinator/ensemble-metrics.js';
+import { EnsembleMetrics } from '../shared/metrics/ensemble-metrics.js';
 import { leaveOneOutTeaching } from '../coordinator/teaching.js';
 import { mulberry32 } from '../shared/data/sampler.js';
 import { initBackend } from '../shared/engine/backend.js';

@@ -16,6 +16,7 @@ import type { Batch, BatchSource } from '../shared/data/source.js';
 import { initBackend, type BackendChoice } from '../shared/engine/backend.js';
 import { CohortError } from '../shared/errors.js';
 import { loadWeights, saveWeights } from '../shared/io/weights.js';
+import { EnsembleMetrics } from '../shared/metrics/ensemble-metrics.js';
 import { MetricAccumulator } from '../shared/metrics/index.js';
 import { buildModel, type CohortModel } from '../shared/models/index.js';
 import { PROTOCOL_VERSION, type Message } from '../shared/protocol/messages.js';
@@ -117,6 +118,8 @@ async function train(config: RunConfig, startStep: number, socket: WorkerSocket,
   let studentsDone = startStep - 1;
   try {
     for (let epoch = Math.floor(startStep / train.batchesPerEpoch); epoch < config.epochs; epoch++) {
+      /** Running metrics of this epoch's training batches (what distillistic logs). */
+      const trainMetrics = new EnsembleMetrics();
       for await (const batch of train.epoch(epoch)) {
         const step = epoch * train.batchesPerEpoch + batch.batch;
         const { x, y } = tensorsOf(batch);
@@ -134,7 +137,9 @@ async function train(config: RunConfig, startStep: number, socket: WorkerSocket,
         setLearningRate(optimizer, learningRateAt(worker.schedule, worker.optimizer.lr, { step, stepsPerEpoch: train.batchesPerEpoch, totalSteps }));
         const { value, grads } = await asyncVariableGrads(async () => {
           const outputs = built.model.apply(x, { training: true }) as tf.Tensor | tf.Tensor[];
-          await sendLogits(socket, step, batch, finalLogits(outputs, built.exits), lastLoss, exchange);
+          const logits = finalLogits(outputs, built.exits);
+          const sent = await sendLogits(socket, step, batch, logits, lastLoss, exchange);
+          trainMetrics.add([sent], batch.labels, logits.shape[1]);
           const teaching = objective.needsTeaching ? await receiveTeaching(socket, step, timeoutMs) : undefined;
           try {
             return objective.loss(outputs, y, teaching);
@@ -147,7 +152,7 @@ async function train(config: RunConfig, startStep: number, socket: WorkerSocket,
         tf.dispose([x, y, value, ...Object.values(grads)]);
       }
       if ((epoch + 1) % config.evalEvery === 0 || epoch === config.epochs - 1) {
-        await evaluateAndReport(built, test, epoch, socket, exchange);
+        await evaluateAndReport(built, test, epoch, socket, exchange, role === 'member' ? trainMetrics : undefined);
       }
     }
     if (role === 'member') {
@@ -170,7 +175,8 @@ function studentDownscale(config: RunConfig) {
   return config.members.find((m) => m.downscale)?.downscale;
 }
 
-async function sendLogits(socket: WorkerSocket, step: number, batch: Batch, logits: tf.Tensor2D, loss: number | undefined, exchange: { float16: boolean }): Promise<void> {
+/** Sends the step's logits; returns their values. */
+async function sendLogits(socket: WorkerSocket, step: number, batch: Batch, logits: tf.Tensor2D, loss: number | undefined, exchange: { float16: boolean }): Promise<Float32Array> {
   const data = (await logits.data()) as Float32Array;
   await socket.send(
     {
@@ -184,6 +190,7 @@ async function sendLogits(socket: WorkerSocket, step: number, batch: Batch, logi
     },
     exchange,
   );
+  return data;
 }
 
 async function receiveTeaching(socket: WorkerSocket, step: number, timeoutMs: number) {
@@ -218,7 +225,14 @@ async function awaitShutdown(socket: WorkerSocket, timeoutMs: number): Promise<v
   }
 }
 
-async function evaluateAndReport(built: CohortModel, test: BatchSource, epoch: number, socket: WorkerSocket, exchange: { float16: boolean }): Promise<void> {
+async function evaluateAndReport(
+  built: CohortModel,
+  test: BatchSource,
+  epoch: number,
+  socket: WorkerSocket,
+  exchange: { float16: boolean },
+  trainMetrics?: EnsembleMetrics,
+): Promise<void> {
   const metrics = new MetricAccumulator({ bins: 15 });
   test.restore({ epoch: 0, batch: 0 });
   for await (const batch of test.epoch(0)) {
@@ -240,5 +254,7 @@ async function evaluateAndReport(built: CohortModel, test: BatchSource, epoch: n
     tf.dispose([x, y, logits]);
   }
   const r = metrics.result();
-  await socket.send({ type: 'eval', epoch, metrics: { accuracy: r.accuracy, nll: r.nll, ece: r.calibration.ece, entropy: r.entropy, count: r.count } });
+  const t = trainMetrics?.result();
+  const train: Record<string, number> = t ? { trainAccuracy: t.accuracy, trainNll: t.nll, trainEce: t.ece } : {};
+  await socket.send({ type: 'eval', epoch, metrics: { accuracy: r.accuracy, nll: r.nll, ece: r.calibration.ece, entropy: r.entropy, count: r.count, ...train } });
 }

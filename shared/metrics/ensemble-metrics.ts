@@ -1,10 +1,11 @@
 /**
- * The cohort ensemble's test metrics, computed in the coordinator from the members' test
- * logits: the ensemble predicts the mean of the members' probabilities. Accuracy, NLL and
- * ECE (15 bins, CalibrationHistogram) accumulate batch by batch; nothing is kept per sample.
+ * Accuracy, NLL and ECE (15 bins) of the mean of one or more models' probabilities, from logits
+ * held in plain Float32Arrays, accumulated batch by batch without keeping any prediction: the
+ * cohort ensemble's test metrics in the coordinator, and a worker's running training-batch
+ * metrics (one model).
  */
-import { CalibrationHistogram } from '../shared/metrics/calibration.js';
-import { softmaxRows } from './teaching.js';
+import { CalibrationHistogram } from './calibration.js';
+import { softmaxRows } from './softmax-rows.js';
 
 export class EnsembleMetrics {
   private count = 0;
@@ -12,7 +13,7 @@ export class EnsembleMetrics {
   private nllSum = 0;
   private readonly calibration = new CalibrationHistogram(15);
 
-  /** One test batch: every member's [rows, classes] logits for the same samples, and their labels. */
+  /** One batch: every model's [rows, classes] logits for the same samples, and their labels. */
   add(memberLogits: readonly Float32Array[], labels: ArrayLike<number>, classes: number): void {
     const rows = labels.length;
     const mean = new Float64Array(rows * classes);

@@ -1,0 +1,130 @@
+/**
+ * The coordinator's admission and step checks, with real sockets on loopback and hand-driven
+ * workers: joins of another protocol version, of unknown or duplicate names, and of the wrong
+ * role are refused with the reason; garbage is dropped and counted without stopping the run;
+ * logits computed on different samples at the same step stop the run with an error naming
+ * both workers; a DML step gives each member the mean of its peer's probabilities.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Packr } from 'msgpackr';
+import { Dealer } from 'zeromq';
+import { runCoordinator, type RunSummary } from '../coordinator/run-coordinator.js';
+import { softmaxRows } from '../shared/metrics/softmax-rows.js';
+import { resolveRunConfig } from '../shared/config/run-config.js';
+import { PROTOCOL_VERSION, type Message } from '../shared/protocol/messages.js';
+import { WorkerSocket } from '../shared/protocol/sockets.js';
+
+const root = mkdtempSync(join(tmpdir(), 'cohort-coordinator-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+
+function start(name: string, timeoutMs = 20_000): { endpoint: Promise<string>; run: Promise<RunSummary>; lines: string[] } {
+  const config = resolveRunConfig({
+    name,
+    algorithm: 'dml',
+    dataset: { name: 'fashion-mnist' },
+    members: [{ name: 'a', model: { name: 'mlp-student' } }, { name: 'b', model: { name: 'mlp-student' } }],
+    temperature: 2,
+    runDir: root,
+    exchange: { timeoutMs },
+  });
+  const lines: string[] = [];
+  let resolveEndpoint!: (e: string) => void;
+  const endpoint = new Promise<string>((r) => (resolveEndpoint = r));
+  const run = runCoordinator({ config, bind: 'tcp://127.0.0.1:*', onListening: resolveEndpoint, log: (l) => lines.push(l) });
+  run.catch(() => {});
+  return { endpoint, run, lines };
+}
+
+const join_ = (member: string, extra: Partial<Extract<Message, { type: 'join' }>> = {}): Message => ({ type: 'join', protocolVersion: PROTOCOL_VERSION, member, backend: 'test', device: '', pid: process.pid, host: 'test', ...extra });
+
+async function worker(endpoint: string, name: string): Promise<WorkerSocket> {
+  const socket = new WorkerSocket(name);
+  socket.connect(endpoint);
+  return socket;
+}
+
+const logits = (step: number, indices: number[], values: number[]): Message => ({
+  type: 'logits',
+  step,
+  epoch: 0,
+  batch: step,
+  indices: { dtype: 'uint32', shape: [indices.length], data: Uint32Array.from(indices) },
+  logits: { dtype: 'float32', shape: [indices.length, values.length / indices.length], data: Float32Array.from(values) },
+});
+
+test('admission: wrong version, unknown name, duplicate and wrong role are refused with the reason; garbage is dropped', async () => {
+  const { endpoint, run, lines } = start('admission', 5000);
+  const address = await endpoint;
+  // A worker of protocol version 99: a raw dealer, since our codec only speaks this version.
+  const old = new Dealer({ routingId: 'a', linger: 0 });
+  old.connect(address);
+  await old.send([new Packr({ useRecords: false }).pack({ v: 99, type: 'join', tensors: [] })]);
+  const [oldAnswer] = await old.receive();
+  assert.match(new Packr({ useRecords: false }).unpack(oldAnswer).reason, /protocol version 99 is not supported \(this side speaks version 1\)/);
+  old.close();
+  const garbage = new Dealer({ routingId: 'mallory', linger: 0 });
+  garbage.connect(address);
+  await garbage.send([Buffer.from('not msgpack at all'), Buffer.from([1, 2, 3])]);
+  const stranger = await worker(address, 'zed');
+  await stranger.send(join_('zed'));
+  assert.deepEqual(await stranger.receive(5000), { type: 'reject', reason: "no member or teacher named 'zed' in run 'admission' (expected a, b)" });
+  const teacher = await worker(address, 'b');
+  await teacher.send(join_('b', { role: 'teacher' }));
+  assert.deepEqual(await teacher.receive(5000), { type: 'reject', reason: "'b' is a member in this run, not a teacher" });
+  const a = await worker(address, 'a');
+  await a.send(join_('a', { runId: 'admission' }));
+  const welcome = await a.receive(5000);
+  assert.equal(welcome.type, 'welcome');
+  if (welcome.type === 'welcome') {
+    assert.deepEqual(welcome.members, ['a', 'b']);
+    assert.equal((welcome.config as { algorithm: string }).algorithm, 'dml');
+  }
+  const twin = await worker(address, 'a');
+  await twin.send(join_('a'));
+  assert.deepEqual(await twin.receive(5000), { type: 'reject', reason: "'a' has already joined" });
+  const wrongRun = await worker(address, 'b');
+  await wrongRun.send(join_('b', { runId: 'another-run' }));
+  assert.deepEqual(await wrongRun.receive(5000), { type: 'reject', reason: "this coordinator runs 'admission', not 'another-run'" });
+  await assert.rejects(run, /no message from a, b for 5 s; giving up/);
+  assert.ok(lines.some((l) => /dropped a message from mallory: header frame is not valid msgpack/.test(l)), lines.join('\n'));
+  for (const s of [stranger, teacher, a, twin, wrongRun]) s.close();
+  garbage.close();
+});
+
+test('a DML step: each member gets the mean of its peer probabilities at T; misaligned samples stop the run naming both workers', async () => {
+  const { endpoint, run } = start('steps');
+  const address = await endpoint;
+  const [a, b] = [await worker(address, 'a'), await worker(address, 'b')];
+  for (const [s, n] of [[a, 'a'], [b, 'b']] as const) {
+    await s.send(join_(n));
+    assert.equal((await s.receive(5000)).type, 'welcome');
+  }
+  const za = [1, 2, 0, 0, -1, 3];
+  const zb = [0.5, 0, 2, 4, 1, 1];
+  await a.send(logits(0, [7, 9], za));
+  await b.send(logits(0, [7, 9], zb));
+  const [ta, tb] = [await a.receive(5000), await b.receive(5000)];
+  assert.equal(ta.type, 'teaching');
+  assert.equal(tb.type, 'teaching');
+  if (ta.type === 'teaching' && tb.type === 'teaching') {
+    // With K = 2 each member's teaching is its one peer's softmax(z / 2).
+    const pb = softmaxRows(Float32Array.from(zb), 3, 2);
+    const pa = softmaxRows(Float32Array.from(za), 3, 2);
+    assert.deepEqual(ta.teaching.shape, [2, 3]);
+    ta.teaching.data.forEach((v, k) => assert.equal(v, Math.fround(pb.probs[k])));
+    tb.teaching.data.forEach((v, k) => assert.equal(v, Math.fround(pa.probs[k])));
+    assert.ok(Math.abs(ta.peerNegEntropy! - (pb.negEntropy[0] + pb.negEntropy[1]) / 2) < 1e-12);
+    assert.equal(ta.peerCount, 1);
+  }
+  await a.send(logits(1, [3, 4], za));
+  await b.send(logits(1, [3, 5], zb));
+  await assert.rejects(run, /step 1: b's batch holds samples \[3, 5\] but a's \[3, 4\]; workers must read the same data/);
+  const shutdown = await a.receive(5000);
+  assert.equal(shutdown.type, 'shutdown');
+  a.close();
+  b.close();
+});
