@@ -17,7 +17,7 @@ import { resolveRunConfig, type RunConfig } from '../shared/config/run-config.js
 import { openDataset } from '../shared/data/datasets.js';
 import { loadFashionMnist } from '../shared/data/fashion-mnist.js';
 import { initBackend } from '../shared/engine/backend.js';
-import { readWeights } from '../shared/io/weights.js';
+import { readSavedWeights } from '../shared/io/model-files.js';
 import { dmlLoss, kdLoss } from '../shared/losses/index.js';
 import type { CohortModel } from '../shared/models/index.js';
 import { makeOptimizer } from '../shared/training/objective.js';
@@ -128,17 +128,17 @@ async function referenceWeights(config: RunConfig, loss: (members: tf.Tensor2D[]
   return weights;
 }
 
-function assertClose(config: RunConfig, expected: Float32Array[][]): void {
-  config.members.forEach((member, i) => {
-    const { values } = readWeights(finalWeightsDir(config, member.name));
-    assert.equal(values.length, expected[i].length);
+async function assertClose(config: RunConfig, expected: Float32Array[][]): Promise<void> {
+  for (const [i, member] of config.members.entries()) {
+    const saved = await readSavedWeights(finalWeightsDir(config, member.name));
+    assert.equal(saved.length, expected[i].length);
     let worst = 0;
-    values.forEach((v, k) => {
-      for (let e = 0; e < v.length; e++) worst = Math.max(worst, Math.abs(v[e] - expected[i][k][e]));
+    saved.forEach(({ values }, k) => {
+      for (let e = 0; e < values.length; e++) worst = Math.max(worst, Math.abs(values[e] - expected[i][k][e]));
     });
     assert.ok(worst < 1e-5, `${member.name}: largest weight difference ${worst}`);
     console.log(`# ${config.name} ${member.name}: largest weight difference ${worst.toExponential(2)}`);
-  });
+  }
 }
 
 test('DML: a coordinator and 3 worker processes over tcp give the weights of the single-process loop', { timeout: 300_000 }, async () => {
@@ -158,7 +158,7 @@ test('DML: a coordinator and 3 worker processes over tcp give the weights of the
   }
   assert.doesNotMatch(evaluated.stdout, /^\| c \|/m);
   const expected = await referenceWeights(config, (members, _t, i, y) => dmlLoss(members[i], members.filter((_, j) => j !== i), y, { T: config.temperature, alpha: config.alpha }));
-  assertClose(config, expected);
+  await assertClose(config, expected);
 });
 
 test('KD: a forward-only teacher worker running ahead of 2 students gives the weights of the single-process loop', { timeout: 300_000 }, async () => {
@@ -166,5 +166,5 @@ test('KD: a forward-only teacher worker running ahead of 2 students gives the we
   await runDistributed(raw);
   const config = resolveRunConfig(raw);
   const expected = await referenceWeights(config, (members, teachers, i, y) => kdLoss(members[i], teachers[0], y, { T: config.temperature, alpha: config.alpha }));
-  assertClose(config, expected);
+  await assertClose(config, expected);
 });

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { resolveRunConfig } from '../shared/config/run-config.js';
 import { openDataset } from '../shared/data/datasets.js';
 import { CohortError } from '../shared/errors.js';
-import { loadWeights } from '../shared/io/weights.js';
+import { loadModelWeights } from '../shared/io/model-files.js';
 import type { MetricSummary } from '../shared/metrics/index.js';
 import { exitModel } from '../shared/models/index.js';
 import { evaluate } from '../shared/training/evaluate.js';
@@ -30,7 +30,7 @@ export async function evaluateSaved(runDir: string, members?: string[], log: (li
     const test = dataset.loader({ split: 'test', batchSize: 500, seed: config.seed, downscale: worker.downscale });
     const built = buildWorkerModel(config, worker, index, test.imageShape, dataset.classNames.length);
     try {
-      loadWeights(built.model, join(runDir, name, 'final'));
+      loadModelWeights(built.model, join(runDir, name, 'final'));
       const model = built.exits > 1 ? exitModel(built) : built.model;
       results.push({ member: name, metrics: await evaluate(model, test) });
     } finally {

@@ -15,7 +15,7 @@ import { openDataset } from '../shared/data/datasets.js';
 import type { Batch, BatchSource } from '../shared/data/source.js';
 import { initBackend, type BackendChoice } from '../shared/engine/backend.js';
 import { CohortError } from '../shared/errors.js';
-import { loadWeights, saveWeights } from '../shared/io/weights.js';
+import { loadModelWeights, saveModel } from '../shared/io/model-files.js';
 import { EnsembleMetrics } from '../shared/metrics/ensemble-metrics.js';
 import { MetricAccumulator } from '../shared/metrics/index.js';
 import { buildModel, type CohortModel } from '../shared/models/index.js';
@@ -105,7 +105,7 @@ async function train(config: RunConfig, startStep: number, socket: WorkerSocket,
   const built = buildWorkerModel(config, worker, index, train.imageShape, dataset.classNames.length);
   const checkpoint = 'checkpoint' in worker ? (worker.checkpoint as string | undefined) : undefined;
   if (checkpoint) {
-    loadWeights(built.model, checkpoint);
+    loadModelWeights(built.model, checkpoint);
     log(`${worker.name}: loaded weights from ${checkpoint}`);
   }
   const objective = objectiveFor(config, built.exits);
@@ -158,7 +158,7 @@ async function train(config: RunConfig, startStep: number, socket: WorkerSocket,
     if (role === 'member') {
       const dir = finalWeightsDir(config, worker.name);
       mkdirSync(dir, { recursive: true });
-      await saveWeights(built.model, dir);
+      await saveModel(built.model, dir);
       log(`${worker.name}: final weights saved to ${dir}`);
     }
     await socket.send({ type: 'done', member: worker.name });
