@@ -94,13 +94,14 @@ async function main(): Promise<void> {
         y
           .positional('config', { type: 'string', demandOption: true, describe: 'run config file (.yaml, .yml or .json)' })
           .option('backend', { choices: BACKEND_CHOICES, describe: "override every worker's backend" })
+          .option('resume', { type: 'boolean', default: false, describe: "continue the run from its run directory's last complete checkpoint" })
           .option('log-every', { type: 'number', default: 50, describe: 'print progress every N steps' }),
       async (args) => {
         requirePositiveInteger('log-every', args['log-every']);
         const { loadRunConfig } = await import('./shared/config/run-config.js');
         const { trainLocally } = await import('./coordinator/launch-local.js');
         const config = loadRunConfig(args.config);
-        const summary = await trainLocally({ config, backend: args.backend, logEvery: args['log-every'], log });
+        const summary = await trainLocally({ config, backend: args.backend, resume: args.resume, logEvery: args['log-every'], log });
         printSummary(summary.final, summary.runDir);
       },
     )
@@ -111,6 +112,7 @@ async function main(): Promise<void> {
         y
           .positional('config', { type: 'string', demandOption: true, describe: 'run config file (.yaml, .yml or .json)' })
           .option('bind', { type: 'string', default: 'tcp://0.0.0.0:5555', describe: 'ZeroMQ endpoint to listen on' })
+          .option('resume', { type: 'boolean', default: false, describe: "continue the run from its run directory's last complete checkpoint" })
           .option('log-every', { type: 'number', default: 50, describe: 'print progress every N steps' }),
       async (args) => {
         requirePositiveInteger('log-every', args['log-every']);
@@ -120,7 +122,7 @@ async function main(): Promise<void> {
         if (config.algorithm === 'takd') {
           throw new CohortError('takd runs as a chain of KD stages: start it with `cohort train`, or run each stage as its own kd config with `cohort coordinator`');
         }
-        const summary = await runCoordinator({ config, bind: args.bind, logEvery: args['log-every'], log });
+        const summary = await runCoordinator({ config, bind: args.bind, resume: args.resume, logEvery: args['log-every'], log });
         printSummary(summary.final, summary.runDir);
       },
     )

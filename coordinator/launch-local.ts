@@ -2,7 +2,9 @@
  * `cohort train CONFIG` on one machine: the coordinator runs in this process and every member
  * and teacher of the config is started as its own worker process (`cohort worker`, pinned to
  * the config's GPU), whose output is relayed line by line with its name in front. A worker that
- * exits before the run is complete stops the run with an error naming it. TAKD runs as a chain
+ * exits before the run is complete is reported to the coordinator and, with the `restart`
+ * recovery policy, started again after a backoff (the coordinator rolls the cohort back to the
+ * last checkpoint and stops the run after `maxRestarts`). TAKD runs as a chain
  * of KD stages, one run each: the teacher teaches the first member (the assistant), whose final
  * weights then teach the next, and so on.
  */
@@ -10,8 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import type { RunConfig } from '../shared/config/run-config.js';
-import { CohortError } from '../shared/errors.js';
-import { runCoordinator, type RunSummary } from './run-coordinator.js';
+import { runCoordinator, type CoordinatorControl, type RunSummary } from './run-coordinator.js';
 
 export interface LaunchOptions {
   config: RunConfig;
@@ -19,6 +20,10 @@ export interface LaunchOptions {
   logEvery?: number;
   /** Overrides every worker's backend (e.g. wasm for a CPU-only machine). */
   backend?: string;
+  /** Continue the run from its last complete checkpoint. */
+  resume?: boolean;
+  /** Called with every worker process started (tests use it to inject faults). */
+  onSpawn?: (name: string, child: ChildProcess) => void;
   log?: (line: string) => void;
 }
 
@@ -58,23 +63,47 @@ async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
   const { config } = options;
   const log = options.log ?? ((line: string) => console.log(line));
   const children = new Map<string, ChildProcess>();
-  const abort = new AbortController();
+  const restartsOf = new Map<string, number>();
+  let control: CoordinatorControl | undefined;
+  let endpoint = '';
   let finished = false;
-  const start = (endpoint: string) => {
-    for (const worker of [...config.members, ...config.teachers]) {
-      const args = [...process.execArgv, process.argv[1], 'worker', '--connect', endpoint, '--member', worker.name];
-      if (options.backend) args.push('--backend', options.backend);
-      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
-      children.set(worker.name, child);
-      relay(child, worker.name, log);
-      child.on('exit', (code, signal) => {
-        children.delete(worker.name);
-        if (!finished && (code !== 0 || signal)) abort.abort(new CohortError(`worker ${worker.name} exited with ${signal ?? `code ${code}`} before the run was complete`));
-      });
-    }
+  const spawnWorker = (name: string) => {
+    const args = [...process.execArgv, process.argv[1], 'worker', '--connect', endpoint, '--member', name];
+    if (options.backend) args.push('--backend', options.backend);
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+    children.set(name, child);
+    options.onSpawn?.(name, child);
+    relay(child, name, log);
+    child.on('exit', (code, signal) => {
+      if (children.get(name) === child) children.delete(name);
+      if (finished || (code === 0 && !signal)) return;
+      const how = signal ?? `code ${code}`;
+      control?.lost(name, `its process exited with ${how}`);
+      if (config.recovery.policy !== 'restart') return;
+      // Respawn after a backoff that doubles with each restart of this worker; the coordinator
+      // enforces maxRestarts and stops the run beyond it.
+      const k = restartsOf.get(name) ?? 0;
+      restartsOf.set(name, k + 1);
+      const delay = config.recovery.backoffMs * 2 ** k;
+      log(`launcher: restarting ${name} in ${delay} ms`);
+      setTimeout(() => {
+        if (!finished) spawnWorker(name);
+      }, delay).unref();
+    });
   };
   try {
-    return await runCoordinator({ config, bind: 'tcp://127.0.0.1:*', logEvery: options.logEvery, onListening: start, signal: abort.signal, log });
+    return await runCoordinator({
+      config,
+      bind: 'tcp://127.0.0.1:*',
+      logEvery: options.logEvery,
+      resume: options.resume,
+      onControl: (c) => (control = c),
+      onListening: (bound) => {
+        endpoint = bound;
+        for (const worker of [...config.members, ...config.teachers]) spawnWorker(worker.name);
+      },
+      log,
+    });
   } finally {
     finished = true;
     await Promise.all(

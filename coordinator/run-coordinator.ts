@@ -7,11 +7,19 @@
  * (plus, for DML, their mean negative entropy), for KD-style algorithms the teachers' mean
  * probabilities. It writes every evaluation, and the cohort ensemble's, as JSON lines in the
  * run directory. A message that does not parse is counted and dropped, never fatal.
+ *
+ * Faults: members save their part of a global checkpoint every `checkpoint.everySteps` steps
+ * and report it; once all have, the coordinator writes the manifest that makes it complete. A
+ * worker that dies (reported by the launcher), stops sending (no message for
+ * `recovery.livenessMs`, heartbeats included) or rejoins as a new process is lost: with the
+ * `restart` policy the cohort rolls back to the last complete checkpoint (a new generation;
+ * older messages are ignored) and the worker's replacement is welcomed at that step.
  */
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RunConfig } from '../shared/config/run-config.js';
 import { CohortError } from '../shared/errors.js';
+import { checkpointDir, latestCheckpoint, pruneCheckpoints, writeCheckpointManifest } from '../shared/io/checkpoint.js';
 import { PROTOCOL_VERSION, type Message, type MessageOf, type TensorFrame } from '../shared/protocol/messages.js';
 import { CoordinatorSocket } from '../shared/protocol/sockets.js';
 import { EnsembleMetrics } from '../shared/metrics/ensemble-metrics.js';
@@ -26,9 +34,18 @@ export interface CoordinatorOptions {
   logEvery?: number;
   /** Called once bound, with the endpoint workers should connect to. */
   onListening?: (endpoint: string) => void;
-  /** Aborting stops the run (e.g. a local worker process died); the reason becomes the error. */
+  /** Aborting stops the run; the reason becomes the error. */
   signal?: AbortSignal;
+  /** Called once listening, with the handle a launcher uses to report dead worker processes. */
+  onControl?: (control: CoordinatorControl) => void;
+  /** Continue from the run directory's last complete checkpoint (after every process died). */
+  resume?: boolean;
   log?: (line: string) => void;
+}
+
+export interface CoordinatorControl {
+  /** A worker process is gone (its launcher saw it exit): the recovery policy applies. */
+  lost(worker: string, reason: string): void;
 }
 
 export interface EvalRecord {
@@ -48,6 +65,8 @@ export interface RunSummary {
   steps: number;
   /** Undecodable messages dropped. */
   dropped: number;
+  /** Workers lost and replaced. */
+  restarts: number;
 }
 
 interface StepLogits {
@@ -106,7 +125,28 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   options.onListening?.(endpoint);
 
   const joined = new Map<string, Buffer>();
+  const pidOf = new Map<string, string>();
+  const lastSeen = new Map<string, number>();
   const done = new Set<string>();
+  const reportedCheckpoints = new Map<number, Set<string>>();
+  const lostQueue: { name: string; reason: string }[] = [];
+  let wake: (() => void) | undefined;
+  let generation = 0;
+  let restarts = 0;
+  /** Where a (re)joining worker starts: step 0, or a checkpoint after a rollback or on resume. */
+  let resumeAt: { step: number; dir?: string } = { step: 0 };
+  if (options.resume) {
+    const latest = latestCheckpoint(runDir);
+    if (!latest) throw new CohortError(`cannot resume: no complete checkpoint in ${join(runDir, 'checkpoints')}`);
+    resumeAt = { step: latest.step, dir: checkpointDir(runDir, latest.step) };
+    log(`coordinator: resuming from the checkpoint of step ${latest.step} (${resumeAt.dir})`);
+  }
+  options.onControl?.({
+    lost: (name, reason) => {
+      lostQueue.push({ name, reason });
+      wake?.();
+    },
+  });
   const steps = new Map<number, StepState>();
   const lastLoss = new Map<string, number>();
   const final = new Map<string, EvalRecord>();
@@ -115,9 +155,17 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   const evalsPerEpoch = new Map<number, Set<string>>();
   let served = 0;
   /** zeromq allows one pending send per socket: sends are queued in order. */
-  const send = (name: string, message: Message) => {
-    sending = sending.then(() => socket.send(joined.get(name) ?? name, message));
-    return sending;
+  /** Sends to a joined worker; a worker that cannot be reached is lost (the recovery policy applies). */
+  const send = (name: string, message: Message): Promise<void> => {
+    const peer = joined.get(name);
+    const sent = socket.send(peer ?? name, message).catch((error: Error) => {
+      if (peer && joined.get(name) === peer) {
+        lostQueue.push({ name, reason: `unreachable (${error.message})` });
+        wake?.();
+      }
+    });
+    sending = sending.then(() => sent);
+    return sent;
   };
   const broadcast = (names: Iterable<string>, message: Message) => Promise.all([...names].filter((n) => joined.has(n)).map((n) => send(n, message)));
 
@@ -140,10 +188,26 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     const role = roleOf.get(m.member);
     if (!role) return reject(`no member or teacher named '${m.member}' in run '${config.name}' (expected ${[...roleOf.keys()].join(', ')})`);
     if (m.role !== undefined && m.role !== role && !(m.role === 'student' && role === 'member')) return reject(`'${m.member}' is a ${role} in this run, not a ${m.role}`);
-    if (joined.has(m.member)) return reject(`'${m.member}' has already joined`);
+    const process = `${m.host}:${m.pid}`;
+    if (joined.has(m.member)) {
+      if (pidOf.get(m.member) === process) return reject(`'${m.member}' has already joined`);
+      // A new process under a joined name: the old one restarted without being seen to die.
+      await workerLost(m.member, `a new process (${process}) joined under its name`);
+    }
     joined.set(m.member, peer);
-    log(`coordinator: ${m.member} (${role}) joined from ${m.host}, pid ${m.pid}`);
-    await send(m.member, { type: 'welcome', runId: config.name, member: m.member, members: [...roleOf.keys()], startStep: 0, config: wireConfig });
+    pidOf.set(m.member, process);
+    lastSeen.set(m.member, Date.now());
+    log(`coordinator: ${m.member} (${role}) joined from ${m.host}, pid ${m.pid}${resumeAt.step > 0 ? `; it starts at step ${resumeAt.step}` : ''}`);
+    await send(m.member, {
+      type: 'welcome',
+      runId: config.name,
+      member: m.member,
+      members: [...roleOf.keys()],
+      startStep: resumeAt.step,
+      config: wireConfig,
+      ...(resumeAt.dir ? { resume: resumeAt.dir } : {}),
+      generation,
+    });
   };
 
   const stepOf = (step: number): StepState => {
@@ -180,6 +244,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
             teaching: { dtype: 'float32', shape: [rows, state.members.get(n)!.classes], data: teaching[i].meanProbs },
             ...(config.algorithm === 'dml' ? { peerNegEntropy: teaching[i].meanNegEntropy } : {}),
             peerCount: members.length - 1,
+            generation,
           });
         }),
       );
@@ -199,7 +264,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
       await Promise.all(
         waiting.map((n) => {
           state.served.add(n);
-          return send(n, { type: 'teaching', step, teaching: { dtype: 'float32', shape: [probs.length / classes, classes], data: probs }, peerCount: teachers.length });
+          return send(n, { type: 'teaching', step, teaching: { dtype: 'float32', shape: [probs.length / classes, classes], data: probs }, peerCount: teachers.length, generation });
         }),
       );
     } else {
@@ -243,11 +308,76 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     }
   };
 
+  const onCheckpointed = (name: string, m: MessageOf<'checkpointed'>) => {
+    let reported = reportedCheckpoints.get(m.step);
+    if (!reported) reportedCheckpoints.set(m.step, (reported = new Set()));
+    reported.add(name);
+    if (reported.size < members.length) return;
+    reportedCheckpoints.delete(m.step);
+    writeCheckpointManifest(runDir, m.step, members);
+    pruneCheckpoints(runDir, config.checkpoint.keep);
+    log(`coordinator: checkpoint of step ${m.step} complete (${checkpointDir(runDir, m.step)})`);
+  };
+
+  /** Applies the recovery policy to a lost worker: roll the cohort back, or stop the run. */
+  async function workerLost(name: string, reason: string): Promise<void> {
+    if (!roleOf.has(name)) return;
+    const when = new Date().toISOString();
+    if (config.recovery.policy === 'fail') throw new CohortError(`worker ${name} lost at ${when}: ${reason} (recovery policy 'fail')`);
+    restarts++;
+    if (restarts > config.recovery.maxRestarts) {
+      throw new CohortError(`worker ${name} lost at ${when}: ${reason}; giving up after ${config.recovery.maxRestarts} restart(s)`);
+    }
+    generation++;
+    joined.delete(name);
+    pidOf.delete(name);
+    lastSeen.delete(name);
+    const latest = latestCheckpoint(runDir);
+    resumeAt = latest ? { step: latest.step, dir: checkpointDir(runDir, latest.step) } : { step: 0 };
+    for (const state of [steps, evalBatches, ensembles, evalsPerEpoch, reportedCheckpoints]) state.clear();
+    done.clear();
+    log(
+      `coordinator: ${name} lost at ${when} (${reason}); rolling the cohort back to step ${resumeAt.step} ` +
+        `(${resumeAt.dir ? `checkpoint ${resumeAt.dir}` : 'initial weights: no checkpoint yet'}), generation ${generation}; ` +
+        `waiting for ${name} to rejoin (restart ${restarts} of at most ${config.recovery.maxRestarts})`,
+    );
+    await broadcast(joined.keys(), { type: 'rollback', step: resumeAt.step, ...(resumeAt.dir ? { checkpoint: resumeAt.dir } : {}), generation, reason: `${name} lost: ${reason}` });
+  }
+
   const all = [...roleOf.keys()];
   let failure: CohortError | undefined;
+  let pending: Promise<{ peer: Buffer; message: Message }> | undefined;
+  let lastActivity = Date.now();
+  let lastBeat = Date.now();
+  const abort = aborted(options.signal);
+  abort.catch(() => {});
   try {
     while (done.size < all.length) {
-      const { peer, message } = await receiveWithin(socket, config.exchange.timeoutMs, () => all.filter((n) => !done.has(n)), options.signal);
+      pending ??= socket.receive();
+      const tick = new Promise<'tick'>((resolve) => {
+        const timer = setTimeout(() => resolve('tick'), 500);
+        wake = () => (clearTimeout(timer), resolve('tick'));
+      });
+      const next = await Promise.race([pending, tick, abort]);
+      wake = undefined;
+      const now = Date.now();
+      for (const lost of lostQueue.splice(0)) await workerLost(lost.name, lost.reason);
+      if (now - lastBeat >= config.recovery.heartbeatMs) {
+        lastBeat = now;
+        void broadcast(joined.keys(), { type: 'heartbeat' });
+      }
+      for (const [name, seen] of lastSeen) {
+        if (!done.has(name) && now - seen > config.recovery.livenessMs) await workerLost(name, `no message for ${((now - seen) / 1000).toFixed(1)} s`);
+      }
+      if (next === 'tick') {
+        if (now - lastActivity > config.exchange.timeoutMs) {
+          throw new CohortError(`no message from ${all.filter((n) => !done.has(n)).join(', ')} for ${config.exchange.timeoutMs / 1000} s; giving up`);
+        }
+        continue;
+      }
+      pending = undefined;
+      lastActivity = now;
+      const { peer, message } = next;
       const name = peer.toString('utf8');
       if (message.type === 'join') {
         await onJoin(peer, message);
@@ -257,6 +387,8 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
         log(`coordinator: ignored a ${message.type} message from '${name}', which has not joined`);
         continue;
       }
+      lastSeen.set(name, now);
+      if ('generation' in message && (message.generation ?? 0) < generation) continue; // sent before a rollback
       switch (message.type) {
         case 'logits':
           await onLogits(name, message);
@@ -269,6 +401,9 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
           break;
         case 'done':
           done.add(name);
+          break;
+        case 'checkpointed':
+          onCheckpointed(name, message);
           break;
         case 'error':
           throw new CohortError(`worker ${name} failed: ${message.message}`);
@@ -283,28 +418,21 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     await broadcast(all, { type: 'shutdown', reason: failure.message }).catch(() => {});
     await sending.catch(() => {});
   } finally {
+    pending?.catch(() => {}); // rejected by the close below
     socket.close();
   }
   if (failure) throw failure;
   const order = [...all, 'ensemble'];
   const finalInOrder = order.filter((n) => final.has(n)).map((n) => final.get(n)!);
-  return { runDir, final: finalInOrder, steps: served, dropped: socket.dropped };
+  return { runDir, final: finalInOrder, steps: served, dropped: socket.dropped, restarts };
 }
 
-/** The next message; a CohortError naming the silent workers after `timeoutMs`, or the abort reason. */
-async function receiveWithin(socket: CoordinatorSocket, timeoutMs: number, silent: () => string[], signal?: AbortSignal) {
-  let timer: NodeJS.Timeout | undefined;
-  let onAbort: (() => void) | undefined;
-  const stop = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new CohortError(`no message from ${silent().join(', ')} for ${timeoutMs / 1000} s; giving up`)), timeoutMs);
-    onAbort = () => reject(signal!.reason instanceof Error ? signal!.reason : new CohortError(String(signal!.reason)));
-    if (signal?.aborted) onAbort();
-    else signal?.addEventListener('abort', onAbort, { once: true });
+/** A promise that rejects when `signal` aborts (never settles without a signal). */
+function aborted(signal?: AbortSignal): Promise<never> {
+  return new Promise<never>((_, reject) => {
+    const fail = () => reject(signal!.reason instanceof Error ? signal!.reason : new CohortError(String(signal!.reason)));
+    if (signal?.aborted) fail();
+    else signal?.addEventListener('abort', fail, { once: true });
   });
-  try {
-    return await Promise.race([socket.receive(), stop]);
-  } finally {
-    clearTimeout(timer);
-    if (onAbort) signal?.removeEventListener('abort', onAbort);
-  }
 }
+

@@ -41,6 +41,14 @@ function start(name: string, timeoutMs = 20_000): { endpoint: Promise<string>; r
 
 const join_ = (member: string, extra: Partial<Extract<Message, { type: 'join' }>> = {}): Message => ({ type: 'join', protocolVersion: PROTOCOL_VERSION, member, backend: 'test', device: '', pid: process.pid, host: 'test', ...extra });
 
+/** The next message that is not one of the coordinator's heartbeats. */
+async function next(socket: WorkerSocket): Promise<Message> {
+  for (;;) {
+    const message = await socket.receive(5000);
+    if (message.type !== 'heartbeat') return message;
+  }
+}
+
 async function worker(endpoint: string, name: string): Promise<WorkerSocket> {
   const socket = new WorkerSocket(name);
   socket.connect(endpoint);
@@ -71,13 +79,13 @@ test('admission: wrong version, unknown name, duplicate and wrong role are refus
   await garbage.send([Buffer.from('not msgpack at all'), Buffer.from([1, 2, 3])]);
   const stranger = await worker(address, 'zed');
   await stranger.send(join_('zed'));
-  assert.deepEqual(await stranger.receive(5000), { type: 'reject', reason: "no member or teacher named 'zed' in run 'admission' (expected a, b)" });
+  assert.deepEqual(await next(stranger), { type: 'reject', reason: "no member or teacher named 'zed' in run 'admission' (expected a, b)" });
   const teacher = await worker(address, 'b');
   await teacher.send(join_('b', { role: 'teacher' }));
-  assert.deepEqual(await teacher.receive(5000), { type: 'reject', reason: "'b' is a member in this run, not a teacher" });
+  assert.deepEqual(await next(teacher), { type: 'reject', reason: "'b' is a member in this run, not a teacher" });
   const a = await worker(address, 'a');
   await a.send(join_('a', { runId: 'admission' }));
-  const welcome = await a.receive(5000);
+  const welcome = await next(a);
   assert.equal(welcome.type, 'welcome');
   if (welcome.type === 'welcome') {
     assert.deepEqual(welcome.members, ['a', 'b']);
@@ -85,10 +93,10 @@ test('admission: wrong version, unknown name, duplicate and wrong role are refus
   }
   const twin = await worker(address, 'a');
   await twin.send(join_('a'));
-  assert.deepEqual(await twin.receive(5000), { type: 'reject', reason: "'a' has already joined" });
+  assert.deepEqual(await next(twin), { type: 'reject', reason: "'a' has already joined" });
   const wrongRun = await worker(address, 'b');
   await wrongRun.send(join_('b', { runId: 'another-run' }));
-  assert.deepEqual(await wrongRun.receive(5000), { type: 'reject', reason: "this coordinator runs 'admission', not 'another-run'" });
+  assert.deepEqual(await next(wrongRun), { type: 'reject', reason: "this coordinator runs 'admission', not 'another-run'" });
   await assert.rejects(run, /no message from a, b for 5 s; giving up/);
   assert.ok(lines.some((l) => /dropped a message from mallory: header frame is not valid msgpack/.test(l)), lines.join('\n'));
   for (const s of [stranger, teacher, a, twin, wrongRun]) s.close();
@@ -101,13 +109,13 @@ test('a DML step: each member gets the mean of its peer probabilities at T; misa
   const [a, b] = [await worker(address, 'a'), await worker(address, 'b')];
   for (const [s, n] of [[a, 'a'], [b, 'b']] as const) {
     await s.send(join_(n));
-    assert.equal((await s.receive(5000)).type, 'welcome');
+    assert.equal((await next(s)).type, 'welcome');
   }
   const za = [1, 2, 0, 0, -1, 3];
   const zb = [0.5, 0, 2, 4, 1, 1];
   await a.send(logits(0, [7, 9], za));
   await b.send(logits(0, [7, 9], zb));
-  const [ta, tb] = [await a.receive(5000), await b.receive(5000)];
+  const [ta, tb] = [await next(a), await next(b)];
   assert.equal(ta.type, 'teaching');
   assert.equal(tb.type, 'teaching');
   if (ta.type === 'teaching' && tb.type === 'teaching') {
@@ -123,7 +131,7 @@ test('a DML step: each member gets the mean of its peer probabilities at T; misa
   await a.send(logits(1, [3, 4], za));
   await b.send(logits(1, [3, 5], zb));
   await assert.rejects(run, /step 1: b's batch holds samples \[3, 5\] but a's \[3, 4\]; workers must read the same data/);
-  const shutdown = await a.receive(5000);
+  const shutdown = await next(a);
   assert.equal(shutdown.type, 'shutdown');
   a.close();
   b.close();

@@ -37,7 +37,9 @@ const samples: { [K in MessageType]: MessageOf<K> } = {
     labels: { dtype: 'int32', shape: [2], data: Int32Array.of(3, 9) },
     logits: { dtype: 'float32', shape: [2, 3], data: Float32Array.of(0.5, -1, 2, 7, 0, -3) },
   },
-  done: { type: 'done', member: 'resnet32-a' },
+  done: { type: 'done', member: 'resnet32-a', generation: 1 },
+  checkpointed: { type: 'checkpointed', step: 200, generation: 0 },
+  rollback: { type: 'rollback', step: 200, checkpoint: 'runs/x/checkpoints/step-000000200', generation: 1, reason: 'b exited with code 137' },
   shutdown: { type: 'shutdown', reason: 'training finished' },
   error: { type: 'error', message: 'CUDA out of memory' },
 };

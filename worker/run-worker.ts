@@ -19,7 +19,8 @@ import { loadModelWeights, saveModel } from '../shared/io/model-files.js';
 import { EnsembleMetrics } from '../shared/metrics/ensemble-metrics.js';
 import { MetricAccumulator } from '../shared/metrics/index.js';
 import { buildModel, type CohortModel } from '../shared/models/index.js';
-import { PROTOCOL_VERSION, type Message } from '../shared/protocol/messages.js';
+import { checkpointDir, loadMemberCheckpoint, saveMemberCheckpoint } from '../shared/io/checkpoint.js';
+import { PROTOCOL_VERSION, type Message, type MessageOf } from '../shared/protocol/messages.js';
 import { WorkerSocket } from '../shared/protocol/sockets.js';
 import { asyncVariableGrads } from '../shared/training/async-grads.js';
 import { learningRateAt } from '../shared/training/lr-schedule.js';
@@ -66,11 +67,10 @@ function tensorsOf(batch: Batch): { x: tf.Tensor4D; y: tf.Tensor1D } {
   return { x: tf.tensor4d(batch.images, batch.shape), y: tf.tensor1d(batch.labels, 'int32') };
 }
 
-export async function runWorker(options: WorkerOptions): Promise<void> {
-  const log = options.log ?? ((line: string) => console.log(line));
-  const socket = new WorkerSocket(options.member);
-  socket.connect(options.connect);
-  try {
+/** Sends a join until the coordinator answers with a welcome (or refuses), for at most `timeoutMs`. */
+async function joinCoordinator(socket: WorkerSocket, options: WorkerOptions, timeoutMs: number): Promise<MessageOf<'welcome'>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
     await socket.send({
       type: 'join',
       protocolVersion: PROTOCOL_VERSION,
@@ -80,11 +80,32 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
       pid: process.pid,
       host: hostname(),
     });
-    const answer = await socket.receive(options.timeoutMs ?? 60_000);
-    if (answer.type === 'reject') throw new CohortError(`the coordinator refused worker ${options.member}: ${answer.reason}`);
-    if (answer.type !== 'welcome') throw new CohortError(`worker ${options.member}: expected a welcome, got ${answer.type}`);
-    const config = resolveRunConfig(answer.config);
-    await train(config, answer.startStep, socket, options, log);
+    // Ask again every 2 s: a coordinator that is (re)starting has not seen the first join.
+    const resend = Date.now() + Math.min(2000, Math.max(0, deadline - Date.now()));
+    while (Date.now() < resend) {
+      let answer: Message;
+      try {
+        answer = await socket.receive(Math.max(1, resend - Date.now()));
+      } catch (error) {
+        if (error instanceof CohortError && /no message from the coordinator/.test(error.message)) break;
+        throw error;
+      }
+      if (answer.type === 'reject') throw new CohortError(`the coordinator refused worker ${options.member}: ${answer.reason}`);
+      if (answer.type === 'welcome') return answer;
+      // Anything else was sent to this member before the coordinator restarted: stale.
+    }
+    if (Date.now() >= deadline) throw new CohortError(`worker ${options.member}: no welcome from the coordinator at ${options.connect} within ${timeoutMs / 1000} s`);
+  }
+}
+
+export async function runWorker(options: WorkerOptions): Promise<void> {
+  const log = options.log ?? ((line: string) => console.log(line));
+  const socket = new WorkerSocket(options.member);
+  socket.connect(options.connect);
+  try {
+    const welcome = await joinCoordinator(socket, options, options.timeoutMs ?? 60_000);
+    const config = resolveRunConfig(welcome.config);
+    await train(config, welcome, socket, options, log);
   } catch (error) {
     await socket.send({ type: 'error', message: (error as Error).message }).catch(() => {});
     throw error;
@@ -93,66 +114,155 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
   }
 }
 
-async function train(config: RunConfig, startStep: number, socket: WorkerSocket, options: WorkerOptions, log: (line: string) => void): Promise<void> {
+/** Thrown out of a step when the coordinator rolls the cohort back. */
+class Rollback extends Error {
+  constructor(readonly message_: MessageOf<'rollback'>) {
+    super(`rollback to step ${message_.step}`);
+  }
+}
+
+/** Thrown when the coordinator has been silent (heartbeats included) for `livenessMs`. */
+class CoordinatorLost extends Error {}
+
+interface Session {
+  socket: WorkerSocket;
+  /** The coordinator is presumed dead after this long without any message from it. */
+  livenessMs: number;
+  /** When the coordinator was last heard from. */
+  lastHeard: number;
+  generation: number;
+}
+
+async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: WorkerSocket, options: WorkerOptions, log: (line: string) => void): Promise<void> {
   const { worker, index, role } = findWorker(config, options.member);
-  const timeoutMs = options.timeoutMs ?? config.exchange.timeoutMs;
+  const session: Session = { socket, livenessMs: config.recovery.livenessMs, lastHeard: Date.now(), generation: welcome.generation ?? 0 };
   const active = await initBackend({ backend: options.backend ?? worker.backend, gpu: options.gpu ?? worker.gpu });
   log(`${worker.name}: backend ${active.choice} on ${active.device}`);
+  const heartbeat = setInterval(() => void socket.send({ type: 'heartbeat' }).catch(() => {}), config.recovery.heartbeatMs);
+  heartbeat.unref();
   const dataset = await openDataset(config.dataset);
   const downscale = role === 'teacher' && config.teacherSeesDownscaled ? (worker.downscale ?? studentDownscale(config)) : worker.downscale;
   const train = dataset.loader({ split: 'train', batchSize: config.batchSize, seed: config.seed, memberSeed: worker.augmentSeed, downscale, limit: config.trainLimit });
   const test = dataset.loader({ split: 'test', batchSize: 500, seed: config.seed, downscale });
-  const built = buildWorkerModel(config, worker, index, train.imageShape, dataset.classNames.length);
-  const checkpoint = 'checkpoint' in worker ? (worker.checkpoint as string | undefined) : undefined;
-  if (checkpoint) {
-    loadModelWeights(built.model, checkpoint);
-    log(`${worker.name}: loaded weights from ${checkpoint}`);
-  }
-  const objective = objectiveFor(config, built.exits);
-  const optimizer = makeOptimizer(worker.optimizer);
-  const totalSteps = train.batchesPerEpoch * config.epochs;
+  const stepsPerEpoch = train.batchesPerEpoch;
+  const totalSteps = stepsPerEpoch * config.epochs;
   const exchange = { float16: config.exchange.float16 };
-  if (startStep > 0) train.restore({ epoch: Math.floor(startStep / train.batchesPerEpoch), batch: startStep % train.batchesPerEpoch });
+  const runDir = join(config.runDir, config.name);
+
+  let built = buildWorkerModel(config, worker, index, train.imageShape, dataset.classNames.length);
+  let optimizer = makeOptimizer(worker.optimizer);
+  const objective = objectiveFor(config, built.exits);
+  const teacherCheckpoint = 'checkpoint' in worker ? (worker.checkpoint as string | undefined) : undefined;
+  /** Fresh initial state (seeded weights or the teacher's checkpoint, a new optimizer), for a rollback to step 0. */
+  const reinitialise = () => {
+    built.model.dispose();
+    optimizer.dispose();
+    built = buildWorkerModel(config, worker, index, train.imageShape, dataset.classNames.length);
+    optimizer = makeOptimizer(worker.optimizer);
+    if (teacherCheckpoint) loadModelWeights(built.model, teacherCheckpoint);
+  };
+  if (teacherCheckpoint) {
+    loadModelWeights(built.model, teacherCheckpoint);
+    log(`${worker.name}: loaded weights from ${teacherCheckpoint}`);
+  }
   let lastLoss: number | undefined;
-  /** Teachers: the last step every student has finished (-1: none yet). */
-  let studentsDone = startStep - 1;
+  /** Restores the global checkpoint `dir` (members; teachers keep their fixed weights) and returns the next step. */
+  const restore = async (step: number, dir: string | undefined): Promise<number> => {
+    if (role === 'teacher') return step;
+    if (dir === undefined) {
+      if (step !== 0) throw new CohortError(`${worker.name}: asked to continue from step ${step} without a checkpoint`);
+      reinitialise();
+      lastLoss = undefined;
+      return 0;
+    }
+    const state = await loadMemberCheckpoint(join(dir, worker.name), built.model, optimizer);
+    if (state.step !== step) throw new CohortError(`${worker.name}: checkpoint ${dir} holds step ${state.step}, expected ${step}`);
+    lastLoss = state.lastLoss;
+    log(`${worker.name}: restored checkpoint ${dir} (step ${step})`);
+    return step;
+  };
+
+  let position = await restore(welcome.startStep, welcome.resume);
   try {
-    for (let epoch = Math.floor(startStep / train.batchesPerEpoch); epoch < config.epochs; epoch++) {
+    for (;;) {
+      try {
+        await runFrom(position);
+        return;
+      } catch (error) {
+        if (error instanceof Rollback) {
+          const r = error.message_;
+          log(`${worker.name}: rolling back to step ${r.step} (${r.reason})`);
+          session.generation = r.generation;
+          position = await restore(r.step, r.checkpoint);
+        } else if (error instanceof CoordinatorLost) {
+          log(`${worker.name}: ${error.message}; joining again`);
+          const again = await joinCoordinator(socket, options, config.exchange.timeoutMs);
+          session.generation = again.generation ?? 0;
+          session.lastHeard = Date.now();
+          position = await restore(again.startStep, again.resume);
+        } else {
+          throw error;
+        }
+      }
+    }
+  } finally {
+    clearInterval(heartbeat);
+    await Promise.all([train.close(), test.close()]);
+    optimizer.dispose();
+    built.model.dispose();
+  }
+
+  /** Trains from global step `start` to the end, evaluates, saves, says done and awaits shutdown. */
+  async function runFrom(start: number): Promise<void> {
+    /** Teachers: the last step every student has finished. */
+    let studentsDone = start - 1;
+    for (let epoch = Math.floor(start / stepsPerEpoch); epoch < config.epochs; epoch++) {
       /** Running metrics of this epoch's training batches (what distillistic logs). */
       const trainMetrics = new EnsembleMetrics();
+      train.restore({ epoch, batch: epoch === Math.floor(start / stepsPerEpoch) ? start % stepsPerEpoch : 0 });
       for await (const batch of train.epoch(epoch)) {
-        const step = epoch * train.batchesPerEpoch + batch.batch;
+        const step = epoch * stepsPerEpoch + batch.batch;
+        await pollControl(session);
         const { x, y } = tensorsOf(batch);
-        if (role === 'teacher') {
-          // Forward-only, ahead of the students by at most `teacherWindow` steps.
-          while (step > studentsDone + config.exchange.teacherWindow) {
-            const message = await expectMessage(socket, timeoutMs, `the students to finish step ${step - config.exchange.teacherWindow}`);
-            if (message.type === 'advance') studentsDone = message.step;
+        try {
+          if (role === 'teacher') {
+            // Forward-only, ahead of the students by at most `teacherWindow` steps.
+            while (step > studentsDone + config.exchange.teacherWindow) {
+              const message = await expectMessage(session, `the students to finish step ${step - config.exchange.teacherWindow}`);
+              if (message.type === 'advance') studentsDone = message.step;
+            }
+            const logits = tf.tidy(() => finalLogits(built.model.apply(x, { training: false }) as tf.Tensor, built.exits));
+            await sendLogits(session, step, batch, logits, undefined, exchange);
+            logits.dispose();
+            continue;
           }
-          const logits = tf.tidy(() => finalLogits(built.model.apply(x, { training: false }) as tf.Tensor, built.exits));
-          await sendLogits(socket, step, batch, logits, undefined, exchange);
-          tf.dispose([x, y, logits]);
-          continue;
+          setLearningRate(optimizer, learningRateAt(worker.schedule, worker.optimizer.lr, { step, stepsPerEpoch, totalSteps }));
+          const { value, grads } = await asyncVariableGrads(async () => {
+            const outputs = built.model.apply(x, { training: true }) as tf.Tensor | tf.Tensor[];
+            const logits = finalLogits(outputs, built.exits);
+            const sent = await sendLogits(session, step, batch, logits, lastLoss, exchange);
+            trainMetrics.add([sent], batch.labels, logits.shape[1]);
+            const teaching = objective.needsTeaching ? await receiveTeaching(session, step) : undefined;
+            try {
+              return objective.loss(outputs, y, teaching);
+            } finally {
+              teaching?.probs.dispose();
+            }
+          });
+          optimizer.applyGradients(grads);
+          lastLoss = (await value.data())[0];
+          tf.dispose([value, ...Object.values(grads)]);
+        } finally {
+          tf.dispose([x, y]);
         }
-        setLearningRate(optimizer, learningRateAt(worker.schedule, worker.optimizer.lr, { step, stepsPerEpoch: train.batchesPerEpoch, totalSteps }));
-        const { value, grads } = await asyncVariableGrads(async () => {
-          const outputs = built.model.apply(x, { training: true }) as tf.Tensor | tf.Tensor[];
-          const logits = finalLogits(outputs, built.exits);
-          const sent = await sendLogits(socket, step, batch, logits, lastLoss, exchange);
-          trainMetrics.add([sent], batch.labels, logits.shape[1]);
-          const teaching = objective.needsTeaching ? await receiveTeaching(socket, step, timeoutMs) : undefined;
-          try {
-            return objective.loss(outputs, y, teaching);
-          } finally {
-            teaching?.probs.dispose();
-          }
-        });
-        optimizer.applyGradients(grads);
-        lastLoss = (await value.data())[0];
-        tf.dispose([x, y, value, ...Object.values(grads)]);
+        if ((step + 1) % config.checkpoint.everySteps === 0 && step + 1 < totalSteps) {
+          const dir = join(checkpointDir(runDir, step + 1), worker.name);
+          await saveMemberCheckpoint(dir, built.model, optimizer, { step: step + 1, lastLoss });
+          await session.socket.send({ type: 'checkpointed', step: step + 1, generation: session.generation });
+        }
       }
       if ((epoch + 1) % config.evalEvery === 0 || epoch === config.epochs - 1) {
-        await evaluateAndReport(built, test, epoch, socket, exchange, role === 'member' ? trainMetrics : undefined);
+        await evaluateAndReport(built, test, epoch, session, exchange, role === 'member' ? trainMetrics : undefined);
       }
     }
     if (role === 'member') {
@@ -161,12 +271,8 @@ async function train(config: RunConfig, startStep: number, socket: WorkerSocket,
       await saveModel(built.model, dir);
       log(`${worker.name}: final weights saved to ${dir}`);
     }
-    await socket.send({ type: 'done', member: worker.name });
-    await awaitShutdown(socket, timeoutMs);
-  } finally {
-    await Promise.all([train.close(), test.close()]);
-    optimizer.dispose();
-    built.model.dispose();
+    await session.socket.send({ type: 'done', member: worker.name, generation: session.generation });
+    await awaitShutdown(session);
   }
 }
 
@@ -176,9 +282,9 @@ function studentDownscale(config: RunConfig) {
 }
 
 /** Sends the step's logits; returns their values. */
-async function sendLogits(socket: WorkerSocket, step: number, batch: Batch, logits: tf.Tensor2D, loss: number | undefined, exchange: { float16: boolean }): Promise<Float32Array> {
+async function sendLogits(session: Session, step: number, batch: Batch, logits: tf.Tensor2D, loss: number | undefined, exchange: { float16: boolean }): Promise<Float32Array> {
   const data = (await logits.data()) as Float32Array;
-  await socket.send(
+  await session.socket.send(
     {
       type: 'logits',
       step,
@@ -187,41 +293,80 @@ async function sendLogits(socket: WorkerSocket, step: number, batch: Batch, logi
       indices: { dtype: 'uint32', shape: [batch.indices.length], data: batch.indices },
       logits: { dtype: 'float32', shape: logits.shape, data },
       ...(loss === undefined ? {} : { loss }),
+      generation: session.generation,
     },
     exchange,
   );
   return data;
 }
 
-async function receiveTeaching(socket: WorkerSocket, step: number, timeoutMs: number) {
-  const message = await expectMessage(socket, timeoutMs, `the teaching signal of step ${step}`);
-  if (message.type !== 'teaching') throw new CohortError(`${socket.member}: expected the teaching signal of step ${step}, got ${message.type}`);
-  if (message.step !== step) throw new CohortError(`${socket.member}: teaching signal for step ${message.step} arrived at step ${step}`);
+async function receiveTeaching(session: Session, step: number) {
+  const message = await expectMessage(session, `the teaching signal of step ${step}`);
+  if (message.type !== 'teaching') throw new CohortError(`${session.socket.member}: expected the teaching signal of step ${step}, got ${message.type}`);
+  if (message.step !== step) throw new CohortError(`${session.socket.member}: teaching signal for step ${message.step} arrived at step ${step}`);
   const t = message.teaching;
   return { probs: tf.tensor2d(t.data as Float32Array, t.shape as [number, number]), peerNegEntropy: message.peerNegEntropy };
 }
 
-/** The next message that is not a heartbeat; a shutdown or error from the coordinator ends the worker. */
-async function expectMessage(socket: WorkerSocket, timeoutMs: number, what: string): Promise<Message> {
-  for (;;) {
-    let message: Message;
-    try {
-      message = await socket.receive(timeoutMs);
-    } catch (error) {
-      throw new CohortError(`${socket.member}: waiting for ${what}: ${(error as Error).message}`);
-    }
-    if (message.type === 'heartbeat') continue;
-    if (message.type === 'shutdown') throw new CohortError(`${socket.member}: the coordinator stopped the run: ${message.reason}`);
-    if (message.type === 'error') throw new CohortError(`${socket.member}: the coordinator failed: ${message.message}`);
+/**
+ * Handles a control message: a rollback of a newer generation is thrown as Rollback; a shutdown
+ * or error from the coordinator ends the worker. Returns whether the message was consumed.
+ */
+function control(session: Session, message: Message): boolean {
+  const who = session.socket.member;
+  if (message.type === 'rollback') {
+    if (message.generation > session.generation) throw new Rollback(message);
+    return true;
+  }
+  if (message.type === 'shutdown') throw new CohortError(`${who}: the coordinator stopped the run: ${message.reason}`);
+  if (message.type === 'error') throw new CohortError(`${who}: the coordinator failed: ${message.message}`);
+  if (message.type === 'heartbeat') return true;
+  // A teaching signal of an older generation was sent before a rollback: stale.
+  if (message.type === 'teaching' && (message.generation ?? 0) < session.generation) return true;
+  return false;
+}
+
+/** The next message from the coordinator, or CoordinatorLost once it has been silent for livenessMs. */
+async function receiveLive(session: Session): Promise<Message> {
+  const left = session.lastHeard + session.livenessMs - Date.now();
+  try {
+    const message = await session.socket.receive(Math.max(1, left));
+    session.lastHeard = Date.now();
     return message;
+  } catch (error) {
+    if (error instanceof CohortError && /no message from the coordinator/.test(error.message)) {
+      throw new CoordinatorLost(`no message from the coordinator for ${(session.livenessMs / 1000).toFixed(0)} s`);
+    }
+    throw error;
   }
 }
 
-async function awaitShutdown(socket: WorkerSocket, timeoutMs: number): Promise<void> {
+/** The next message that is not a control message or stale. */
+async function expectMessage(session: Session, _what: string): Promise<Message> {
   for (;;) {
-    const message = await socket.receive(timeoutMs);
+    const message = await receiveLive(session);
+    if (!control(session, message)) return message;
+  }
+}
+
+/** Between steps: handles whatever control messages have arrived, without waiting. */
+async function pollControl(session: Session): Promise<void> {
+  for (let message = await session.socket.poll(); message; message = await session.socket.poll()) {
+    session.lastHeard = Date.now();
+    if (!control(session, message) && message.type !== 'advance') {
+      throw new CohortError(`${session.socket.member}: unexpected ${message.type} message between steps`);
+    }
+  }
+  if (Date.now() - session.lastHeard > session.livenessMs) {
+    throw new CoordinatorLost(`no message from the coordinator for ${((Date.now() - session.lastHeard) / 1000).toFixed(0)} s`);
+  }
+}
+
+async function awaitShutdown(session: Session): Promise<void> {
+  for (;;) {
+    const message = await receiveLive(session);
     if (message.type === 'shutdown') return;
-    if (message.type === 'error') throw new CohortError(`${socket.member}: the coordinator failed: ${message.message}`);
+    control(session, message);
   }
 }
 
@@ -229,7 +374,7 @@ async function evaluateAndReport(
   built: CohortModel,
   test: BatchSource,
   epoch: number,
-  socket: WorkerSocket,
+  session: Session,
   exchange: { float16: boolean },
   trainMetrics?: EnsembleMetrics,
 ): Promise<void> {
@@ -240,9 +385,10 @@ async function evaluateAndReport(
     const logits = tf.tidy(() => finalLogits(built.model.apply(x, { training: false }) as tf.Tensor, built.exits));
     await metrics.add(logits, y);
     const data = (await logits.data()) as Float32Array;
-    await socket.send(
+    await session.socket.send(
       {
         type: 'evalLogits',
+        generation: session.generation,
         epoch,
         batch: batch.batch,
         indices: { dtype: 'uint32', shape: [batch.indices.length], data: batch.indices },
@@ -256,5 +402,5 @@ async function evaluateAndReport(
   const r = metrics.result();
   const t = trainMetrics?.result();
   const train: Record<string, number> = t ? { trainAccuracy: t.accuracy, trainNll: t.nll, trainEce: t.ece } : {};
-  await socket.send({ type: 'eval', epoch, metrics: { accuracy: r.accuracy, nll: r.nll, ece: r.calibration.ece, entropy: r.entropy, count: r.count, ...train } });
+  await session.socket.send({ type: 'eval', epoch, generation: session.generation, metrics: { accuracy: r.accuracy, nll: r.nll, ece: r.calibration.ece, entropy: r.entropy, count: r.count, ...train } });
 }

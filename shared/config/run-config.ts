@@ -109,7 +109,26 @@ export const runConfigSchema = z
     /** Cross-quality KD: feed the teacher the student's downscaled images (distillistic) instead of full resolution. */
     teacherSeesDownscaled: z.boolean().default(false),
     evalEvery: z.int().positive().default(1),
-    checkpointEvery: z.int().positive().default(1),
+    /** Global checkpoints (all members at the same step) every `everySteps` steps; the newest `keep` are kept. */
+    checkpoint: z
+      .strictObject({ everySteps: z.int().positive().default(200), keep: z.int().positive().default(3) })
+      .default({ everySteps: 200, keep: 3 }),
+    /**
+     * What happens when a worker dies or stops answering for `livenessMs`: `restart` rolls the
+     * cohort back to the last global checkpoint while the launcher (or the cluster) restarts the
+     * worker, at most `maxRestarts` times; `fail` stops the run.
+     */
+    recovery: z
+      .strictObject({
+        policy: z.enum(['restart', 'fail']).default('restart'),
+        maxRestarts: z.int().min(0).default(3),
+        /** Delay before the launcher respawns a worker, doubled after each restart. */
+        backoffMs: z.int().min(0).default(1000),
+        /** A worker silent this long is declared lost (workers send a heartbeat every `heartbeatMs`). */
+        livenessMs: z.int().positive().default(20_000),
+        heartbeatMs: z.int().positive().default(1000),
+      })
+      .default({ policy: 'restart', maxRestarts: 3, backoffMs: 1000, livenessMs: 20_000, heartbeatMs: 1000 }),
     runDir: z.string().min(1).default('runs'),
     exchange: z
       .strictObject({

@@ -77,6 +77,10 @@ export const messageSchemas = {
     startStep: count,
     /** The run config (JSON-safe); the worker validates it again with the same schema. */
     config: z.unknown(),
+    /** A global checkpoint folder to restore from before `startStep` (absent: fresh weights). */
+    resume: z.string().optional(),
+    /** The run's rollback generation: messages of an older generation are stale and ignored. */
+    generation: count.optional(),
   }),
   /** Coordinator → worker: the join is refused; the worker should exit with `reason`. */
   reject: z.object({ type: z.literal('reject'), reason: z.string() }),
@@ -93,6 +97,7 @@ export const messageSchemas = {
       /** Shape [batchSize, classes] (or [exits, batchSize, classes] for multi-exit models). */
       logits: tensor('float32'),
       loss: float.optional(),
+      generation: count.optional(),
     })
     .refine((m) => m.indices.shape.length === 1 && m.logits.shape.at(-2) === m.indices.shape[0], {
       message: 'indices must have shape [batchSize] and logits [..., batchSize, classes]',
@@ -106,6 +111,7 @@ export const messageSchemas = {
     peerNegEntropy: float.optional(),
     /** How many peers `teaching` was computed from. */
     peerCount: count,
+    generation: count.optional(),
   }),
   /** Coordinator → teachers: every student has finished `step`; a teacher may run `teacherWindow` steps ahead of it. */
   advance: z.object({ type: z.literal('advance'), step: count }),
@@ -118,16 +124,24 @@ export const messageSchemas = {
       indices: tensor('int32', 'uint32'),
       labels: tensor('int32'),
       logits: tensor('float32'),
+      generation: count.optional(),
     })
     .refine((m) => m.indices.shape.length === 1 && m.labels.shape[0] === m.indices.shape[0] && m.logits.shape.length === 2 && m.logits.shape[0] === m.indices.shape[0], {
       message: 'indices and labels must have shape [batchSize] and logits [batchSize, classes]',
     }),
   /** Worker → coordinator: it has trained and evaluated every epoch; it waits for `shutdown`. */
-  done: z.object({ type: z.literal('done'), member: name }),
+  done: z.object({ type: z.literal('done'), member: name, generation: count.optional() }),
+  /** Worker → coordinator: its part of the global checkpoint whose next step is `step` is on disk. */
+  checkpointed: z.object({ type: z.literal('checkpointed'), step: count, generation: count.optional() }),
+  /**
+   * Coordinator → workers: a worker was lost; restore the global checkpoint `checkpoint` (or the
+   * initial weights when absent), continue from `step`, and tag later messages with `generation`.
+   */
+  rollback: z.object({ type: z.literal('rollback'), step: count, checkpoint: z.string().optional(), generation: count, reason: z.string() }),
   /** Either way: still alive. */
   heartbeat: z.object({ type: z.literal('heartbeat') }),
   /** Worker → coordinator: evaluation results at the end of `epoch`, e.g. {accuracy, nll, ece}. */
-  eval: z.object({ type: z.literal('eval'), epoch: count, metrics: z.record(z.string(), float) }),
+  eval: z.object({ type: z.literal('eval'), epoch: count, metrics: z.record(z.string(), float), generation: count.optional() }),
   /** Coordinator → worker: stop cleanly. */
   shutdown: z.object({ type: z.literal('shutdown'), reason: z.string() }),
   /** Either way: a fatal problem on the sender's side. */

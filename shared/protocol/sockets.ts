@@ -18,6 +18,13 @@ export interface CoordinatorSocketOptions extends SocketOptions {
   onDropped?: (error: string, peer: Buffer) => void;
 }
 
+/**
+ * ZeroMQ's own (ZMTP) heartbeats: a connection whose peer stops answering pings for 10 s is
+ * closed by ZeroMQ, so a dead machine is noticed even when no message is due; the application
+ * level liveness (heartbeat messages, `recovery.livenessMs`) also catches a hung process.
+ */
+const ZMTP_HEARTBEATS = { heartbeatInterval: 2000, heartbeatTimeToLive: 10_000, heartbeatTimeout: 10_000 };
+
 export interface Received { peer: Buffer; message: Message }
 
 /** A routing id for messages: the member name when printable, else hex. */
@@ -41,7 +48,7 @@ export class CoordinatorSocket {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
     // mandatory: sending to an unknown worker fails instead of vanishing; handover: a restarted
     // worker with the same member name takes over its routing id.
-    this.socket = new Router({ linger: 0, maxMessageSize: this.limits.maxMessageBytes, mandatory: true, handover: true });
+    this.socket = new Router({ linger: 0, maxMessageSize: this.limits.maxMessageBytes, mandatory: true, handover: true, ...ZMTP_HEARTBEATS });
     this.onDropped = options.onDropped ??
       ((error, peer) => console.warn(`cohort: dropped a message from ${peerName(peer)}: ${error}`));
   }
@@ -56,8 +63,19 @@ export class CoordinatorSocket {
     return endpointOf(this.socket);
   }
 
-  /** Sends to one worker (routing id = member name); `options` overrides the socket's encode options. */
-  async send(peer: Buffer | string, message: Message, options: EncodeOptions = this.options): Promise<void> {
+  /**
+   * Sends to one worker (routing id = member name); `options` overrides the socket's encode
+   * options. Sends are queued: ZeroMQ allows one pending send per socket.
+   */
+  send(peer: Buffer | string, message: Message, options: EncodeOptions = this.options): Promise<void> {
+    const sent = this.queue.then(() => this.sendNow(peer, message, options));
+    this.queue = sent.catch(() => {});
+    return sent;
+  }
+
+  private queue: Promise<void> = Promise.resolve();
+
+  private async sendNow(peer: Buffer | string, message: Message, options: EncodeOptions): Promise<void> {
     try {
       await this.socket.send([peer, ...encodeMessage(message, options)]);
     } catch (error) {
@@ -105,7 +123,7 @@ export class WorkerSocket {
       throw new CohortError(`member name ${JSON.stringify(member)} cannot be a ZeroMQ routing id (1 to 255 bytes, not starting with a zero byte)`);
     }
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
-    this.socket = new Dealer({ linger: 0, maxMessageSize: this.limits.maxMessageBytes, routingId: member });
+    this.socket = new Dealer({ linger: 0, maxMessageSize: this.limits.maxMessageBytes, routingId: member, ...ZMTP_HEARTBEATS });
   }
 
   connect(address: string): void {
@@ -117,8 +135,23 @@ export class WorkerSocket {
   }
 
   /** `options` overrides the socket's encode options for this message. */
-  async send(message: Message, options: EncodeOptions = this.options): Promise<void> {
-    await this.socket.send(encodeMessage(message, options));
+  /** Sends to the coordinator; sends are queued (ZeroMQ allows one pending send per socket). */
+  send(message: Message, options: EncodeOptions = this.options): Promise<void> {
+    const sent = this.queue.then(() => this.socket.send(encodeMessage(message, options)));
+    this.queue = sent.catch(() => {});
+    return sent;
+  }
+
+  private queue: Promise<void> = Promise.resolve();
+
+  /** The next message if one has arrived, without waiting. */
+  async poll(): Promise<Message | undefined> {
+    try {
+      return await this.receive(0);
+    } catch (error) {
+      if (error instanceof CohortError && /no message from the coordinator/.test(error.message)) return undefined;
+      throw error;
+    }
   }
 
   /** The coordinator's next message, waiting at most `timeoutMs` (forever by default). */
