@@ -21,7 +21,7 @@ import type { RunConfig } from '../shared/config/run-config.js';
 import { CohortError } from '../shared/errors.js';
 import { checkpointDir, latestCheckpoint, pruneCheckpoints, writeCheckpointManifest } from '../shared/io/checkpoint.js';
 import { PROTOCOL_VERSION, type Message, type MessageOf, type TensorFrame } from '../shared/protocol/messages.js';
-import { CoordinatorSocket } from '../shared/protocol/sockets.js';
+import { CoordinatorSocket, peerName } from '../shared/protocol/sockets.js';
 import { EnsembleMetrics } from '../shared/metrics/ensemble-metrics.js';
 import { softmaxRows } from '../shared/metrics/softmax-rows.js';
 import { leaveOneOutTeaching } from './teaching.js';
@@ -115,7 +115,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   const socket: CoordinatorSocket = new CoordinatorSocket({
     float16: config.exchange.float16,
     onDropped: (error, peer) => {
-      log(`coordinator: dropped a message from ${peer.toString('utf8')}: ${error}`);
+      log(`coordinator: dropped a message from ${peerName(peer)}: ${error}`);
       // A worker of another protocol version cannot be read, but it can be told why it is refused.
       if (/^protocol version /.test(error)) sending = sending.then(() => socket.send(peer, { type: 'reject', reason: error })).catch(() => {});
     },
@@ -125,6 +125,8 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   options.onListening?.(endpoint);
 
   const joined = new Map<string, Buffer>();
+  /** Which member a peer (routing id, hex) joined as. */
+  const memberOf = new Map<string, string>();
   const pidOf = new Map<string, string>();
   const lastSeen = new Map<string, number>();
   const done = new Set<string>();
@@ -178,10 +180,11 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   };
 
   const onJoin = async (peer: Buffer, m: MessageOf<'join'>) => {
-    const reject = (reason: string) => {
+    const reject = (reason: string, retryable = false) => {
       log(`coordinator: refused '${m.member}': ${reason}`);
-      sending = sending.then(() => socket.send(peer, { type: 'reject', reason }));
-      return sending;
+      const sent = socket.send(peer, { type: 'reject', reason, ...(retryable ? { retryable } : {}) }).catch(() => {});
+      sending = sending.then(() => sent);
+      return sent;
     };
     if (m.protocolVersion !== PROTOCOL_VERSION) return reject(`protocol version ${m.protocolVersion}; this coordinator speaks version ${PROTOCOL_VERSION}`);
     if (m.runId !== undefined && m.runId !== config.name) return reject(`this coordinator runs '${config.name}', not '${m.runId}'`);
@@ -190,25 +193,31 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     if (m.role !== undefined && m.role !== role && !(m.role === 'student' && role === 'member')) return reject(`'${m.member}' is a ${role} in this run, not a ${m.role}`);
     const process = `${m.host}:${m.pid}`;
     if (joined.has(m.member)) {
-      if (pidOf.get(m.member) === process) return reject(`'${m.member}' has already joined`);
-      // A new process under a joined name: the old one restarted without being seen to die.
-      await workerLost(m.member, `a new process (${process}) joined under its name`);
+      // The same process asking again (its first answer was slow): answer again.
+      if (pidOf.get(m.member) === process) return welcome(m.member);
+      // Another process under a live worker's name: refused until that worker is declared lost
+      // (it died, or it has been silent for livenessMs); a restarted worker keeps asking.
+      return reject(`'${m.member}' has already joined (from ${pidOf.get(m.member)})`, true);
     }
     joined.set(m.member, peer);
+    memberOf.set(peer.toString('hex'), m.member);
     pidOf.set(m.member, process);
     lastSeen.set(m.member, Date.now());
     log(`coordinator: ${m.member} (${role}) joined from ${m.host}, pid ${m.pid}${resumeAt.step > 0 ? `; it starts at step ${resumeAt.step}` : ''}`);
-    await send(m.member, {
+    await welcome(m.member);
+  };
+
+  const welcome = (name: string) =>
+    send(name, {
       type: 'welcome',
       runId: config.name,
-      member: m.member,
+      member: name,
       members: [...roleOf.keys()],
       startStep: resumeAt.step,
       config: wireConfig,
       ...(resumeAt.dir ? { resume: resumeAt.dir } : {}),
       generation,
     });
-  };
 
   const stepOf = (step: number): StepState => {
     let state = steps.get(step);
@@ -329,6 +338,8 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
       throw new CohortError(`worker ${name} lost at ${when}: ${reason}; giving up after ${config.recovery.maxRestarts} restart(s)`);
     }
     generation++;
+    const peer = joined.get(name);
+    if (peer) memberOf.delete(peer.toString('hex'));
     joined.delete(name);
     pidOf.delete(name);
     lastSeen.delete(name);
@@ -378,13 +389,13 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
       pending = undefined;
       lastActivity = now;
       const { peer, message } = next;
-      const name = peer.toString('utf8');
       if (message.type === 'join') {
         await onJoin(peer, message);
         continue;
       }
-      if (!joined.has(name) || !joined.get(name)!.equals(peer)) {
-        log(`coordinator: ignored a ${message.type} message from '${name}', which has not joined`);
+      const name = memberOf.get(peer.toString('hex'));
+      if (name === undefined) {
+        log(`coordinator: ignored a ${message.type} message from ${peerName(peer)}, which has not joined`);
         continue;
       }
       lastSeen.set(name, now);

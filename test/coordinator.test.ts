@@ -92,8 +92,11 @@ test('admission: wrong version, unknown name, duplicate and wrong role are refus
     assert.equal((welcome.config as { algorithm: string }).algorithm, 'dml');
   }
   const twin = await worker(address, 'a');
-  await twin.send(join_('a'));
-  assert.deepEqual(await next(twin), { type: 'reject', reason: "'a' has already joined" });
+  await twin.send(join_('a', { pid: 1, host: 'elsewhere' }));
+  assert.deepEqual(await next(twin), { type: 'reject', reason: `'a' has already joined (from test:${process.pid})`, retryable: true });
+  // The same process asking again (a slow first answer) is welcomed again.
+  await a.send(join_('a'));
+  assert.equal((await next(a)).type, 'welcome');
   const wrongRun = await worker(address, 'b');
   await wrongRun.send(join_('b', { runId: 'another-run' }));
   assert.deepEqual(await next(wrongRun), { type: 'reject', reason: "this coordinator runs 'admission', not 'another-run'" });

@@ -206,7 +206,8 @@ test('a coordinator serves three workers: join, welcome, logits, teaching; garba
       const { peer, message } = await coordinator.receive();
       assert.equal(message.type, 'join');
       if (message.type !== 'join') continue;
-      assert.equal(peer.toString(), message.member); // the routing id is the member name
+      // The routing id names the member and the process: `member#pid#random`.
+      assert.match(peer.toString(), new RegExp(`^${message.member}#${process.pid}#[0-9a-f]{8}$`));
       joined.set(message.member, peer);
     }
     assert.deepEqual([...joined.keys()].sort(), names);
@@ -236,13 +237,13 @@ test('a coordinator serves three workers: join, welcome, logits, teaching; garba
       const received = new Map<string, Float32Array>();
       for await (const { peer, message } of coordinator) {
         assert.ok(message.type === 'logits' && message.step === step);
-        received.set(peer.toString(), message.logits.data);
+        received.set(peer.toString().split('#')[0], message.logits.data);
         if (received.size === 3) break;
       }
       for (const name of names) {
         const peers = names.filter((n) => n !== name).map((n) => received.get(n)!);
         const mean = Float32Array.from(peers[0], (x, k) => (x + peers[1][k]) / 2);
-        await coordinator.send(name, { type: 'teaching', step, teaching: { dtype: 'float32', shape: [2, 3], data: mean }, peerCount: 2 });
+        await coordinator.send(joined.get(name)!, { type: 'teaching', step, teaching: { dtype: 'float32', shape: [2, 3], data: mean }, peerCount: 2 });
       }
       for (const [i, worker] of workers.entries()) {
         for await (const message of worker) {
@@ -268,7 +269,11 @@ test('a coordinator serves three workers: join, welcome, logits, teaching; garba
   }
 });
 
-test('a member name that cannot be a routing id is refused', () => {
-  assert.throws(() => new WorkerSocket(''), /cannot be a ZeroMQ routing id/);
-  assert.throws(() => new WorkerSocket('x'.repeat(256)), /1 to 255 bytes/);
+test('a member name that cannot be part of a routing id is refused; two sockets of one member are distinct peers', () => {
+  assert.throws(() => new WorkerSocket(''), /member name "" cannot be used \(1 to 200 bytes/);
+  assert.throws(() => new WorkerSocket('x'.repeat(201)), /1 to 200 bytes/);
+  const [a, b] = [new WorkerSocket('a'), new WorkerSocket('a')];
+  assert.notEqual(a.routingId, b.routingId);
+  a.close();
+  b.close();
 });

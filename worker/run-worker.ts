@@ -90,8 +90,12 @@ async function joinCoordinator(socket: WorkerSocket, options: WorkerOptions, tim
         if (error instanceof CohortError && /no message from the coordinator/.test(error.message)) break;
         throw error;
       }
-      if (answer.type === 'reject') throw new CohortError(`the coordinator refused worker ${options.member}: ${answer.reason}`);
+      if (answer.type === 'reject' && !answer.retryable) throw new CohortError(`the coordinator refused worker ${options.member}: ${answer.reason}`);
       if (answer.type === 'welcome') return answer;
+      if (answer.type === 'reject') {
+        await new Promise((resolve) => setTimeout(resolve, Math.max(0, resend - Date.now())));
+        break;
+      }
       // Anything else was sent to this member before the coordinator restarted: stale.
     }
     if (Date.now() >= deadline) throw new CohortError(`worker ${options.member}: no welcome from the coordinator at ${options.connect} within ${timeoutMs / 1000} s`);
@@ -320,7 +324,8 @@ function control(session: Session, message: Message): boolean {
   }
   if (message.type === 'shutdown') throw new CohortError(`${who}: the coordinator stopped the run: ${message.reason}`);
   if (message.type === 'error') throw new CohortError(`${who}: the coordinator failed: ${message.message}`);
-  if (message.type === 'heartbeat') return true;
+  // Heartbeats, and answers to a join sent again while the first answer was on its way.
+  if (message.type === 'heartbeat' || message.type === 'welcome' || (message.type === 'reject' && message.retryable)) return true;
   // A teaching signal of an older generation was sent before a rollback: stale.
   if (message.type === 'teaching' && (message.generation ?? 0) < session.generation) return true;
   return false;

@@ -83,7 +83,12 @@ export const messageSchemas = {
     generation: count.optional(),
   }),
   /** Coordinator → worker: the join is refused; the worker should exit with `reason`. */
-  reject: z.object({ type: z.literal('reject'), reason: z.string() }),
+  reject: z.object({
+    type: z.literal('reject'),
+    reason: z.string(),
+    /** The worker may ask again later (its name is taken by a process that has not been declared lost yet). */
+    retryable: z.boolean().optional(),
+  }),
   /** Worker → coordinator: this step's logits, one row per sample of the batch. */
   logits: z
     .object({

@@ -3,6 +3,7 @@
  * drops (and counts) what it cannot decode, and each worker's DEALER, whose routing id is its
  * member name. Both speak `Message`s through the codec and close with linger 0.
  */
+import { randomBytes } from 'node:crypto';
 import { Dealer, Router } from 'zeromq';
 import { CohortError } from '../errors.js';
 import { decodeMessage, DEFAULT_LIMITS, encodeMessage, type DecodeLimits, type EncodeOptions } from './codec.js';
@@ -46,9 +47,9 @@ export class CoordinatorSocket {
 
   constructor(private readonly options: CoordinatorSocketOptions = {}) {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
-    // mandatory: sending to an unknown worker fails instead of vanishing; handover: a restarted
-    // worker with the same member name takes over its routing id.
-    this.socket = new Router({ linger: 0, maxMessageSize: this.limits.maxMessageBytes, mandatory: true, handover: true, ...ZMTP_HEARTBEATS });
+    // mandatory: sending to an unknown worker fails instead of vanishing. No handover: a second
+    // connection can never take over a live worker's routing id (each worker process has its own).
+    this.socket = new Router({ linger: 0, maxMessageSize: this.limits.maxMessageBytes, mandatory: true, ...ZMTP_HEARTBEATS });
     this.onDropped = options.onDropped ??
       ((error, peer) => console.warn(`cohort: dropped a message from ${peerName(peer)}: ${error}`));
   }
@@ -115,15 +116,19 @@ export class CoordinatorSocket {
 
 export class WorkerSocket {
   readonly socket: Dealer;
+  readonly routingId: string;
   private readonly limits: DecodeLimits;
 
   constructor(readonly member: string, private readonly options: SocketOptions = {}) {
     const bytes = Buffer.byteLength(member);
-    if (bytes === 0 || bytes > 255 || member.startsWith('\0')) {
-      throw new CohortError(`member name ${JSON.stringify(member)} cannot be a ZeroMQ routing id (1 to 255 bytes, not starting with a zero byte)`);
+    if (bytes === 0 || bytes > 200 || member.startsWith('\0')) {
+      throw new CohortError(`member name ${JSON.stringify(member)} cannot be used (1 to 200 bytes, not starting with a zero byte)`);
     }
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
-    this.socket = new Dealer({ linger: 0, maxMessageSize: this.limits.maxMessageBytes, routingId: member, ...ZMTP_HEARTBEATS });
+    // The routing id names the member and this process uniquely: a restarted worker is a new
+    // peer, and the coordinator maps peers to members at the join.
+    this.routingId = `${member}#${process.pid}#${randomBytes(4).toString('hex')}`;
+    this.socket = new Dealer({ linger: 0, maxMessageSize: this.limits.maxMessageBytes, routingId: this.routingId, ...ZMTP_HEARTBEATS });
   }
 
   connect(address: string): void {

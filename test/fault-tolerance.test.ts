@@ -1,0 +1,181 @@
+/**
+ * Faults really injected into real processes (`cohort train` with its worker processes, wasm):
+ * a worker killed with SIGKILL at a random step is restarted and the cohort rolls back to the
+ * last global checkpoint, ending with member weights bit-identical to an undisturbed run; the
+ * `fail` policy stops the run naming the worker; restarts are bounded; a run whose every process
+ * died resumes with --resume; interrupted checkpoints are never loaded.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { loadFashionMnist } from '../shared/data/fashion-mnist.js';
+import { initBackend } from '../shared/engine/backend.js';
+import { completeCheckpoints, latestCheckpoint, pruneCheckpoints, writeCheckpointManifest } from '../shared/io/checkpoint.js';
+import { readSavedWeights } from '../shared/io/model-files.js';
+import { mulberry32 } from '../shared/data/sampler.js';
+import { ROOT } from './helpers/cli.js';
+
+const root = mkdtempSync(join(tmpdir(), 'cohort-faults-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+const cacheDir = join(root, 'cache');
+const STEPS = 30;
+
+before(async () => {
+  await initBackend({ backend: 'cpu' }); // for reading saved weights
+  await loadFashionMnist({ cacheDir });
+});
+
+function config(name: string, extra: Record<string, unknown> = {}): string {
+  const member = (n: string) => ({ name: n, model: { name: 'mlp-student' }, backend: 'wasm', optimizer: { name: 'sgd', lr: 0.05 } });
+  const path = join(root, `${name}.json`);
+  writeFileSync(
+    path,
+    JSON.stringify({
+      name,
+      algorithm: 'dml',
+      dataset: { name: 'fashion-mnist', cacheDir },
+      batchSize: 32,
+      trainLimit: STEPS * 32,
+      members: [member('a'), member('b'), member('c')],
+      checkpoint: { everySteps: 5, keep: 2 },
+      runDir: join(root, 'runs'),
+      ...extra,
+    }),
+  );
+  return path;
+}
+
+interface Run {
+  code: number | null;
+  output: string;
+}
+
+/** `cohort train` as a child process; `onLine` sees every output line (and may kill workers). */
+function train(args: string[], onLine: (line: string) => void = () => {}): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'cli.ts', 'train', ...args, '--log-every', '1'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    for (const stream of [child.stdout, child.stderr]) {
+      createInterface({ input: stream }).on('line', (line) => {
+        output += `${line}\n`;
+        onLine(line);
+      });
+    }
+    const timer = setTimeout(() => child.kill('SIGKILL'), 240_000);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, output });
+    });
+  });
+}
+
+/** Kills worker `name` with SIGKILL once the coordinator reports step `step`. */
+function killAt(name: string, step: number, times = 1) {
+  const pids = new Map<string, number>();
+  let kills = 0;
+  return (line: string) => {
+    const joined = /^coordinator: (\w+) \(member\) joined from .*, pid (\d+)/.exec(line);
+    if (joined) pids.set(joined[1], Number(joined[2]));
+    const reached = /^step (\d+) \|/.exec(line);
+    if (reached && Number(reached[1]) === step && kills < times && pids.has(name)) {
+      kills++;
+      process.kill(pids.get(name)!, 'SIGKILL');
+      pids.delete(name);
+    }
+  };
+}
+
+async function weights(run: string, member: string): Promise<Float32Array[]> {
+  return (await readSavedWeights(join(root, 'runs', run, member, 'final'))).map((w) => w.values);
+}
+
+describe('restart policy', () => {
+  test('a worker killed with SIGKILL at a random step: rolled back and restarted, the weights equal an undisturbed run bit for bit', { timeout: 300_000 }, async () => {
+    const step = 6 + Math.floor(mulberry32(Date.now() >>> 0)() * 20); // after the first checkpoint, before the last step
+    const [clean, faulty] = await Promise.all([train([config('clean')]), train([config('faulty')], killAt('b', step))]);
+    assert.equal(clean.code, 0, clean.output);
+    assert.equal(faulty.code, 0, faulty.output);
+    assert.match(faulty.output, new RegExp(`coordinator: b lost at .* \\(its process exited with SIGKILL\\); rolling the cohort back to step ${Math.floor(step / 5) * 5} `), `killed at step ${step}:\n${faulty.output}`);
+    assert.match(faulty.output, /launcher: restarting b in 1000 ms/);
+    assert.match(faulty.output, /coordinator: b \(member\) joined from .*; it starts at step \d+/);
+    for (const member of ['a', 'b', 'c']) {
+      assert.deepEqual(await weights('faulty', member), await weights('clean', member), `member ${member} (killed b at step ${step})`);
+    }
+    // keep: 2 checkpoints are left, both complete.
+    assert.equal(completeCheckpoints(join(root, 'runs', 'faulty')).length, 2);
+  });
+
+  test("the 'fail' policy stops the run with an error naming the worker", { timeout: 120_000 }, async () => {
+    const run = await train([config('no-restart', { recovery: { policy: 'fail' } })], killAt('c', 3));
+    assert.equal(run.code, 2);
+    assert.match(run.output, /cohort: error: worker c lost at .*: its process exited with SIGKILL \(recovery policy 'fail'\)/);
+  });
+
+  test('restarts are bounded by maxRestarts', { timeout: 180_000 }, async () => {
+    const run = await train([config('bounded', { recovery: { maxRestarts: 1, backoffMs: 100 } })], (line) => {
+      // Kill a each time it joins, after it has started training.
+      const joined = /^coordinator: a \(member\) joined from .*, pid (\d+)/.exec(line);
+      if (joined) setTimeout(() => process.kill(Number(joined[1]), 'SIGKILL'), 1500);
+    });
+    assert.equal(run.code, 2, run.output);
+    assert.match(run.output, /cohort: error: worker a lost at .*: its process exited with SIGKILL; giving up after 1 restart\(s\)/);
+  });
+});
+
+describe('resume and checkpoint files', () => {
+  test('--resume after every process died continues from the last complete checkpoint to the same weights', { timeout: 300_000 }, async () => {
+    const path = config('resumed');
+    let pids: number[] = [];
+    let coordinator: number | undefined;
+    const first = await new Promise<Run>((resolve) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', 'cli.ts', 'train', path, '--log-every', '1'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+      coordinator = child.pid;
+      let output = '';
+      createInterface({ input: child.stdout }).on('line', (line) => {
+        output += `${line}\n`;
+        const joined = /joined from .*, pid (\d+)/.exec(line);
+        if (joined) pids.push(Number(joined[1]));
+        if (/^coordinator: checkpoint of step 15 complete/.test(line)) {
+          // Everything dies at once: the coordinator and its workers.
+          for (const pid of [coordinator!, ...pids]) process.kill(pid, 'SIGKILL');
+        }
+      });
+      child.on('close', (code) => resolve({ code, output }));
+    });
+    assert.notEqual(first.code, 0);
+    const runDir = join(root, 'runs', 'resumed');
+    assert.ok((latestCheckpoint(runDir)?.step ?? 0) >= 15);
+    pids = [];
+    const second = await train([path, '--resume']);
+    assert.equal(second.code, 0, second.output);
+    assert.match(second.output, /coordinator: resuming from the checkpoint of step (15|20|25)/);
+    // The undisturbed run of the first test, same config.
+    for (const member of ['a', 'b', 'c']) assert.deepEqual(await weights('resumed', member), await weights('clean', member), member);
+  });
+
+  test('a checkpoint without its manifest (interrupted) is never loaded, and is pruned', () => {
+    const runDir = join(root, 'runs', 'manual');
+    for (const step of [5, 10, 15]) {
+      for (const m of ['a', 'b']) {
+        mkdirSync(join(runDir, 'checkpoints', `step-${String(step).padStart(9, '0')}`, m), { recursive: true });
+        writeFileSync(join(runDir, 'checkpoints', `step-${String(step).padStart(9, '0')}`, m, 'state.json'), JSON.stringify({ step }));
+      }
+    }
+    writeCheckpointManifest(runDir, 5, ['a', 'b']);
+    writeCheckpointManifest(runDir, 10, ['a', 'b']);
+    // Step 20: only member a got to write before the crash; no manifest.
+    mkdirSync(join(runDir, 'checkpoints', 'step-000000020', 'a'), { recursive: true });
+    assert.equal(latestCheckpoint(runDir)?.step, 10);
+    assert.throws(() => writeCheckpointManifest(runDir, 20, ['a', 'b']), /step-000000020: member a has not written its state/);
+    pruneCheckpoints(runDir, 1);
+    assert.deepEqual(readdirSync(join(runDir, 'checkpoints')).sort(), ['step-000000010', 'step-000000015', 'step-000000020']);
+    // 15 and 20 are newer than the newest complete checkpoint (a crash may have left them mid-write); a later prune removes them.
+    writeCheckpointManifest(runDir, 15, ['a', 'b']);
+    pruneCheckpoints(runDir, 1);
+    assert.deepEqual(readdirSync(join(runDir, 'checkpoints')).sort(), ['step-000000015', 'step-000000020']);
+  });
+});
