@@ -5,6 +5,7 @@ import { writeFileSync } from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { benchData } from './data.js';
+import { benchExchange, parseShapes } from './exchange.js';
 import { benchStep } from './step.js';
 
 await yargs(hideBin(process.argv))
@@ -69,6 +70,37 @@ await yargs(hideBin(process.argv))
           decodeConcurrency: args['decode-concurrency'],
           busyMs: args['busy-ms'],
           dir: args.dir,
+        },
+        (line) => console.log(line),
+      );
+      if (args.json) writeFileSync(args.json, JSON.stringify(results, null, 2));
+    },
+  )
+  .command(
+    'exchange',
+    "the coordinator's per-step logits exchange for cohorts of K members beside raw ZeroMQ moving the same bytes, and its share of a reference CNN step",
+    (y) =>
+      y
+        .option('sizes', { type: 'string', default: '2,4,8,16', describe: 'comma-separated cohort sizes K' })
+        .option('shapes', { type: 'string', default: '128x10,256x1000', describe: 'comma-separated logits shapes BATCHxCLASSES' })
+        .option('steps', { type: 'number', default: 200, describe: 'timed steps per configuration and path (median and p90 reported)' })
+        .option('big-steps', { type: 'number', default: 30, describe: 'timed steps instead where the logits of a step exceed 1 MiB (the 256x1000 rows)' })
+        .option('warmup', { type: 'number', default: 5 })
+        .option('sleep-ms', { type: 'number', default: 0, describe: 'fixed sleep before every step (synthetic compute)' })
+        .option('step-ms', { type: 'number', describe: 'the reference CNN step time in ms (default: measured on wasm in this run)' })
+        .option('cnn-steps', { type: 'number', default: 10, describe: 'timed steps when measuring the reference CNN step' })
+        .option('json', { type: 'string', describe: 'also write the results to this JSON file' }),
+    async (args) => {
+      const results = await benchExchange(
+        {
+          sizes: args.sizes.split(',').map((s) => Number(s.trim())),
+          shapes: parseShapes(args.shapes),
+          steps: args.steps,
+          bigSteps: args['big-steps'],
+          warmup: args.warmup,
+          sleepMs: args['sleep-ms'],
+          stepMs: args['step-ms'],
+          cnnSteps: args['cnn-steps'],
         },
         (line) => console.log(line),
       );
