@@ -1,18 +1,19 @@
 /**
  * `npm run bench -- exchange`: the coordinator's per-step exchange time on loopback (every
- * member's logits in, every member's teaching signal out) for cohorts of K DML members, beside
+ * member's predictions in, every member's teaching signal out) for cohorts of K DML members, beside
  * the time raw ZeroMQ needs to move the same bytes, measured side by side in one run, and the
  * overhead as a share of one training step of the reference CNN (batch 128, wasm).
  *
  * Cohort path: the real `runCoordinator` and K synthetic workers (WorkerSocket, no tfjs, no
- * data) in this process; each joins as run-worker.ts does, then per step all K send a `logits`
- * message at once (same indices, random logits) and the clock stops when all K hold their
- * `teaching`. Raw path: a plain zeromq Router and K Dealers; per step each dealer sends frames
- * of the logits message's sizes, the router gathers all K (the coordinator's barrier) and
+ * data) in this process; each joins as run-worker.ts does, then per step all K send a
+ * `predictions` message at once (same indices, random probabilities: workers send softmax(z/T)
+ * computed on their own backend) and the clock stops when all K hold their `teaching`. Raw
+ * path: a plain zeromq Router and K Dealers; per step each dealer sends frames of the
+ * predictions message's sizes, the router gathers all K (the coordinator's barrier) and
  * answers each with frames of the teaching message's sizes. The two paths alternate step by
  * step. `--sleep-ms` adds a fixed sleep before every step (synthetic compute), as workers
  * would spend it training. The coordinator's teaching computation (leaveOneOutTeaching) is
- * also timed apart on the same logits, to show how much of the exchange it is.
+ * also timed apart on the same predictions, to show how much of the exchange it is.
  * Everything shares one Node thread, so the cohort time also holds the K workers' encoding and
  * decoding, which separate worker processes would do in parallel (about 10 us per member).
  */
@@ -90,7 +91,7 @@ const BIG_BYTES = 2 ** 20;
 const MESSAGE_TIMEOUT_MS = 30_000;
 const stepWorkerPath = fileURLToPath(new URL('./step-worker.ts', import.meta.url));
 
-/** One cohort member without a model: joins, exchanges fixed random logits, says done. */
+/** One cohort member without a model: joins, exchanges fixed random predictions, says done. */
 class SyntheticWorker {
   readonly socket: WorkerSocket;
   readonly logits: Float32Array;
@@ -99,8 +100,14 @@ class SyntheticWorker {
     this.socket = new WorkerSocket(member);
     this.socket.connect(endpoint);
     const random = mulberry32(seed);
+    // Probabilities (rows summing to 1), as a worker sends them after its softmax.
     this.logits = new Float32Array(batch * classes);
-    for (let k = 0; k < this.logits.length; k++) this.logits[k] = 4 * (random() - 0.5);
+    for (let k = 0; k < this.logits.length; k++) this.logits[k] = random();
+    for (let r = 0; r < batch; r++) {
+      const row = this.logits.subarray(r * classes, (r + 1) * classes);
+      const sum = row.reduce((a, b) => a + b, 0);
+      for (let c = 0; c < classes; c++) row[c] /= sum;
+    }
   }
 
   async join(): Promise<void> {
@@ -109,12 +116,13 @@ class SyntheticWorker {
     if (answer.type !== 'welcome') throw new CohortError(`bench worker ${this.member}: expected a welcome, got ${answer.type}`);
   }
 
-  /** Sends this step's logits and waits for the teaching signal of the same step. */
+  /** Sends this step's predictions and waits for the teaching signal of the same step. */
   async exchange(step: number, indices: Uint32Array): Promise<void> {
     await this.socket.send({
-      type: 'logits', step, epoch: 0, batch: step,
+      type: 'predictions', step, epoch: 0, batch: step,
       indices: { dtype: 'uint32', shape: [this.batch], data: indices },
-      logits: { dtype: 'float32', shape: [this.batch, this.classes], data: this.logits },
+      probs: { dtype: 'float32', shape: [this.batch, this.classes], data: this.logits },
+      negEntropy: -1,
       loss: 1,
       generation: 0,
     });
@@ -251,13 +259,13 @@ class RawPath {
   }
 }
 
-/** The frames of one member's logits message and of one teaching message, as the codec writes them. */
+/** The frames of one member's predictions message and of one teaching message, as the codec writes them. */
 function wireFrames(batch: number, classes: number): { up: Buffer[]; down: Buffer[] } {
   const up = encodeMessage({
-    type: 'logits', step: 0, epoch: 0, batch: 0,
+    type: 'predictions', step: 0, epoch: 0, batch: 0,
     indices: { dtype: 'uint32', shape: [batch], data: new Uint32Array(batch) },
-    logits: { dtype: 'float32', shape: [batch, classes], data: new Float32Array(batch * classes) },
-    loss: 1, generation: 0,
+    probs: { dtype: 'float32', shape: [batch, classes], data: new Float32Array(batch * classes) },
+    negEntropy: -1, loss: 1, generation: 0,
   });
   const down = encodeMessage({
     type: 'teaching', step: 0, teaching: { dtype: 'float32', shape: [batch, classes], data: new Float32Array(batch * classes) },
@@ -290,7 +298,7 @@ async function measureConfig(members: number, batch: number, classes: number, o:
     const teaching: number[] = [];
     for (let i = 0; i < Math.min(steps, 20); i++) {
       const start = performance.now();
-      leaveOneOutTeaching(logits, classes, 1);
+      leaveOneOutTeaching(logits, logits.map(() => -1));
       teaching.push(performance.now() - start);
     }
     const cohortMs = median(times.cohort);

@@ -23,8 +23,7 @@ import { checkpointDir, latestCheckpoint, pruneCheckpoints, writeCheckpointManif
 import { PROTOCOL_VERSION, type Message, type MessageOf, type TensorFrame } from '../shared/protocol/messages.js';
 import { CoordinatorSocket, peerName } from '../shared/protocol/sockets.js';
 import { EnsembleMetrics } from '../shared/metrics/ensemble-metrics.js';
-import { softmaxRows } from '../shared/metrics/softmax-rows.js';
-import { leaveOneOutTeaching } from './teaching.js';
+import { PredictionSums } from './teaching.js';
 
 export interface CoordinatorOptions {
   config: RunConfig;
@@ -69,24 +68,26 @@ export interface RunSummary {
   restarts: number;
 }
 
-interface StepLogits {
+interface StepPredictions {
   indices: Uint32Array | Int32Array;
-  logits: Float32Array;
+  probs: Float32Array;
+  negEntropy: number;
   classes: number;
 }
 
 interface StepState {
-  members: Map<string, StepLogits>;
-  teachers: Map<string, StepLogits>;
+  members: Map<string, StepPredictions>;
+  teachers: Map<string, StepPredictions>;
   served: Set<string>;
-  teacherProbs?: Float32Array;
+  /** Running sums of the members' (DML) or the teachers' (KD) predictions. */
+  sums?: PredictionSums;
 }
 
 const PEER_ALGORITHMS = new Set(['dml', 'dml_e']);
 const TEACHER_ALGORITHMS = new Set(['kd', 'cross_quality_kd', 'takd']);
 
 function float32(frame: TensorFrame): Float32Array {
-  if (frame.dtype !== 'float32') throw new CohortError(`expected float32 logits, got ${frame.dtype}`);
+  if (frame.dtype !== 'float32') throw new CohortError(`expected a float32 tensor, got ${frame.dtype}`);
   return frame.data;
 }
 
@@ -219,21 +220,28 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
       generation,
     });
 
+  /** Sum buffers of served steps, for reuse. */
+  const spareSums: Float64Array[] = [];
   const stepOf = (step: number): StepState => {
     let state = steps.get(step);
     if (!state) steps.set(step, (state = { members: new Map(), teachers: new Map(), served: new Set() }));
     return state;
   };
 
-  const onLogits = async (name: string, m: MessageOf<'logits'>) => {
+  const onPredictions = async (name: string, m: MessageOf<'predictions'>) => {
     const role = roleOf.get(name)!;
     const state = stepOf(m.step);
-    const entry: StepLogits = { indices: m.indices.data as Uint32Array | Int32Array, logits: float32(m.logits), classes: m.logits.shape.at(-1)! };
+    const entry: StepPredictions = { indices: m.indices.data as Uint32Array | Int32Array, probs: float32(m.probs), negEntropy: m.negEntropy, classes: m.probs.shape[1] };
     const other = [...state.members, ...state.teachers][0];
     if (other && !sameSamples(other[1].indices, entry.indices)) {
       throw new CohortError(`step ${m.step}: ${name}'s batch holds samples ${preview(entry.indices)} but ${other[0]}'s ${preview(other[1].indices)}; workers must read the same data with the same seed and batch size`);
     }
-    (role === 'member' ? state.members : state.teachers).set(name, entry);
+    const group = role === 'member' ? state.members : state.teachers;
+    if (group.has(name)) return; // a duplicate
+    group.set(name, entry);
+    // Sum as predictions arrive, overlapping the wait for the others.
+    const summed = PEER_ALGORITHMS.has(config.algorithm) ? role === 'member' : role === 'teacher';
+    if (summed) (state.sums ??= new PredictionSums(entry.probs.length, spareSums.pop())).add(entry.probs, entry.negEntropy);
     if (role === 'member' && m.loss !== undefined) lastLoss.set(name, m.loss);
     await serve(m.step, state);
   };
@@ -242,16 +250,16 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     const waiting = members.filter((n) => state.members.has(n) && !state.served.has(n));
     if (PEER_ALGORITHMS.has(config.algorithm)) {
       if (state.members.size < members.length) return;
-      const teaching = leaveOneOutTeaching(members.map((n) => state.members.get(n)!.logits), state.members.get(members[0])!.classes, config.temperature);
       await Promise.all(
-        members.map((n, i) => {
+        members.map((n) => {
           state.served.add(n);
-          const rows = teaching[i].meanProbs.length / state.members.get(n)!.classes;
+          const own = state.members.get(n)!;
+          const teaching = state.sums!.leaveOneOut(own.probs, own.negEntropy);
           return send(n, {
             type: 'teaching',
             step,
-            teaching: { dtype: 'float32', shape: [rows, state.members.get(n)!.classes], data: teaching[i].meanProbs },
-            ...(config.algorithm === 'dml' ? { peerNegEntropy: teaching[i].meanNegEntropy } : {}),
+            teaching: { dtype: 'float32', shape: [own.probs.length / own.classes, own.classes], data: teaching.meanProbs },
+            ...(config.algorithm === 'dml' ? { peerNegEntropy: teaching.meanNegEntropy } : {}),
             peerCount: members.length - 1,
             generation,
           });
@@ -259,16 +267,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
       );
     } else if (TEACHER_ALGORITHMS.has(config.algorithm)) {
       if (state.teachers.size < teachers.length || waiting.length === 0) return;
-      if (!state.teacherProbs) {
-        const first = state.teachers.get(teachers[0])!;
-        const mean = new Float32Array(first.logits.length);
-        for (const t of teachers) {
-          const { probs } = softmaxRows(state.teachers.get(t)!.logits, first.classes, config.temperature);
-          for (let k = 0; k < mean.length; k++) mean[k] += probs[k] / teachers.length;
-        }
-        state.teacherProbs = mean;
-      }
-      const probs = state.teacherProbs;
+      const probs = state.sums!.mean();
       const classes = state.teachers.get(teachers[0])!.classes;
       await Promise.all(
         waiting.map((n) => {
@@ -281,6 +280,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     }
     if (state.served.size < members.length) return;
     steps.delete(step);
+    if (state.sums && spareSums.length < 4) spareSums.push(state.sums.sum); // reused by a later step: less garbage
     served++;
     if (teachers.length > 0) await broadcast(teachers, { type: 'advance', step });
     if ((step + 1) % logEvery === 0) {
@@ -401,8 +401,8 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
       lastSeen.set(name, now);
       if ('generation' in message && (message.generation ?? 0) < generation) continue; // sent before a rollback
       switch (message.type) {
-        case 'logits':
-          await onLogits(name, message);
+        case 'predictions':
+          await onPredictions(name, message);
           break;
         case 'evalLogits':
           onEvalLogits(name, message);

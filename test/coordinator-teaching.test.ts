@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { EnsembleMetrics } from '../shared/metrics/ensemble-metrics.js';
 import { leaveOneOutTeaching } from '../coordinator/teaching.js';
+import { temperedPredictions } from '../shared/training/predictions.js';
 import { mulberry32 } from '../shared/data/sampler.js';
 import { initBackend } from '../shared/engine/backend.js';
 import { summarizePeers } from '../shared/losses/index.js';
@@ -20,10 +21,19 @@ before(async () => {
 const random = mulberry32(21);
 const logits = (rows: number, classes: number, scale: number) => Float32Array.from({ length: rows * classes }, () => (random() * 2 - 1) * scale);
 
-test('leave-one-out peer summaries equal summarizePeers of the K - 1 peers (K = 2, 4; T = 1, 4; logits up to +-80)', async () => {
+test("the workers' tempered predictions, averaged leave-one-out, equal summarizePeers of the K - 1 peers (K = 2, 4; T = 1, 4; logits up to +-80)", async () => {
   for (const [K, T, scale] of [[2, 1, 3], [4, 4, 3], [4, 1, 80]]) {
     const members = Array.from({ length: K }, () => logits(6, 5, scale));
-    const teaching = leaveOneOutTeaching(members, 5, T);
+    // What each worker sends: its probabilities at T and their negative entropy, from tfjs.
+    const sent = await Promise.all(
+      members.map(async (z) => {
+        const { probs, negEntropy } = temperedPredictions(tf.tensor2d(z, [6, 5]), T);
+        const out = { probs: (await probs.data()) as Float32Array, negEntropy: (await negEntropy.data())[0] };
+        tf.dispose([probs, negEntropy]);
+        return out;
+      }),
+    );
+    const teaching = leaveOneOutTeaching(sent.map((p) => p.probs), sent.map((p) => p.negEntropy));
     for (let i = 0; i < K; i++) {
       const peers = members.filter((_, j) => j !== i).map((z) => tf.tensor2d(z, [6, 5]));
       const expected = await summarizePeers(peers, T);
@@ -34,7 +44,7 @@ test('leave-one-out peer summaries equal summarizePeers of the K - 1 peers (K = 
       tf.dispose([...peers, expected.meanProbs]);
     }
   }
-  assert.throws(() => leaveOneOutTeaching([logits(2, 3, 1)], 3, 1), /at least 2 members/);
+  assert.throws(() => leaveOneOutTeaching([logits(2, 3, 1)], [0]), /at least 2 members/);
 });
 
 test('ensemble metrics equal the MetricAccumulator on the log of the members mean probabilities, over two batches', async () => {

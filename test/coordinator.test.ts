@@ -55,14 +55,20 @@ async function worker(endpoint: string, name: string): Promise<WorkerSocket> {
   return socket;
 }
 
-const logits = (step: number, indices: number[], values: number[]): Message => ({
-  type: 'logits',
-  step,
-  epoch: 0,
-  batch: step,
-  indices: { dtype: 'uint32', shape: [indices.length], data: Uint32Array.from(indices) },
-  logits: { dtype: 'float32', shape: [indices.length, values.length / indices.length], data: Float32Array.from(values) },
-});
+/** A predictions message of `logits` tempered at T (computed in float64 here: the coordinator only averages). */
+const predictions = (step: number, indices: number[], values: number[], T = 2): Message => {
+  const classes = values.length / indices.length;
+  const { probs, negEntropy } = softmaxRows(Float32Array.from(values), classes, T);
+  return {
+    type: 'predictions',
+    step,
+    epoch: 0,
+    batch: step,
+    indices: { dtype: 'uint32', shape: [indices.length], data: Uint32Array.from(indices) },
+    probs: { dtype: 'float32', shape: [indices.length, classes], data: Float32Array.from(probs) },
+    negEntropy: negEntropy.reduce((a, b) => a + b, 0) / indices.length,
+  };
+};
 
 test('admission: wrong version, unknown name, duplicate and wrong role are refused with the reason; garbage is dropped', async () => {
   const { endpoint, run, lines } = start('admission', 5000);
@@ -116,13 +122,13 @@ test('a DML step: each member gets the mean of its peer probabilities at T; misa
   }
   const za = [1, 2, 0, 0, -1, 3];
   const zb = [0.5, 0, 2, 4, 1, 1];
-  await a.send(logits(0, [7, 9], za));
-  await b.send(logits(0, [7, 9], zb));
+  await a.send(predictions(0, [7, 9], za));
+  await b.send(predictions(0, [7, 9], zb));
   const [ta, tb] = [await next(a), await next(b)];
   assert.equal(ta.type, 'teaching');
   assert.equal(tb.type, 'teaching');
   if (ta.type === 'teaching' && tb.type === 'teaching') {
-    // With K = 2 each member's teaching is its one peer's softmax(z / 2).
+    // With K = 2 each member's teaching is exactly its one peer's probabilities.
     const pb = softmaxRows(Float32Array.from(zb), 3, 2);
     const pa = softmaxRows(Float32Array.from(za), 3, 2);
     assert.deepEqual(ta.teaching.shape, [2, 3]);
@@ -131,8 +137,8 @@ test('a DML step: each member gets the mean of its peer probabilities at T; misa
     assert.ok(Math.abs(ta.peerNegEntropy! - (pb.negEntropy[0] + pb.negEntropy[1]) / 2) < 1e-12);
     assert.equal(ta.peerCount, 1);
   }
-  await a.send(logits(1, [3, 4], za));
-  await b.send(logits(1, [3, 5], zb));
+  await a.send(predictions(1, [3, 4], za));
+  await b.send(predictions(1, [3, 5], zb));
   await assert.rejects(run, /step 1: b's batch holds samples \[3, 5\] but a's \[3, 4\]; workers must read the same data/);
   const shutdown = await next(a);
   assert.equal(shutdown.type, 'shutdown');

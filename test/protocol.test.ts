@@ -11,11 +11,12 @@ import { CohortError } from '../shared/errors.js';
 
 const packr = new Packr({ useRecords: false });
 
-function logitsMessage(step = 3): MessageOf<'logits'> {
+function predictionsMessage(step = 3): MessageOf<'predictions'> {
   return {
-    type: 'logits', step, epoch: 1, batch: 7,
+    type: 'predictions', step, epoch: 1, batch: 7,
     indices: { dtype: 'int32', shape: [2], data: Int32Array.of(41, 9) },
-    logits: { dtype: 'float32', shape: [2, 3], data: Float32Array.of(0.5, -1.25, 3, 1e-7, 2, -0) },
+    probs: { dtype: 'float32', shape: [2, 3], data: Float32Array.of(0.5, -1.25, 3, 1e-7, 2, -0) },
+    negEntropy: -0.8123,
     loss: 0.6931471805599453,
   };
 }
@@ -24,7 +25,7 @@ const samples: { [K in MessageType]: MessageOf<K> } = {
   join: { type: 'join', protocolVersion: PROTOCOL_VERSION, runId: 'run-1', member: 'resnet32-a', role: 'member', backend: 'tensorflow', device: 'cuda:0', pid: 4242, host: 'node-7' },
   welcome: { type: 'welcome', runId: 'run-1', member: 'resnet32-a', members: ['resnet32-a', 'resnet32-b'], startStep: 120, config: { algorithm: 'dml', members: [{ name: 'resnet32-a' }], nested: { T: 4 } } },
   reject: { type: 'reject', reason: 'member resnet32-a already joined' },
-  logits: logitsMessage(),
+  predictions: predictionsMessage(),
   teaching: { type: 'teaching', step: 3, teaching: { dtype: 'float32', shape: [2, 2], data: Float32Array.of(0.25, 0.75, 0.5, 0.5) }, peerNegEntropy: -0.5623351446188083, peerCount: 2 },
   heartbeat: { type: 'heartbeat' },
   eval: { type: 'eval', epoch: 4, metrics: { accuracy: 0.9125, nll: 0.31, ece: NaN } },
@@ -52,35 +53,35 @@ function roundTrip(message: Message, options = {}): Message {
 
 test('every message type round-trips exactly', () => {
   for (const message of Object.values(samples)) assert.deepStrictEqual(roundTrip(message), message);
-  const { loss: _, ...noLoss } = logitsMessage();
+  const { loss: _, ...noLoss } = predictionsMessage();
   assert.deepStrictEqual(roundTrip(noLoss), noLoss);
-  const uint: Message = { ...logitsMessage(), indices: { dtype: 'uint32', shape: [2], data: Uint32Array.of(4e9, 0) } };
+  const uint: Message = { ...predictionsMessage(), indices: { dtype: 'uint32', shape: [2], data: Uint32Array.of(4e9, 0) } };
   assert.deepStrictEqual(roundTrip(uint), uint);
 });
 
 test('float32 tensors go out without a copy, and aligned frames come back without one', () => {
   const backing = new Float32Array(16).map((_, i) => i);
-  const message: Message = { ...logitsMessage(), logits: { dtype: 'float32', shape: [2, 3], data: backing.subarray(5, 11) } };
+  const message: Message = { ...predictionsMessage(), probs: { dtype: 'float32', shape: [2, 3], data: backing.subarray(5, 11) } };
   const frames = encodeMessage(message);
   assert.equal(frames.length, 3);
   const frame = frames[2];
   assert.equal(frame.buffer, backing.buffer);
   assert.equal(frame.byteOffset, 20);
   assert.equal(frame.byteLength, 24);
-  const decoded = roundTrip(message) as MessageOf<'logits'>;
-  assert.equal(decoded.logits.data.buffer, backing.buffer); // a view of the received frame
-  assert.deepEqual(Array.from(decoded.logits.data), [5, 6, 7, 8, 9, 10]);
+  const decoded = roundTrip(message) as MessageOf<'predictions'>;
+  assert.equal(decoded.probs.data.buffer, backing.buffer); // a view of the received frame
+  assert.deepEqual(Array.from(decoded.probs.data), [5, 6, 7, 8, 9, 10]);
 });
 
 test('frames at unaligned offsets are copied into aligned typed arrays', () => {
-  const frames = encodeMessage(logitsMessage());
+  const frames = encodeMessage(predictionsMessage());
   const odd = frames.map((f) => Buffer.concat([Buffer.alloc(1), f]).subarray(1));
   assert.ok(odd.slice(1).every((f) => f.byteOffset % 4 !== 0));
   const result = decodeMessage(odd);
   assert.ok(result.ok);
-  const message = result.message as MessageOf<'logits'>;
-  assert.ok(message.logits.data instanceof Float32Array && message.logits.data.byteOffset % 4 === 0);
-  assert.deepStrictEqual(message, logitsMessage());
+  const message = result.message as MessageOf<'predictions'>;
+  assert.ok(message.probs.data instanceof Float32Array && message.probs.data.byteOffset % 4 === 0);
+  assert.deepStrictEqual(message, predictionsMessage());
 });
 
 test('float16 rounds to nearest even and handles overflow, subnormals, NaN and -0', () => {
@@ -101,42 +102,42 @@ test('float16 rounds to nearest even and handles overflow, subnormals, NaN and -
 });
 
 test('the float16 option halves float32 frames, leaves int32 alone, and decodes to Float32Array', () => {
-  const message: Message = { ...logitsMessage(), logits: { dtype: 'float32', shape: [2, 4], data: Float32Array.of(1, -2, 0.1, 65504, 65520, 6e-8, NaN, -0) } };
+  const message: Message = { ...predictionsMessage(), probs: { dtype: 'float32', shape: [2, 4], data: Float32Array.of(1, -2, 0.1, 65504, 65520, 6e-8, NaN, -0) } };
   const plain = encodeMessage(message);
   const half = encodeMessage(message, { float16: true });
   assert.equal(half[2].byteLength * 2, plain[2].byteLength);
   assert.equal(half[1].byteLength, plain[1].byteLength);
-  const decoded = roundTrip(message, { float16: true }) as MessageOf<'logits'>;
-  assert.equal(decoded.logits.dtype, 'float32');
-  assert.ok(decoded.logits.data instanceof Float32Array);
-  assert.deepStrictEqual(Array.from(decoded.logits.data), [1, -2, 0.0999755859375, 65504, Infinity, 2 ** -24, NaN, -0]);
+  const decoded = roundTrip(message, { float16: true }) as MessageOf<'predictions'>;
+  assert.equal(decoded.probs.dtype, 'float32');
+  assert.ok(decoded.probs.data instanceof Float32Array);
+  assert.deepStrictEqual(Array.from(decoded.probs.data), [1, -2, 0.0999755859375, 65504, Infinity, 2 ** -24, NaN, -0]);
   assert.deepStrictEqual(decoded.indices, message.indices);
 });
 
 test('encoding an invalid message throws a CohortError naming the problem', () => {
-  const bad = { ...logitsMessage(), logits: { dtype: 'float32', shape: [2, 4], data: new Float32Array(6) } } as Message;
-  assert.throws(() => encodeMessage(bad), (e: Error) => e instanceof CohortError && /cannot encode logits message: field 'logits': shape \[2,4\] has 8 elements but the data 6/.test(e.message));
+  const bad = { ...predictionsMessage(), probs: { dtype: 'float32', shape: [2, 4], data: new Float32Array(6) } } as Message;
+  assert.throws(() => encodeMessage(bad), (e: Error) => e instanceof CohortError && /cannot encode predictions message: field 'probs': shape \[2,4\] has 8 elements but the data 6/.test(e.message));
   assert.throws(() => encodeMessage({ ...samples.join, pid: -1 }), /cannot encode join message: field 'pid'/);
   assert.throws(() => encodeMessage({ type: 'nope' } as unknown as Message), /unknown type 'nope'/);
 });
 
-/** Header of a valid logits message, to corrupt field by field. */
-function logitsHeader(): Record<string, unknown> {
-  return { v: 1, type: 'logits', step: 3, epoch: 1, batch: 7, tensors: [
+/** Header of a valid predictions message, to corrupt field by field. */
+function predictionsHeader(): Record<string, unknown> {
+  return { v: 1, type: 'predictions', step: 3, epoch: 1, batch: 7, negEntropy: -0.8123, tensors: [
     { key: 'indices', dtype: 'int32', shape: [2], byteLength: 8 },
-    { key: 'logits', dtype: 'float32', shape: [2, 3], byteLength: 24 },
+    { key: 'probs', dtype: 'float32', shape: [2, 3], byteLength: 24 },
   ] };
 }
-const dataFrames = encodeMessage(logitsMessage()).slice(1);
-const withHeader = (patch: Record<string, unknown>, frames = dataFrames) => [packr.pack({ ...logitsHeader(), ...patch }), ...frames];
+const dataFrames = encodeMessage(predictionsMessage()).slice(1);
+const withHeader = (patch: Record<string, unknown>, frames = dataFrames) => [packr.pack({ ...predictionsHeader(), ...patch }), ...frames];
 const tensorsWith = (i: number, patch: Record<string, unknown>) => {
-  const tensors = logitsHeader().tensors as Record<string, unknown>[];
+  const tensors = predictionsHeader().tensors as Record<string, unknown>[];
   tensors[i] = { ...tensors[i], ...patch };
   return tensors;
 };
 
 test('every malformed message is refused with a clear error, never thrown', () => {
-  const good = encodeMessage(logitsMessage());
+  const good = encodeMessage(predictionsMessage());
   const total = good.reduce((n, f) => n + f.byteLength, 0);
   const cases: [string, Uint8Array[], RegExp, object?][] = [
     ['no frames', [], /empty message: no header frame/],
@@ -146,23 +147,23 @@ test('every malformed message is refused with a clear error, never thrown', () =
     ['wrong version', withHeader({ v: 2 }), /protocol version 2 is not supported \(this side speaks version 1\)/],
     ['no version', withHeader({ v: undefined }), /protocol version undefined is not supported/],
     ['unknown type', withHeader({ type: 'bogus' }), /unknown message type "bogus"/],
-    ['no tensors list', withHeader({ tensors: 'x' }), /logits message: header has no tensors list/],
+    ['no tensors list', withHeader({ tensors: 'x' }), /predictions message: header has no tensors list/],
     ['missing frame', good.slice(0, 2), /header lists 2 tensors but 1 data frames came with it/],
     ['extra frame', [...good, Buffer.alloc(4)], /header lists 2 tensors but 3 data frames came with it/],
-    ['wrong byteLength', withHeader({ tensors: tensorsWith(1, { byteLength: 12 }) }), /tensor 'logits' declares byteLength 12 but shape \[2,3\] of float32 needs 24/],
-    ['short data frame', [good[0], good[1], good[2].subarray(0, 20)], /tensor 'logits' declares 24 bytes but its frame has 20/],
-    ['unknown dtype', withHeader({ tensors: tensorsWith(1, { dtype: 'float64' }) }), /tensor 'logits' has unknown dtype "float64"/],
-    ['bad shape', withHeader({ tensors: tensorsWith(1, { shape: [2, -3] }) }), /tensor 'logits' shape must be a list of non-negative integers/],
+    ['wrong byteLength', withHeader({ tensors: tensorsWith(1, { byteLength: 12 }) }), /tensor 'probs' declares byteLength 12 but shape \[2,3\] of float32 needs 24/],
+    ['short data frame', [good[0], good[1], good[2].subarray(0, 20)], /tensor 'probs' declares 24 bytes but its frame has 20/],
+    ['unknown dtype', withHeader({ tensors: tensorsWith(1, { dtype: 'float64' }) }), /tensor 'probs' has unknown dtype "float64"/],
+    ['bad shape', withHeader({ tensors: tensorsWith(1, { shape: [2, -3] }) }), /tensor 'probs' shape must be a list of non-negative integers/],
     ['tensor named like a field', withHeader({ tensors: tensorsWith(1, { key: 'step' }) }), /tensor 'step' clashes with a header field/],
     ['tensor listed twice', withHeader({ tensors: tensorsWith(1, { key: 'indices' }) }), /tensor 'indices' is listed twice/],
-    ['missing field', withHeader({ step: undefined }), /logits message: field 'step': .*expected number, received undefined/],
-    ['ill-typed field', withHeader({ epoch: 'one' }), /logits message: field 'epoch': .*expected number, received string/],
-    ['missing tensor', [packr.pack({ ...logitsHeader(), tensors: tensorsWith(0, {}).slice(1) }), dataFrames[1]], /field 'indices': expected a int32 or uint32 tensor/],
+    ['missing field', withHeader({ step: undefined }), /predictions message: field 'step': .*expected number, received undefined/],
+    ['ill-typed field', withHeader({ epoch: 'one' }), /predictions message: field 'epoch': .*expected number, received string/],
+    ['missing tensor', [packr.pack({ ...predictionsHeader(), tensors: tensorsWith(0, {}).slice(1) }), dataFrames[1]], /field 'indices': expected a int32 or uint32 tensor/],
     ['wrong tensor dtype', withHeader({ tensors: tensorsWith(0, { dtype: 'float32' }) }), /field 'indices': expected a int32 or uint32 tensor/],
-    ['rows not matching indices', withHeader({ tensors: tensorsWith(1, { shape: [3, 2] }) }), /indices must have shape \[batchSize\] and logits \[\.\.\., batchSize, classes\]/],
+    ['rows not matching indices', withHeader({ tensors: tensorsWith(1, { shape: [3, 2] }) }), /indices must have shape \[batchSize\] and probs \[batchSize, classes\]/],
     ['bad enum', [packr.pack({ ...samples.join, v: 1, tensors: [], role: 'boss' })], /join message: field 'role': Invalid option/],
     ['too large', good, new RegExp(`message of ${total} bytes is over the limit of ${total - 1} bytes`), { maxMessageBytes: total - 1 }],
-    ['tensor too large', good, /tensor 'logits' of shape \[2,3\] is over the limit of 4 elements/, { maxTensorElements: 4 }],
+    ['tensor too large', good, /tensor 'probs' of shape \[2,3\] is over the limit of 4 elements/, { maxTensorElements: 4 }],
   ];
   for (const [what, frames, pattern, limits] of cases) {
     let result;
@@ -188,7 +189,7 @@ test('random corruption never throws', () => {
   }
 });
 
-test('a coordinator serves three workers: join, welcome, logits, teaching; garbage is dropped and counted', async () => {
+test('a coordinator serves three workers: join, welcome, predictions, teaching; garbage is dropped and counted', async () => {
   const dropped: [string, string][] = [];
   const coordinator = new CoordinatorSocket({ float16: true, onDropped: (error, peer) => dropped.push([error, peer.toString()]) });
   const names = ['alice', 'bob', 'carol'];
@@ -228,16 +229,16 @@ test('a coordinator serves three workers: join, welcome, logits, teaching; garba
     assert.equal(dropped[0][1], 'mallory');
     assert.match(dropped[0][0], /header frame is not valid msgpack/);
 
-    // Two steps: each worker sends logits, the coordinator answers each with its peers' mean (float16 on the wire).
+    // Two steps: each worker sends predictions, the coordinator answers each with its peers' mean (float16 on the wire).
     for (const step of [0, 1]) {
       await Promise.all(workers.map((w, i) => w.send({
-        ...logitsMessage(step),
-        logits: { dtype: 'float32', shape: [2, 3], data: Float32Array.from({ length: 6 }, (_, k) => i + k / 10) },
+        ...predictionsMessage(step),
+        probs: { dtype: 'float32', shape: [2, 3], data: Float32Array.from({ length: 6 }, (_, k) => i + k / 10) },
       })));
       const received = new Map<string, Float32Array>();
       for await (const { peer, message } of coordinator) {
-        assert.ok(message.type === 'logits' && message.step === step);
-        received.set(peer.toString().split('#')[0], message.logits.data);
+        assert.ok(message.type === 'predictions' && message.step === step);
+        received.set(peer.toString().split('#')[0], message.probs.data);
         if (received.size === 3) break;
       }
       for (const name of names) {

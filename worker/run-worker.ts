@@ -16,7 +16,6 @@ import type { Batch, BatchSource } from '../shared/data/source.js';
 import { initBackend, type BackendChoice } from '../shared/engine/backend.js';
 import { CohortError } from '../shared/errors.js';
 import { loadModelWeights, saveModel } from '../shared/io/model-files.js';
-import { EnsembleMetrics } from '../shared/metrics/ensemble-metrics.js';
 import { MetricAccumulator } from '../shared/metrics/index.js';
 import { buildModel, type CohortModel } from '../shared/models/index.js';
 import { checkpointDir, loadMemberCheckpoint, saveMemberCheckpoint } from '../shared/io/checkpoint.js';
@@ -24,6 +23,7 @@ import { PROTOCOL_VERSION, type Message, type MessageOf } from '../shared/protoc
 import { WorkerSocket } from '../shared/protocol/sockets.js';
 import { asyncVariableGrads } from '../shared/training/async-grads.js';
 import { learningRateAt } from '../shared/training/lr-schedule.js';
+import { temperedPredictions } from '../shared/training/predictions.js';
 import { finalLogits, makeOptimizer, objectiveFor, setLearningRate, type Objective } from '../shared/training/objective.js';
 
 export interface WorkerOptions {
@@ -222,7 +222,7 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
     let studentsDone = start - 1;
     for (let epoch = Math.floor(start / stepsPerEpoch); epoch < config.epochs; epoch++) {
       /** Running metrics of this epoch's training batches (what distillistic logs). */
-      const trainMetrics = new EnsembleMetrics();
+      const trainMetrics = new MetricAccumulator({ bins: 15 });
       train.restore({ epoch, batch: epoch === Math.floor(start / stepsPerEpoch) ? start % stepsPerEpoch : 0 });
       for await (const batch of train.epoch(epoch)) {
         const step = epoch * stepsPerEpoch + batch.batch;
@@ -236,7 +236,7 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
               if (message.type === 'advance') studentsDone = message.step;
             }
             const logits = tf.tidy(() => finalLogits(built.model.apply(x, { training: false }) as tf.Tensor, built.exits));
-            await sendLogits(session, step, batch, logits, undefined, exchange);
+            await sendPredictions(session, step, batch, logits, config.temperature, undefined, exchange);
             logits.dispose();
             continue;
           }
@@ -244,8 +244,8 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
           const { value, grads } = await asyncVariableGrads(async () => {
             const outputs = built.model.apply(x, { training: true }) as tf.Tensor | tf.Tensor[];
             const logits = finalLogits(outputs, built.exits);
-            const sent = await sendLogits(session, step, batch, logits, lastLoss, exchange);
-            trainMetrics.add([sent], batch.labels, logits.shape[1]);
+            await sendPredictions(session, step, batch, logits, config.temperature, lastLoss, exchange);
+            await trainMetrics.add(logits, y);
             const teaching = objective.needsTeaching ? await receiveTeaching(session, step) : undefined;
             try {
               return objective.loss(outputs, y, teaching);
@@ -285,23 +285,33 @@ function studentDownscale(config: RunConfig) {
   return config.members.find((m) => m.downscale)?.downscale;
 }
 
-/** Sends the step's logits; returns their values. */
-async function sendLogits(session: Session, step: number, batch: Batch, logits: tf.Tensor2D, loss: number | undefined, exchange: { float16: boolean }): Promise<Float32Array> {
-  const data = (await logits.data()) as Float32Array;
+/** Sends the step's predictions: softmax(z / T) and its batch-mean negative entropy, computed on this worker's backend. */
+async function sendPredictions(
+  session: Session,
+  step: number,
+  batch: Batch,
+  logits: tf.Tensor2D,
+  T: number,
+  loss: number | undefined,
+  exchange: { float16: boolean },
+): Promise<void> {
+  const { probs, negEntropy } = temperedPredictions(logits, T);
+  const [data, ne] = await Promise.all([probs.data() as Promise<Float32Array>, negEntropy.data()]);
+  tf.dispose([probs, negEntropy]);
   await session.socket.send(
     {
-      type: 'logits',
+      type: 'predictions',
       step,
       epoch: batch.epoch,
       batch: batch.batch,
       indices: { dtype: 'uint32', shape: [batch.indices.length], data: batch.indices },
-      logits: { dtype: 'float32', shape: logits.shape, data },
+      probs: { dtype: 'float32', shape: logits.shape, data },
+      negEntropy: ne[0],
       ...(loss === undefined ? {} : { loss }),
       generation: session.generation,
     },
     exchange,
   );
-  return data;
 }
 
 async function receiveTeaching(session: Session, step: number) {
@@ -381,7 +391,7 @@ async function evaluateAndReport(
   epoch: number,
   session: Session,
   exchange: { float16: boolean },
-  trainMetrics?: EnsembleMetrics,
+  trainMetrics?: MetricAccumulator,
 ): Promise<void> {
   const metrics = new MetricAccumulator({ bins: 15 });
   test.restore({ epoch: 0, batch: 0 });
@@ -406,6 +416,6 @@ async function evaluateAndReport(
   }
   const r = metrics.result();
   const t = trainMetrics?.result();
-  const train: Record<string, number> = t ? { trainAccuracy: t.accuracy, trainNll: t.nll, trainEce: t.ece } : {};
+  const train: Record<string, number> = t ? { trainAccuracy: t.accuracy, trainNll: t.nll, trainEce: t.calibration.ece } : {};
   await session.socket.send({ type: 'eval', epoch, generation: session.generation, metrics: { accuracy: r.accuracy, nll: r.nll, ece: r.calibration.ece, entropy: r.entropy, count: r.count, ...train } });
 }

@@ -89,23 +89,31 @@ export const messageSchemas = {
     /** The worker may ask again later (its name is taken by a process that has not been declared lost yet). */
     retryable: z.boolean().optional(),
   }),
-  /** Worker → coordinator: this step's logits, one row per sample of the batch. */
-  logits: z
+  /**
+   * Worker → coordinator: this step's predictions, one row per sample of the batch, as
+   * probabilities at the run's temperature, softmax(z / T), computed on the worker's backend (so
+   * the coordinator only averages: no exponentials on its one thread), plus what DML's loss value
+   * needs from them.
+   */
+  predictions: z
     .object({
-      type: z.literal('logits'),
+      type: z.literal('predictions'),
       step: count,
       epoch: count,
       /** Index of the batch within the epoch. */
       batch: count,
       /** Dataset indices of the batch's samples, shape [batchSize]. */
       indices: tensor('int32', 'uint32'),
-      /** Shape [batchSize, classes] (or [exits, batchSize, classes] for multi-exit models). */
-      logits: tensor('float32'),
+      /** softmax(z / T), shape [batchSize, classes]. */
+      probs: tensor('float32'),
+      /** Batch mean of sum_c p_c log p_c of `probs`. */
+      negEntropy: float,
+      /** This worker's training loss of the previous step. */
       loss: float.optional(),
       generation: count.optional(),
     })
-    .refine((m) => m.indices.shape.length === 1 && m.logits.shape.at(-2) === m.indices.shape[0], {
-      message: 'indices must have shape [batchSize] and logits [..., batchSize, classes]',
+    .refine((m) => m.indices.shape.length === 1 && m.probs.shape.length === 2 && m.probs.shape[0] === m.indices.shape[0], {
+      message: 'indices must have shape [batchSize] and probs [batchSize, classes]',
     }),
   /** Coordinator → worker: what to learn from at `step`, e.g. the mean of the peers' probabilities. */
   teaching: z.object({
