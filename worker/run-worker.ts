@@ -1,10 +1,15 @@
 /**
  * A worker process: one cohort member or teacher. It joins the coordinator over a DEALER
  * socket, receives the run config, builds its model and data on its own backend (pinned to
- * its GPU), and trains: every step it sends its logits and, when its algorithm needs one,
- * awaits the coordinator's teaching signal before building the loss (one forward pass; the
- * gradient tape stays open across the await). It evaluates every `evalEvery` epochs, sending
- * its metrics and its test logits (for the cohort ensemble), and says `done` at the end.
+ * its GPU), and trains: every step it sends its predictions (softmax(z/T)) and, when its
+ * algorithm needs one, awaits the coordinator's teaching signal before building the loss (one
+ * forward pass; the gradient tape stays open across the await). Every `checkpoint.everySteps`
+ * steps a member writes its part of the global checkpoint. It evaluates every `evalEvery`
+ * epochs, sending its metrics and its test logits (for the cohort ensemble), saves its final
+ * weights and says `done`. Faults: a `rollback` from the coordinator (another worker was lost)
+ * restores the named checkpoint and continues from its step; a coordinator silent for
+ * `recovery.livenessMs` is presumed restarted, and the worker joins again and continues from
+ * the step the new coordinator names.
  */
 import { mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
