@@ -15,10 +15,11 @@
  * `restart` policy the cohort rolls back to the last complete checkpoint (a new generation;
  * older messages are ignored) and the worker's replacement is welcomed at that step.
  */
-import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RunConfig } from '../shared/config/run-config.js';
 import { CohortError } from '../shared/errors.js';
+import { writeFileAtomic } from '../shared/io/atomic-write.js';
 import { checkpointDir, latestCheckpoint, pruneCheckpoints, writeCheckpointManifest } from '../shared/io/checkpoint.js';
 import { PROTOCOL_VERSION, type Message, type MessageOf, type TensorFrame } from '../shared/protocol/messages.js';
 import { CoordinatorSocket, peerName } from '../shared/protocol/sockets.js';
@@ -107,14 +108,19 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   const teachers = config.teachers.map((t) => t.name);
   const roleOf = new Map<string, 'member' | 'teacher'>([...members.map((n) => [n, 'member'] as const), ...teachers.map((n) => [n, 'teacher'] as const)]);
   const runDir = join(config.runDir, config.name);
-  mkdirSync(runDir, { recursive: true });
   const wireConfig = JSON.parse(JSON.stringify(config)) as unknown;
-  writeFileSync(join(runDir, 'config.json'), `${JSON.stringify(wireConfig, null, 2)}\n`);
+  try {
+    mkdirSync(runDir, { recursive: true });
+    writeFileAtomic(join(runDir, 'config.json'), Buffer.from(`${JSON.stringify(wireConfig, null, 2)}\n`));
+  } catch (error) {
+    throw new CohortError(`run directory ${runDir} is not writable: ${(error as Error).message}`);
+  }
   const metricsFile = join(runDir, 'metrics.jsonl');
 
   let sending: Promise<void> = Promise.resolve();
   const socket: CoordinatorSocket = new CoordinatorSocket({
     float16: config.exchange.float16,
+    limits: { maxMessageBytes: Math.round(config.exchange.maxMessageMiB * 2 ** 20) },
     onDropped: (error, peer) => {
       log(`coordinator: dropped a message from ${peerName(peer)}: ${error}`);
       // A worker of another protocol version cannot be read, but it can be told why it is refused.
@@ -220,6 +226,8 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
       generation,
     });
 
+  /** Steps every member has been served (since the last rollback). */
+  const servedSteps = new Set<number>();
   /** Sum buffers of served steps, for reuse. */
   const spareSums: Float64Array[] = [];
   const stepOf = (step: number): StepState => {
@@ -230,11 +238,20 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
 
   const onPredictions = async (name: string, m: MessageOf<'predictions'>) => {
     const role = roleOf.get(name)!;
+    if (servedSteps.has(m.step)) {
+      log(`coordinator: ignored predictions of ${name} for step ${m.step}, which is already done`);
+      return;
+    }
     const state = stepOf(m.step);
     const entry: StepPredictions = { indices: m.indices.data as Uint32Array | Int32Array, probs: float32(m.probs), negEntropy: m.negEntropy, classes: m.probs.shape[1] };
     const other = [...state.members, ...state.teachers][0];
     if (other && !sameSamples(other[1].indices, entry.indices)) {
       throw new CohortError(`step ${m.step}: ${name}'s batch holds samples ${preview(entry.indices)} but ${other[0]}'s ${preview(other[1].indices)}; workers must read the same data with the same seed and batch size`);
+    }
+    const reference = [...state.members.values(), ...state.teachers.values()][0];
+    if (reference && reference.probs.length !== entry.probs.length) {
+      log(`coordinator: ignored predictions of ${name} for step ${m.step}: shape ${m.probs.shape.join('x')}, the others sent ${reference.probs.length / reference.classes}x${reference.classes}`);
+      return;
     }
     const group = role === 'member' ? state.members : state.teachers;
     if (group.has(name)) return; // a duplicate
@@ -280,6 +297,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     }
     if (state.served.size < members.length) return;
     steps.delete(step);
+    servedSteps.add(step);
     if (state.sums && spareSums.length < 4) spareSums.push(state.sums.sum); // reused by a later step: less garbage
     served++;
     if (teachers.length > 0) await broadcast(teachers, { type: 'advance', step });
@@ -345,7 +363,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     lastSeen.delete(name);
     const latest = latestCheckpoint(runDir);
     resumeAt = latest ? { step: latest.step, dir: checkpointDir(runDir, latest.step) } : { step: 0 };
-    for (const state of [steps, evalBatches, ensembles, evalsPerEpoch, reportedCheckpoints]) state.clear();
+    for (const state of [steps, evalBatches, ensembles, evalsPerEpoch, reportedCheckpoints, servedSteps]) state.clear();
     done.clear();
     log(
       `coordinator: ${name} lost at ${when} (${reason}); rolling the cohort back to step ${resumeAt.step} ` +

@@ -37,7 +37,7 @@ describe('loading', () => {
     assert.deepEqual(config.members[0].optimizer, { name: 'adam', lr: 1e-3, momentum: 0.9, beta1: 0.9, beta2: 0.999 });
     assert.deepEqual(config.members[0].schedule, { kind: 'constant' });
     assert.equal(config.members[0].backend, 'auto');
-    assert.deepEqual(config.exchange, { float16: false, teacherWindow: 4, timeoutMs: 60_000 });
+    assert.deepEqual(config.exchange, { float16: false, teacherWindow: 4, timeoutMs: 60_000, maxMessageMiB: 256 });
     assert.equal(config.teachers[0].checkpoint, 'runs/x/t/final');
   });
 

@@ -136,10 +136,12 @@ export const runConfigSchema = z
         float16: z.boolean().default(false),
         /** How many steps forward-only teachers may run ahead of the students. */
         teacherWindow: z.int().positive().default(4),
-        /** A worker silent this long is declared lost. */
+        /** How long the coordinator waits for any message before giving up on the run. */
         timeoutMs: z.int().positive().default(60_000),
+        /** Larger messages are dropped (with a log line); ZeroMQ disconnects a peer past twice this. */
+        maxMessageMiB: z.number().positive().default(256),
       })
-      .default({ float16: false, teacherWindow: 4, timeoutMs: 60_000 }),
+      .default({ float16: false, teacherWindow: 4, timeoutMs: 60_000, maxMessageMiB: 256 }),
   })
   .superRefine((run, ctx) => {
     const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });

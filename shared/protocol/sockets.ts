@@ -49,7 +49,9 @@ export class CoordinatorSocket {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
     // mandatory: sending to an unknown worker fails instead of vanishing. No handover: a second
     // connection can never take over a live worker's routing id (each worker process has its own).
-    this.socket = new Router({ linger: 0, maxMessageSize: this.limits.maxMessageBytes, mandatory: true, ...ZMTP_HEARTBEATS });
+    // ZeroMQ itself disconnects a peer only past twice the limit, so that a message a little over
+    // it reaches the decoder and is dropped with a log line naming the sender.
+    this.socket = new Router({ linger: 0, maxMessageSize: 2 * this.limits.maxMessageBytes, mandatory: true, ...ZMTP_HEARTBEATS });
     this.onDropped = options.onDropped ??
       ((error, peer) => console.warn(`cohort: dropped a message from ${peerName(peer)}: ${error}`));
   }
