@@ -8,6 +8,7 @@ import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { BACKEND_CHOICES, initBackend, type BackendChoice } from './shared/engine/backend.js';
 import { CohortError } from './shared/errors.js';
+import { isLoopbackEndpoint } from './shared/protocol/curve.js';
 
 interface BackendArgs {
   backend: BackendChoice;
@@ -40,6 +41,14 @@ async function startBackend(args: BackendArgs, log: (line: string) => void): Pro
 }
 
 const log = (line: string) => console.log(line);
+
+/** CURVE is on by default: a plain connection needs --insecure, and only on loopback. */
+function requireSecurity(role: string, endpoint: string, keys: string | undefined, insecure: boolean): void {
+  if (keys !== undefined && insecure) throw new CohortError('--keys and --insecure contradict each other: choose one');
+  if (keys !== undefined) return;
+  if (!insecure) throw new CohortError(`cohort ${role} encrypts and authenticates with CURVE by default: pass --keys DIR (create keys with \`cohort keys DIR\`), or --insecure on a loopback endpoint`);
+  if (!isLoopbackEndpoint(endpoint)) throw new CohortError(`refusing --insecure on ${endpoint}: it is reachable from other machines; use --keys DIR`);
+}
 
 function printSummary(final: { worker: string; role: string; accuracy: number; nll: number; ece: number }[], runDir: string): void {
   log('');
@@ -95,13 +104,14 @@ async function main(): Promise<void> {
           .positional('config', { type: 'string', demandOption: true, describe: 'run config file (.yaml, .yml or .json)' })
           .option('backend', { choices: BACKEND_CHOICES, describe: "override every worker's backend" })
           .option('resume', { type: 'boolean', default: false, describe: "continue the run from its run directory's last complete checkpoint" })
+          .option('insecure', { type: 'boolean', default: false, describe: 'no CURVE encryption on the loopback port (by default the run gets its own keys)' })
           .option('log-every', { type: 'number', default: 50, describe: 'print progress every N steps' }),
       async (args) => {
         requirePositiveInteger('log-every', args['log-every']);
         const { loadRunConfig } = await import('./shared/config/run-config.js');
         const { trainLocally } = await import('./coordinator/launch-local.js');
         const config = loadRunConfig(args.config);
-        const summary = await trainLocally({ config, backend: args.backend, resume: args.resume, logEvery: args['log-every'], log });
+        const summary = await trainLocally({ config, backend: args.backend, resume: args.resume, insecure: args.insecure, logEvery: args['log-every'], log });
         printSummary(summary.final, summary.runDir);
       },
     )
@@ -113,6 +123,8 @@ async function main(): Promise<void> {
           .positional('config', { type: 'string', demandOption: true, describe: 'run config file (.yaml, .yml or .json)' })
           .option('bind', { type: 'string', default: 'tcp://0.0.0.0:5555', describe: 'ZeroMQ endpoint to listen on' })
           .option('resume', { type: 'boolean', default: false, describe: "continue the run from its run directory's last complete checkpoint" })
+          .option('keys', { type: 'string', describe: 'folder with coordinator.key and authorized_keys (from `cohort keys`): CURVE encryption and authentication' })
+          .option('insecure', { type: 'boolean', default: false, describe: 'no CURVE (allowed on loopback endpoints only)' })
           .option('log-every', { type: 'number', default: 50, describe: 'print progress every N steps' }),
       async (args) => {
         requirePositiveInteger('log-every', args['log-every']);
@@ -122,7 +134,10 @@ async function main(): Promise<void> {
         if (config.algorithm === 'takd') {
           throw new CohortError('takd runs as a chain of KD stages: start it with `cohort train`, or run each stage as its own kd config with `cohort coordinator`');
         }
-        const summary = await runCoordinator({ config, bind: args.bind, resume: args.resume, logEvery: args['log-every'], log });
+        const { loadCoordinatorKeys } = await import('./shared/protocol/curve.js');
+        requireSecurity('coordinator', args.bind, args.keys, args.insecure);
+        const curve = args.keys === undefined ? undefined : loadCoordinatorKeys(args.keys);
+        const summary = await runCoordinator({ config, bind: args.bind, resume: args.resume, ...(curve ? { curve } : {}), logEvery: args['log-every'], log });
         printSummary(summary.final, summary.runDir);
       },
     )
@@ -135,14 +150,20 @@ async function main(): Promise<void> {
           .option('gpu', { type: 'number', describe: "pin this process to GPU N (default: the member's gpu in the run config)" })
           .option('connect', { type: 'string', demandOption: true, describe: "the coordinator's endpoint, e.g. tcp://10.0.0.5:5555" })
           .option('member', { type: 'string', demandOption: true, describe: 'name of the member or teacher in the run config' })
-          .option('timeout', { type: 'number', describe: "seconds to wait for the coordinator (default: the config's exchange timeout)" }),
+          .option('timeout', { type: 'number', describe: "seconds to wait for the coordinator (default: the config's exchange timeout)" })
+          .option('keys', { type: 'string', describe: 'folder with worker.key and coordinator.pub (from `cohort keys`): CURVE encryption and authentication' })
+          .option('insecure', { type: 'boolean', default: false, describe: 'no CURVE (allowed on loopback endpoints only)' }),
       async (args) => {
         if (args.gpu !== undefined && (!Number.isInteger(args.gpu) || args.gpu < 0)) {
           throw new CohortError(`--gpu must be a GPU index (0, 1, ...), got '${String(args.gpu)}'`);
         }
         requirePositiveInteger('timeout', args.timeout);
         const { runWorker } = await import('./worker/run-worker.js');
+        const { loadWorkerKeys } = await import('./shared/protocol/curve.js');
+        requireSecurity('worker', args.connect, args.keys, args.insecure);
+        const curve = args.keys === undefined ? undefined : loadWorkerKeys(args.keys);
         await runWorker({
+          ...(curve ? { curve } : {}),
           connect: args.connect,
           member: args.member,
           gpu: args.gpu,
@@ -167,6 +188,18 @@ async function main(): Promise<void> {
           results.map((r) => ({ worker: r.member, role: 'member', accuracy: r.metrics.accuracy, nll: r.metrics.nll, ece: r.metrics.calibration.ece })),
           args['run-dir'],
         );
+      },
+    )
+    .command(
+      'keys <dir>',
+      'create CURVE keys for a cluster: the coordinator key pair, a worker key pair, and authorized_keys',
+      (y) => y.positional('dir', { type: 'string', demandOption: true, describe: 'folder for the keys (created; must not hold keys yet)' }),
+      async (args) => {
+        const { generateKeys } = await import('./shared/protocol/curve.js');
+        const { coordinator, worker } = generateKeys(args.dir);
+        log(`keys written to ${args.dir}: coordinator.key (secret) and coordinator.pub, worker.key (secret), authorized_keys`);
+        log(`coordinator public key ${coordinator.publicKey}; worker public key ${worker.publicKey}`);
+        log('copy coordinator.pub and worker.key to every worker machine; pass --keys DIR to cohort coordinator and cohort worker');
       },
     )
     .demandCommand(1, 'name a command (see --help)')

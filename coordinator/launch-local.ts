@@ -10,7 +10,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { generateKeys, loadCoordinatorKeys, type CoordinatorKeys } from '../shared/protocol/curve.js';
 import type { RunConfig } from '../shared/config/run-config.js';
 import { runCoordinator, type CoordinatorControl, type RunSummary } from './run-coordinator.js';
 
@@ -22,6 +24,8 @@ export interface LaunchOptions {
   backend?: string;
   /** Continue the run from its last complete checkpoint. */
   resume?: boolean;
+  /** Turn CURVE off (the run is on loopback only). By default each run gets its own keys in RUN/keys. */
+  insecure?: boolean;
   /** Called with every worker process started (tests use it to inject faults). */
   onSpawn?: (name: string, child: ChildProcess) => void;
   log?: (line: string) => void;
@@ -59,6 +63,12 @@ export async function trainLocally(options: LaunchOptions): Promise<RunSummary> 
   return summary!;
 }
 
+/** The run's own CURVE keys, created on its first start and reused when it resumes. */
+function runKeys(dir: string): CoordinatorKeys {
+  if (!existsSync(join(dir, 'coordinator.key'))) generateKeys(dir);
+  return loadCoordinatorKeys(dir);
+}
+
 async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
   const { config } = options;
   const log = options.log ?? ((line: string) => console.log(line));
@@ -67,8 +77,10 @@ async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
   let control: CoordinatorControl | undefined;
   let endpoint = '';
   let finished = false;
+  const keysDir = join(config.runDir, config.name, 'keys');
+  const curve = options.insecure ? undefined : runKeys(keysDir);
   const spawnWorker = (name: string) => {
-    const args = [...process.execArgv, process.argv[1], 'worker', '--connect', endpoint, '--member', name];
+    const args = [...process.execArgv, process.argv[1], 'worker', '--connect', endpoint, '--member', name, ...(curve ? ['--keys', keysDir] : ['--insecure'])];
     if (options.backend) args.push('--backend', options.backend);
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
     children.set(name, child);
@@ -97,6 +109,7 @@ async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
       bind: 'tcp://127.0.0.1:*',
       logEvery: options.logEvery,
       resume: options.resume,
+      ...(curve ? { curve } : {}),
       onControl: (c) => (control = c),
       onListening: (bound) => {
         endpoint = bound;

@@ -22,6 +22,7 @@ import { CohortError } from '../shared/errors.js';
 import { writeFileAtomic } from '../shared/io/atomic-write.js';
 import { checkpointDir, latestCheckpoint, pruneCheckpoints, writeCheckpointManifest } from '../shared/io/checkpoint.js';
 import { PROTOCOL_VERSION, type Message, type MessageOf, type TensorFrame } from '../shared/protocol/messages.js';
+import type { CoordinatorKeys } from '../shared/protocol/curve.js';
 import { CoordinatorSocket, peerName } from '../shared/protocol/sockets.js';
 import { EnsembleMetrics } from '../shared/metrics/ensemble-metrics.js';
 import { PredictionSums } from './teaching.js';
@@ -40,6 +41,8 @@ export interface CoordinatorOptions {
   onControl?: (control: CoordinatorControl) => void;
   /** Continue from the run directory's last complete checkpoint (after every process died). */
   resume?: boolean;
+  /** CURVE keys: encrypt the port and admit only authorised workers (absent: plain tcp). */
+  curve?: CoordinatorKeys;
   log?: (line: string) => void;
 }
 
@@ -121,6 +124,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   const socket: CoordinatorSocket = new CoordinatorSocket({
     float16: config.exchange.float16,
     limits: { maxMessageBytes: Math.round(config.exchange.maxMessageMiB * 2 ** 20) },
+    ...(options.curve ? { curve: { ...options.curve, onDenied: (address: string, key: string) => log(`coordinator: refused a connection from ${address}: CURVE key ${key || '(none)'} is not authorised`) } } : {}),
     onDropped: (error, peer) => {
       log(`coordinator: dropped a message from ${peerName(peer)}: ${error}`);
       // A worker of another protocol version cannot be read, but it can be told why it is refused.
@@ -128,7 +132,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     },
   });
   const endpoint = await socket.bind(options.bind);
-  log(`coordinator: run '${config.name}' (${config.algorithm}), waiting for ${[...members, ...teachers].join(', ')} on ${endpoint}`);
+  log(`coordinator: run '${config.name}' (${config.algorithm}), waiting for ${[...members, ...teachers].join(', ')} on ${endpoint}${options.curve ? ' (CURVE)' : ' (no encryption)'}`);
   options.onListening?.(endpoint);
 
   const joined = new Map<string, Buffer>();

@@ -69,9 +69,9 @@ async function runDistributed(config: Record<string, unknown>): Promise<string> 
   const path = join(root, `${config.name}.json`);
   writeFileSync(path, JSON.stringify(config));
   const port = await freePort();
-  const coordinator = cohort('coordinator', ['coordinator', path, '--bind', `tcp://127.0.0.1:${port}`, '--log-every', '5']);
+  const coordinator = cohort('coordinator', ['coordinator', path, '--bind', `tcp://127.0.0.1:${port}`, '--insecure', '--log-every', '5']);
   const names = [...(config.members as { name: string }[]), ...((config.teachers as { name: string }[]) ?? [])].map((w) => w.name);
-  const workers = names.map((name) => cohort(name, ['worker', '--connect', `tcp://127.0.0.1:${port}`, '--member', name, '--timeout', '120']));
+  const workers = names.map((name) => cohort(name, ['worker', '--connect', `tcp://127.0.0.1:${port}`, '--member', name, '--timeout', '120', '--insecure']));
   const results = await Promise.all([coordinator, ...workers].map(async (p) => ({ name: p.name, ...(await p.done) })));
   for (const r of results) assert.equal(r.code, 0, `${r.name} failed:\n${r.output}`);
   return results[0].output;

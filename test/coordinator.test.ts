@@ -7,7 +7,7 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
@@ -17,6 +17,7 @@ import { softmaxRows } from '../shared/metrics/softmax-rows.js';
 import { resolveRunConfig } from '../shared/config/run-config.js';
 import { PROTOCOL_VERSION, type Message } from '../shared/protocol/messages.js';
 import { WorkerSocket } from '../shared/protocol/sockets.js';
+import { runCli } from './helpers/cli.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-coordinator-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -144,4 +145,14 @@ test('a DML step: each member gets the mean of its peer probabilities at T; misa
   assert.equal(shutdown.type, 'shutdown');
   a.close();
   b.close();
+});
+
+test('a run directory that cannot be written is a clear error, before anything starts', async () => {
+  const blocker = join(root, 'a-file');
+  writeFileSync(blocker, 'not a directory');
+  const config = join(root, 'unwritable.json');
+  writeFileSync(config, JSON.stringify({ algorithm: 'dml', dataset: { name: 'fashion-mnist' }, members: [{ name: 'a', model: { name: 'mlp-student' } }, { name: 'b', model: { name: 'mlp-student' } }], runDir: blocker }));
+  const result = await runCli(['coordinator', config, '--bind', 'tcp://127.0.0.1:*', '--insecure']);
+  assert.equal(result.code, 2);
+  assert.match(result.stderr, new RegExp(`^cohort: error: run directory ${blocker}/run is not writable: ENOTDIR`));
 });

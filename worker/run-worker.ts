@@ -25,6 +25,7 @@ import { MetricAccumulator } from '../shared/metrics/index.js';
 import { buildModel, type CohortModel } from '../shared/models/index.js';
 import { checkpointDir, loadMemberCheckpoint, saveMemberCheckpoint } from '../shared/io/checkpoint.js';
 import { PROTOCOL_VERSION, type Message, type MessageOf } from '../shared/protocol/messages.js';
+import type { WorkerKeys } from '../shared/protocol/curve.js';
 import { WorkerSocket } from '../shared/protocol/sockets.js';
 import { asyncVariableGrads } from '../shared/training/async-grads.js';
 import { learningRateAt } from '../shared/training/lr-schedule.js';
@@ -39,6 +40,8 @@ export interface WorkerOptions {
   gpu?: number;
   /** Overrides the config's backend for this worker. */
   backend?: BackendChoice;
+  /** CURVE keys (this worker's pair and the coordinator's public key); absent: plain tcp. */
+  curve?: WorkerKeys;
   /** How long to wait for the coordinator's answers (default: the config's exchange timeout, 60 s before it is known). */
   timeoutMs?: number;
   log?: (line: string) => void;
@@ -109,7 +112,7 @@ async function joinCoordinator(socket: WorkerSocket, options: WorkerOptions, tim
 
 export async function runWorker(options: WorkerOptions): Promise<void> {
   const log = options.log ?? ((line: string) => console.log(line));
-  const socket = new WorkerSocket(options.member);
+  const socket = new WorkerSocket(options.member, options.curve ? { curve: options.curve } : {});
   socket.connect(options.connect);
   try {
     const welcome = await joinCoordinator(socket, options, options.timeoutMs ?? 60_000);

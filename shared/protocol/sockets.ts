@@ -7,7 +7,13 @@ import { randomBytes } from 'node:crypto';
 import { Dealer, Router } from 'zeromq';
 import { CohortError } from '../errors.js';
 import { decodeMessage, DEFAULT_LIMITS, encodeMessage, type DecodeLimits, type EncodeOptions } from './codec.js';
+import { registerZapDomain, unregisterZapDomain, zapHandlerReady, type CoordinatorKeys, type WorkerKeys } from './curve.js';
 import type { Message } from './messages.js';
+
+export interface WorkerSocketOptions extends SocketOptions {
+  /** CURVE: this worker's key pair and the coordinator's public key. */
+  curve?: WorkerKeys;
+}
 
 export interface SocketOptions extends EncodeOptions {
   /** Limits on received messages; `maxMessageBytes` also caps ZeroMQ's inbound message size. */
@@ -17,6 +23,8 @@ export interface SocketOptions extends EncodeOptions {
 export interface CoordinatorSocketOptions extends SocketOptions {
   /** Called for each undecodable message; by default a warning on stderr. */
   onDropped?: (error: string, peer: Buffer) => void;
+  /** CURVE: encrypt, and admit only workers whose public key is authorised. */
+  curve?: CoordinatorKeys & { onDenied?: (address: string, publicKey: string) => void };
 }
 
 /**
@@ -40,6 +48,7 @@ function endpointOf(socket: Router | Dealer): string {
 
 export class CoordinatorSocket {
   readonly socket: Router;
+  private zapDomain: string | undefined;
   /** How many undecodable messages were dropped. */
   dropped = 0;
   private readonly limits: DecodeLimits;
@@ -51,13 +60,25 @@ export class CoordinatorSocket {
     // connection can never take over a live worker's routing id (each worker process has its own).
     // ZeroMQ itself disconnects a peer only past twice the limit, so that a message a little over
     // it reaches the decoder and is dropped with a log line naming the sender.
-    this.socket = new Router({ linger: 0, maxMessageSize: 2 * this.limits.maxMessageBytes, mandatory: true, ...ZMTP_HEARTBEATS });
+    const curve = options.curve;
+    if (curve) {
+      const onDenied = curve.onDenied ?? ((address, key) => console.warn(`cohort: refused a connection from ${address}: CURVE key ${key || '(none)'} is not authorised`));
+      this.zapDomain = registerZapDomain(curve.authorized, onDenied);
+    }
+    this.socket = new Router({
+      linger: 0,
+      maxMessageSize: 2 * this.limits.maxMessageBytes,
+      mandatory: true,
+      ...ZMTP_HEARTBEATS,
+      ...(curve ? { curveServer: true, curveSecretKey: curve.secretKey, curvePublicKey: curve.publicKey, zapDomain: this.zapDomain } : {}),
+    });
     this.onDropped = options.onDropped ??
       ((error, peer) => console.warn(`cohort: dropped a message from ${peerName(peer)}: ${error}`));
   }
 
   /** Binds (e.g. `tcp://0.0.0.0:5555`, or `tcp://127.0.0.1:*` for any free port); returns the endpoint bound. */
   async bind(address: string): Promise<string> {
+    if (this.zapDomain) await zapHandlerReady();
     try {
       await this.socket.bind(address);
     } catch (error) {
@@ -113,6 +134,7 @@ export class CoordinatorSocket {
 
   close(): void {
     this.socket.close();
+    if (this.zapDomain) unregisterZapDomain(this.zapDomain);
   }
 }
 
@@ -121,7 +143,10 @@ export class WorkerSocket {
   readonly routingId: string;
   private readonly limits: DecodeLimits;
 
-  constructor(readonly member: string, private readonly options: SocketOptions = {}) {
+  /** Why the connection to the coordinator was refused, once ZeroMQ has said so. */
+  private handshakeError: string | undefined;
+
+  constructor(readonly member: string, private readonly options: WorkerSocketOptions = {}) {
     const bytes = Buffer.byteLength(member);
     if (bytes === 0 || bytes > 200 || member.startsWith('\0')) {
       throw new CohortError(`member name ${JSON.stringify(member)} cannot be used (1 to 200 bytes, not starting with a zero byte)`);
@@ -130,7 +155,22 @@ export class WorkerSocket {
     // The routing id names the member and this process uniquely: a restarted worker is a new
     // peer, and the coordinator maps peers to members at the join.
     this.routingId = `${member}#${process.pid}#${randomBytes(4).toString('hex')}`;
-    this.socket = new Dealer({ linger: 0, maxMessageSize: this.limits.maxMessageBytes, routingId: this.routingId, ...ZMTP_HEARTBEATS });
+    const curve = options.curve;
+    this.socket = new Dealer({
+      linger: 0,
+      maxMessageSize: this.limits.maxMessageBytes,
+      routingId: this.routingId,
+      ...ZMTP_HEARTBEATS,
+      ...(curve ? { curveServerKey: curve.serverKey, curvePublicKey: curve.publicKey, curveSecretKey: curve.secretKey } : {}),
+    });
+    this.socket.events.on('handshake:error:auth', () => {
+      this.handshakeError = 'the coordinator refused this worker\'s CURVE key (it is not in the coordinator\'s authorized_keys)';
+    });
+    this.socket.events.on('handshake:error:protocol', () => {
+      this.handshakeError = curve
+        ? 'the secure handshake failed (is the coordinator running with CURVE, and is coordinator.pub its key?)'
+        : 'the coordinator requires CURVE encryption: pass --keys DIR with this cluster\'s worker key';
+    });
   }
 
   connect(address: string): void {
@@ -169,7 +209,7 @@ export class WorkerSocket {
       frames = await this.socket.receive();
     } catch (error) {
       if ((error as { code?: string }).code === 'EAGAIN' && !this.socket.closed) {
-        throw new CohortError(`worker ${this.member}: no message from the coordinator within ${timeoutMs} ms`);
+        throw new CohortError(`worker ${this.member}: no message from the coordinator within ${timeoutMs} ms${this.handshakeError ? `: ${this.handshakeError}` : ''}`);
       }
       throw error;
     }
