@@ -12,7 +12,6 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
@@ -27,6 +26,7 @@ import { makeOptimizer } from '../shared/training/objective.js';
 import { temperedPredictions } from '../shared/training/predictions.js';
 import { buildWorkerModel, finalWeightsDir } from '../worker/run-worker.js';
 import { ROOT, runCli } from './helpers/cli.js';
+import { freePort } from './helpers/net.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-equivalence-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -38,17 +38,6 @@ before(async () => {
   await initBackend({ backend: 'wasm' });
   await loadFashionMnist({ cacheDir }); // convert once here, so the workers only read the cache
 });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-    server.on('error', reject);
-  });
-}
 
 interface Proc {
   name: string;

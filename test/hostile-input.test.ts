@@ -11,7 +11,6 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -24,6 +23,7 @@ import { readSavedWeights } from '../shared/io/model-files.js';
 import { encodeMessage } from '../shared/protocol/codec.js';
 import { PROTOCOL_VERSION, type Message } from '../shared/protocol/messages.js';
 import { ROOT } from './helpers/cli.js';
+import { freePort } from './helpers/net.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-hostile-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -33,16 +33,6 @@ before(async () => {
   await initBackend({ backend: 'cpu' });
   await loadFashionMnist({ cacheDir });
 });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 function configFile(name: string): string {
   const member = (n: string) => ({ name: n, model: { name: 'mlp-student' }, backend: 'wasm', optimizer: { name: 'sgd', lr: 0.05 } });

@@ -10,7 +10,7 @@ import { Piscina } from 'piscina';
 import { CohortError } from '../errors.js';
 import { decodeBatch, type DecodeTask, type DecodedBatch } from './decode-worker.js';
 import { scanImageFolder, type ImageFolder } from './image-folder.js';
-import { BatchSampler, type SamplerState } from './sampler.js';
+import { BatchSampler, ConsumerPosition, type SamplerState } from './sampler.js';
 import type { Batch, BatchSource } from './source.js';
 import { transformOutputShape, validateTransform, type TransformSpec } from './transforms.js';
 
@@ -71,7 +71,7 @@ export class ImageFolderLoader implements BatchSource {
   private readonly transform: TransformSpec;
   private readonly warn: (message: string) => void;
   /** The next batch the consumer has not received yet (the sampler itself runs ahead). */
-  private position: SamplerState = { epoch: 0, batch: 0 };
+  private readonly position: ConsumerPosition;
   private closed = false;
   private iterating = false;
 
@@ -90,6 +90,7 @@ export class ImageFolderLoader implements BatchSource {
       shuffle: options.shuffle ?? this.transform.kind === 'train',
       limit: options.limit,
     });
+    this.position = new ConsumerPosition(this.sampler);
     this.size = this.sampler.size;
     this.batchesPerEpoch = this.sampler.batchesPerEpoch;
     this.warn = options.warn ?? ((line) => console.warn(line));
@@ -112,13 +113,12 @@ export class ImageFolderLoader implements BatchSource {
 
   /** Where the consumer stands: the next batch it will be given. Save it with a checkpoint. */
   state(): SamplerState {
-    return { ...this.position };
+    return this.position.state();
   }
 
   /** Continue from a saved state(): the next batch yielded is exactly the one that was next then. */
   restore(state: SamplerState): void {
-    this.sampler.restore(state);
-    this.position = { epoch: state.epoch, batch: state.batch };
+    this.position.restore(state);
   }
 
   /**
@@ -130,9 +130,8 @@ export class ImageFolderLoader implements BatchSource {
     if (!Number.isInteger(e) || e < 0) throw new CohortError(`image loader: epoch must be an integer >= 0, got ${e}`);
     if (this.iterating) throw new CohortError('image loader: one epoch() at a time (finish or break out of the previous loop first)');
     this.iterating = true;
-    const start = this.position.epoch === e ? this.position.batch : 0;
-    this.sampler.restore({ epoch: e, batch: start });
-    this.position = { epoch: e, batch: start };
+    const start = this.position.current.epoch === e ? this.position.current.batch : 0;
+    this.position.restore({ epoch: e, batch: start });
     const pending: Promise<Batch>[] = [];
     let submitted = start;
     try {
@@ -143,7 +142,7 @@ export class ImageFolderLoader implements BatchSource {
           pending.push(job);
         }
         const batch = await this.take(pending.shift()!);
-        this.position = { epoch: e, batch: batch.batch + 1 };
+        this.position.current = { epoch: e, batch: batch.batch + 1 };
         yield batch;
       }
     } finally {

@@ -6,7 +6,7 @@
  */
 import { CohortError } from '../errors.js';
 import { gatherBatch, type Normalization } from './batch.js';
-import { BatchSampler, type SamplerState } from './sampler.js';
+import { BatchSampler, ConsumerPosition, type SamplerState } from './sampler.js';
 import type { Batch, BatchSource, ImageDataset } from './source.js';
 import { applyDownscale, type DownscaleSpec } from './transforms.js';
 
@@ -30,7 +30,7 @@ export class MemoryLoader implements BatchSource {
   readonly batchesPerEpoch: number;
   readonly imageShape: [number, number, number];
   private readonly sampler: BatchSampler;
-  private position: SamplerState = { epoch: 0, batch: 0 };
+  private readonly position: ConsumerPosition;
 
   constructor(private readonly options: MemoryLoaderOptions) {
     const { data, downscale } = options;
@@ -50,6 +50,7 @@ export class MemoryLoader implements BatchSource {
       dropLast: options.dropLast,
       limit: options.limit,
     });
+    this.position = new ConsumerPosition(this.sampler);
     this.size = this.sampler.size;
     this.batchesPerEpoch = this.sampler.batchesPerEpoch;
   }
@@ -59,22 +60,21 @@ export class MemoryLoader implements BatchSource {
   }
 
   state(): SamplerState {
-    return { ...this.position };
+    return this.position.state();
   }
 
   restore(state: SamplerState): void {
-    this.sampler.restore(state);
-    this.position = { epoch: state.epoch, batch: state.batch };
+    this.position.restore(state);
   }
 
   async *epoch(e: number): AsyncGenerator<Batch> {
     if (!Number.isInteger(e) || e < 0) throw new CohortError(`data loader: epoch must be an integer >= 0, got ${e}`);
-    const start = this.position.epoch === e ? this.position.batch : 0;
-    this.sampler.restore({ epoch: e, batch: start });
+    const start = this.position.current.epoch === e ? this.position.current.batch : 0;
+    this.position.restore({ epoch: e, batch: start });
     for (let b = start; b < this.batchesPerEpoch; b++) {
       const { indices } = this.sampler.next();
       const batch = { ...this.downscale(gatherBatch(this.options.data, indices, this.options.normalization)), epoch: e, batch: b };
-      this.position = { epoch: e, batch: b + 1 };
+      this.position.current = { epoch: e, batch: b + 1 };
       yield batch;
     }
   }

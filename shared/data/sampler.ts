@@ -128,3 +128,22 @@ export class BatchSampler {
     return order.subarray(0, this.size);
   }
 }
+
+/**
+ * A loader's position as its consumer sees it (the next batch it will be given), which can run
+ * behind the sampler when batches are prefetched: what state() saves and restore() resumes.
+ */
+export class ConsumerPosition {
+  current: SamplerState = { epoch: 0, batch: 0 };
+
+  constructor(private readonly sampler: BatchSampler) {}
+
+  state(): SamplerState {
+    return { ...this.current };
+  }
+
+  restore(state: SamplerState): void {
+    this.sampler.restore(state);
+    this.current = { epoch: state.epoch, batch: state.batch };
+  }
+}
