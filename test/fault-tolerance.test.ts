@@ -18,6 +18,7 @@ import { completeCheckpoints, latestCheckpoint, pruneCheckpoints, writeCheckpoin
 import { readSavedWeights } from '../shared/io/model-files.js';
 import { mulberry32 } from '../shared/data/sampler.js';
 import { ROOT } from './helpers/cli.js';
+import { freePort } from './helpers/net.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-faults-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -182,5 +183,39 @@ describe('resume and checkpoint files', () => {
     writeCheckpointManifest(runDir, 15, ['a', 'b']);
     pruneCheckpoints(runDir, 1);
     assert.deepEqual(readdirSync(join(runDir, 'checkpoints')).sort(), ['step-000000015', 'step-000000020']);
+  });
+});
+
+describe('coordinator crash', () => {
+  test('the coordinator killed mid-run and restarted with --resume on the same port: the workers rejoin on their own and end with the undisturbed weights', { timeout: 300_000 }, async () => {
+    const path = config('coordinator-crash', { recovery: { livenessMs: 3000, heartbeatMs: 500 } });
+    const port = await freePort();
+    const endpoint = `tcp://127.0.0.1:${port}`;
+    const start = (extra: string[], onLine: (line: string) => void = () => {}) =>
+      new Promise<Run>((resolve) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', 'cli.ts', ...extra], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+        let output = '';
+        for (const stream of [child.stdout, child.stderr]) {
+          createInterface({ input: stream }).on('line', (line) => {
+            output += `${line}\n`;
+            onLine(line);
+            if (/^coordinator: checkpoint of step 10 complete/.test(line) && extra.includes('coordinator') && !extra.includes('--resume')) child.kill('SIGKILL');
+          });
+        }
+        child.on('close', (code) => resolve({ code, output }));
+      });
+    const first = start(['coordinator', path, '--bind', endpoint, '--insecure', '--log-every', '1']);
+    const workers = ['a', 'b', 'c'].map((m) => start(['worker', '--connect', endpoint, '--member', m, '--insecure']));
+    const killed = await first;
+    assert.notEqual(killed.code, 0, 'the first coordinator was killed');
+    const second = await start(['coordinator', path, '--bind', endpoint, '--insecure', '--resume', '--log-every', '1']);
+    assert.equal(second.code, 0, second.output);
+    assert.match(second.output, /coordinator: resuming from the checkpoint of step 10/);
+    const results = await Promise.all(workers);
+    for (const r of results) {
+      assert.equal(r.code, 0, r.output);
+      assert.match(r.output, /no message from the coordinator for 3 s; joining again/);
+    }
+    for (const member of ['a', 'b', 'c']) assert.deepEqual(await weights('coordinator-crash', member), await weights('clean', member), member);
   });
 });
