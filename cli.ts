@@ -150,7 +150,7 @@ async function main(): Promise<void> {
           .option('gpu', { type: 'number', describe: "pin this process to GPU N (default: the member's gpu in the run config)" })
           .option('connect', { type: 'string', demandOption: true, describe: "the coordinator's endpoint, e.g. tcp://10.0.0.5:5555" })
           .option('member', { type: 'string', demandOption: true, describe: 'name of the member or teacher in the run config' })
-          .option('timeout', { type: 'number', describe: "seconds to wait for the coordinator (default: the config's exchange timeout)" })
+          .option('timeout', { type: 'number', describe: "seconds to wait for the coordinator's welcome (default 60)" })
           .option('keys', { type: 'string', describe: 'folder with worker.key and coordinator.pub (from `cohort keys`): CURVE encryption and authentication' })
           .option('insecure', { type: 'boolean', default: false, describe: 'no CURVE (allowed on loopback endpoints only)' }),
       async (args) => {

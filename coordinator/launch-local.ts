@@ -13,7 +13,7 @@ import { createInterface } from 'node:readline';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { generateKeys, loadCoordinatorKeys, type CoordinatorKeys } from '../shared/protocol/curve.js';
-import type { RunConfig } from '../shared/config/run-config.js';
+import { runDirectory, type RunConfig } from '../shared/config/run-config.js';
 import { runCoordinator, type CoordinatorControl, type RunSummary } from './run-coordinator.js';
 
 export interface LaunchOptions {
@@ -45,7 +45,7 @@ export function takdStages(config: RunConfig): RunConfig[] {
     const teachers =
       i === 0
         ? config.teachers
-        : [{ ...previous, checkpoint: join(config.runDir, `${config.name}-stage${i}`, previous.name, 'final') }];
+        : [{ ...previous, checkpoint: join(runDirectory({ runDir: config.runDir, name: `${config.name}-stage${i}` }), previous.name, 'final') }];
     return { ...config, name, algorithm: 'kd', members: [member], teachers };
   });
 }
@@ -77,7 +77,7 @@ async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
   let control: CoordinatorControl | undefined;
   let endpoint = '';
   let finished = false;
-  const keysDir = join(config.runDir, config.name, 'keys');
+  const keysDir = join(runDirectory(config), 'keys');
   const curve = options.insecure ? undefined : runKeys(keysDir);
   const spawnWorker = (name: string) => {
     const args = [...process.execArgv, process.argv[1], 'worker', '--connect', endpoint, '--member', name, ...(curve ? ['--keys', keysDir] : ['--insecure'])];

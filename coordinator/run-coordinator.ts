@@ -17,7 +17,7 @@
  */
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { RunConfig } from '../shared/config/run-config.js';
+import { runDirectory, type RunConfig } from '../shared/config/run-config.js';
 import { CohortError } from '../shared/errors.js';
 import { writeFileAtomic } from '../shared/io/atomic-write.js';
 import { checkpointDir, latestCheckpoint, pruneCheckpoints, writeCheckpointManifest } from '../shared/io/checkpoint.js';
@@ -110,7 +110,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   const members = config.members.map((m) => m.name);
   const teachers = config.teachers.map((t) => t.name);
   const roleOf = new Map<string, 'member' | 'teacher'>([...members.map((n) => [n, 'member'] as const), ...teachers.map((n) => [n, 'teacher'] as const)]);
-  const runDir = join(config.runDir, config.name);
+  const runDir = runDirectory(config);
   const wireConfig = JSON.parse(JSON.stringify(config)) as unknown;
   try {
     mkdirSync(runDir, { recursive: true });
@@ -120,7 +120,6 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   }
   const metricsFile = join(runDir, 'metrics.jsonl');
 
-  let sending: Promise<void> = Promise.resolve();
   const socket: CoordinatorSocket = new CoordinatorSocket({
     float16: config.exchange.float16,
     limits: { maxMessageBytes: Math.round(config.exchange.maxMessageMiB * 2 ** 20) },
@@ -128,7 +127,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     onDropped: (error, peer) => {
       log(`coordinator: dropped a message from ${peerName(peer)}: ${error}`);
       // A worker of another protocol version cannot be read, but it can be told why it is refused.
-      if (/^protocol version /.test(error)) sending = sending.then(() => socket.send(peer, { type: 'reject', reason: error })).catch(() => {});
+      if (/^protocol version /.test(error)) socket.send(peer, { type: 'reject', reason: error }).catch(() => {});
     },
   });
   const endpoint = await socket.bind(options.bind);
@@ -167,18 +166,15 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   const ensembles = new Map<number, EnsembleMetrics>();
   const evalsPerEpoch = new Map<number, Set<string>>();
   let served = 0;
-  /** zeromq allows one pending send per socket: sends are queued in order. */
   /** Sends to a joined worker; a worker that cannot be reached is lost (the recovery policy applies). */
   const send = (name: string, message: Message): Promise<void> => {
     const peer = joined.get(name);
-    const sent = socket.send(peer ?? name, message).catch((error: Error) => {
+    return socket.send(peer ?? name, message).catch((error: Error) => {
       if (peer && joined.get(name) === peer) {
         lostQueue.push({ name, reason: `unreachable (${error.message})` });
         wake?.();
       }
     });
-    sending = sending.then(() => sent);
-    return sent;
   };
   const broadcast = (names: Iterable<string>, message: Message) => Promise.all([...names].filter((n) => joined.has(n)).map((n) => send(n, message)));
 
@@ -193,9 +189,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   const onJoin = async (peer: Buffer, m: MessageOf<'join'>) => {
     const reject = (reason: string, retryable = false) => {
       log(`coordinator: refused '${m.member}': ${reason}`);
-      const sent = socket.send(peer, { type: 'reject', reason, ...(retryable ? { retryable } : {}) }).catch(() => {});
-      sending = sending.then(() => sent);
-      return sent;
+      return socket.send(peer, { type: 'reject', reason, ...(retryable ? { retryable } : {}) }).catch(() => {});
     };
     if (m.protocolVersion !== PROTOCOL_VERSION) return reject(`protocol version ${m.protocolVersion}; this coordinator speaks version ${PROTOCOL_VERSION}`);
     if (m.runId !== undefined && m.runId !== config.name) return reject(`this coordinator runs '${config.name}', not '${m.runId}'`);
@@ -248,13 +242,14 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     }
     const state = stepOf(m.step);
     const entry: StepPredictions = { indices: m.indices.data as Uint32Array | Int32Array, probs: float32(m.probs), negEntropy: m.negEntropy, classes: m.probs.shape[1] };
-    const other = [...state.members, ...state.teachers][0];
-    if (other && !sameSamples(other[1].indices, entry.indices)) {
-      throw new CohortError(`step ${m.step}: ${name}'s batch holds samples ${preview(entry.indices)} but ${other[0]}'s ${preview(other[1].indices)}; workers must read the same data with the same seed and batch size`);
+    // The first predictions of this step, which every later one must match.
+    const first = [...state.members, ...state.teachers][0];
+    if (first && !sameSamples(first[1].indices, entry.indices)) {
+      throw new CohortError(`step ${m.step}: ${name}'s batch holds samples ${preview(entry.indices)} but ${first[0]}'s ${preview(first[1].indices)}; workers must read the same data with the same seed and batch size`);
     }
-    const reference = [...state.members.values(), ...state.teachers.values()][0];
-    if (reference && reference.probs.length !== entry.probs.length) {
-      log(`coordinator: ignored predictions of ${name} for step ${m.step}: shape ${m.probs.shape.join('x')}, the others sent ${reference.probs.length / reference.classes}x${reference.classes}`);
+    if (first && first[1].probs.length !== entry.probs.length) {
+      const { probs, classes } = first[1];
+      log(`coordinator: ignored predictions of ${name} for step ${m.step}: shape ${m.probs.shape.join('x')}, the others sent ${probs.length / classes}x${classes}`);
       return;
     }
     const group = role === 'member' ? state.members : state.teachers;
@@ -387,11 +382,13 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   try {
     while (done.size < all.length) {
       pending ??= socket.receive();
+      let timer: NodeJS.Timeout | undefined;
       const tick = new Promise<'tick'>((resolve) => {
-        const timer = setTimeout(() => resolve('tick'), 500);
-        wake = () => (clearTimeout(timer), resolve('tick'));
+        timer = setTimeout(() => resolve('tick'), 500);
+        wake = () => resolve('tick');
       });
       const next = await Promise.race([pending, tick, abort]);
+      clearTimeout(timer); // a message usually wins the race: no timer left behind per message
       wake = undefined;
       const now = Date.now();
       for (const lost of lostQueue.splice(0)) await workerLost(lost.name, lost.reason);
@@ -445,11 +442,11 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
       }
     }
     await broadcast(all, { type: 'shutdown', reason: 'the run is complete' });
-    await sending;
+    await socket.flush();
   } catch (error) {
     failure = error instanceof CohortError ? error : new CohortError(`coordinator: ${(error as Error).message}`);
     await broadcast(all, { type: 'shutdown', reason: failure.message }).catch(() => {});
-    await sending.catch(() => {});
+    await socket.flush();
   } finally {
     pending?.catch(() => {}); // rejected by the close below
     socket.close();

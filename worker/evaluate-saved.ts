@@ -31,8 +31,7 @@ export async function evaluateSaved(runDir: string, members?: string[], log: (li
     const built = buildWorkerModel(config, worker, index, test.imageShape, dataset.classNames.length);
     try {
       loadModelWeights(built.model, join(runDir, name, 'final'));
-      const model = built.exits > 1 ? exitModel(built) : built.model;
-      results.push({ member: name, metrics: await evaluate(model, test) });
+      results.push({ member: name, metrics: await evaluate(exitModel(built), test) });
     } finally {
       built.model.dispose();
       await test.close();

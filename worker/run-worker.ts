@@ -15,19 +15,20 @@ import { mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { resolveRunConfig, type RunConfig, type WorkerConfig } from '../shared/config/run-config.js';
+import { resolveRunConfig, runDirectory, type RunConfig, type WorkerConfig } from '../shared/config/run-config.js';
 import { openDataset } from '../shared/data/datasets.js';
 import type { Batch, BatchSource } from '../shared/data/source.js';
 import { initBackend, type BackendChoice } from '../shared/engine/backend.js';
 import { CohortError } from '../shared/errors.js';
 import { loadModelWeights, saveModel } from '../shared/io/model-files.js';
 import { MetricAccumulator } from '../shared/metrics/index.js';
-import { buildModel, type CohortModel } from '../shared/models/index.js';
+import { buildModel, exitModel, type CohortModel } from '../shared/models/index.js';
 import { checkpointDir, loadMemberCheckpoint, saveMemberCheckpoint } from '../shared/io/checkpoint.js';
 import { PROTOCOL_VERSION, type Message, type MessageOf } from '../shared/protocol/messages.js';
 import type { WorkerKeys } from '../shared/protocol/curve.js';
-import { WorkerSocket } from '../shared/protocol/sockets.js';
+import { ReceiveTimeout, WorkerSocket } from '../shared/protocol/sockets.js';
 import { asyncVariableGrads } from '../shared/training/async-grads.js';
+import { evaluate } from '../shared/training/evaluate.js';
 import { learningRateAt } from '../shared/training/lr-schedule.js';
 import { temperedPredictions } from '../shared/training/predictions.js';
 import { finalLogits, makeOptimizer, objectiveFor, setLearningRate, type Objective } from '../shared/training/objective.js';
@@ -42,7 +43,7 @@ export interface WorkerOptions {
   backend?: BackendChoice;
   /** CURVE keys (this worker's pair and the coordinator's public key); absent: plain tcp. */
   curve?: WorkerKeys;
-  /** How long to wait for the coordinator's answers (default: the config's exchange timeout, 60 s before it is known). */
+  /** How long to wait for the coordinator's first welcome (default 60 s); later silences are judged by the config's recovery.livenessMs. */
   timeoutMs?: number;
   log?: (line: string) => void;
 }
@@ -54,7 +55,7 @@ export function memberWeightSeed(runSeed: number, index: number): number {
 
 /** Where a member's weights are saved at the end of a run (a teacher's `checkpoint` may point there). */
 export function finalWeightsDir(config: RunConfig, member: string): string {
-  return join(config.runDir, config.name, member, 'final');
+  return join(runDirectory(config), member, 'final');
 }
 
 /** Which worker of the config `name` is, and its role. */
@@ -95,7 +96,7 @@ async function joinCoordinator(socket: WorkerSocket, options: WorkerOptions, tim
       try {
         answer = await socket.receive(Math.max(1, resend - Date.now()));
       } catch (error) {
-        if (error instanceof CohortError && /no message from the coordinator/.test(error.message)) break;
+        if (error instanceof ReceiveTimeout) break;
         throw error;
       }
       if (answer.type === 'reject' && !answer.retryable) throw new CohortError(`the coordinator refused worker ${options.member}: ${answer.reason}`);
@@ -159,24 +160,24 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
   const stepsPerEpoch = train.batchesPerEpoch;
   const totalSteps = stepsPerEpoch * config.epochs;
   const exchange = { float16: config.exchange.float16 };
-  const runDir = join(config.runDir, config.name);
+  const runDir = runDirectory(config);
 
-  let built = buildWorkerModel(config, worker, index, train.imageShape, dataset.classNames.length);
-  let optimizer = makeOptimizer(worker.optimizer);
-  const objective = objectiveFor(config, built.exits);
   const teacherCheckpoint = 'checkpoint' in worker ? (worker.checkpoint as string | undefined) : undefined;
-  /** Fresh initial state (seeded weights or the teacher's checkpoint, a new optimizer), for a rollback to step 0. */
+  /** The initial state: seeded weights (or a teacher's checkpoint) and a new optimizer. */
+  const initialState = () => {
+    const model = buildWorkerModel(config, worker, index, train.imageShape, dataset.classNames.length);
+    if (teacherCheckpoint) loadModelWeights(model.model, teacherCheckpoint);
+    return { built: model, optimizer: makeOptimizer(worker.optimizer) };
+  };
+  let { built, optimizer } = initialState();
+  if (teacherCheckpoint) log(`${worker.name}: loaded weights from ${teacherCheckpoint}`);
+  const objective = objectiveFor(config, built.exits);
+  /** Back to the initial state, for a rollback to step 0. */
   const reinitialise = () => {
     built.model.dispose();
     optimizer.dispose();
-    built = buildWorkerModel(config, worker, index, train.imageShape, dataset.classNames.length);
-    optimizer = makeOptimizer(worker.optimizer);
-    if (teacherCheckpoint) loadModelWeights(built.model, teacherCheckpoint);
+    ({ built, optimizer } = initialState());
   };
-  if (teacherCheckpoint) {
-    loadModelWeights(built.model, teacherCheckpoint);
-    log(`${worker.name}: loaded weights from ${teacherCheckpoint}`);
-  }
   let lastLoss: number | undefined;
   /** Restores the global checkpoint `dir` (members; teachers keep their fixed weights) and returns the next step. */
   const restore = async (step: number, dir: string | undefined): Promise<number> => {
@@ -357,7 +358,7 @@ async function receiveLive(session: Session): Promise<Message> {
     session.lastHeard = Date.now();
     return message;
   } catch (error) {
-    if (error instanceof CohortError && /no message from the coordinator/.test(error.message)) {
+    if (error instanceof ReceiveTimeout) {
       throw new CoordinatorLost(`no message from the coordinator for ${(session.livenessMs / 1000).toFixed(0)} s`);
     }
     throw error;
@@ -401,12 +402,7 @@ async function evaluateAndReport(
   exchange: { float16: boolean },
   trainMetrics?: MetricAccumulator,
 ): Promise<void> {
-  const metrics = new MetricAccumulator({ bins: 15 });
-  test.restore({ epoch: 0, batch: 0 });
-  for await (const batch of test.epoch(0)) {
-    const { x, y } = tensorsOf(batch);
-    const logits = tf.tidy(() => finalLogits(built.model.apply(x, { training: false }) as tf.Tensor, built.exits));
-    await metrics.add(logits, y);
+  const r = await evaluate(exitModel(built), test, async (batch, logits) => {
     const data = (await logits.data()) as Float32Array;
     await session.socket.send(
       {
@@ -420,9 +416,7 @@ async function evaluateAndReport(
       },
       exchange,
     );
-    tf.dispose([x, y, logits]);
-  }
-  const r = metrics.result();
+  });
   const t = trainMetrics?.result();
   const train: Record<string, number> = t ? { trainAccuracy: t.accuracy, trainNll: t.nll, trainEce: t.calibration.ece } : {};
   await session.socket.send({ type: 'eval', epoch, generation: session.generation, metrics: { accuracy: r.accuracy, nll: r.nll, ece: r.calibration.ece, entropy: r.entropy, count: r.count, ...train } });

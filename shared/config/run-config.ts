@@ -5,7 +5,7 @@
  * from it, and `loadRunConfig` reports every bad key with what was expected there.
  */
 import { readFileSync } from 'node:fs';
-import { extname } from 'node:path';
+import { extname, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { datasetSchema, downscaleSchema } from '../data/datasets.js';
@@ -188,6 +188,11 @@ export type RunConfigInput = z.input<typeof runConfigSchema>;
 export type RunConfig = z.output<typeof runConfigSchema> & { temperature: number; alpha: number };
 export type WorkerConfig = z.output<typeof workerSchema>;
 export type TeacherConfig = z.output<typeof teacherSchema>;
+
+/** The folder of a run: RUNDIR/NAME (config, metrics, checkpoints, final weights, keys). */
+export function runDirectory(config: Pick<RunConfig, 'runDir' | 'name'>): string {
+  return join(config.runDir, config.name);
+}
 
 /** Validates a parsed config object and fills the algorithm's defaults. */
 export function resolveRunConfig(value: unknown): RunConfig {

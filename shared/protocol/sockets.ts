@@ -34,6 +34,9 @@ export interface CoordinatorSocketOptions extends SocketOptions {
  */
 const ZMTP_HEARTBEATS = { heartbeatInterval: 2000, heartbeatTimeToLive: 10_000, heartbeatTimeout: 10_000 };
 
+/** Nothing arrived from the coordinator within the time asked for. */
+export class ReceiveTimeout extends CohortError {}
+
 export interface Received { peer: Buffer; message: Message }
 
 /** A routing id for messages: the member name when printable, else hex. */
@@ -98,6 +101,11 @@ export class CoordinatorSocket {
   }
 
   private queue: Promise<void> = Promise.resolve();
+
+  /** Resolves once every send queued so far has gone out (or failed). */
+  flush(): Promise<void> {
+    return this.queue;
+  }
 
   private async sendNow(peer: Buffer | string, message: Message, options: EncodeOptions): Promise<void> {
     try {
@@ -196,7 +204,7 @@ export class WorkerSocket {
     try {
       return await this.receive(0);
     } catch (error) {
-      if (error instanceof CohortError && /no message from the coordinator/.test(error.message)) return undefined;
+      if (error instanceof ReceiveTimeout) return undefined;
       throw error;
     }
   }
@@ -209,7 +217,7 @@ export class WorkerSocket {
       frames = await this.socket.receive();
     } catch (error) {
       if ((error as { code?: string }).code === 'EAGAIN' && !this.socket.closed) {
-        throw new CohortError(`worker ${this.member}: no message from the coordinator within ${timeoutMs} ms${this.handshakeError ? `: ${this.handshakeError}` : ''}`);
+        throw new ReceiveTimeout(`worker ${this.member}: no message from the coordinator within ${timeoutMs} ms${this.handshakeError ? `: ${this.handshakeError}` : ''}`);
       }
       throw error;
     }

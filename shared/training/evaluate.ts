@@ -5,11 +5,18 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
-import type { BatchSource } from '../data/source.js';
+import type { Batch, BatchSource } from '../data/source.js';
 import { MetricAccumulator, type MetricSummary } from '../metrics/index.js';
 
-/** Metrics of `model` over one full epoch of `source` (epoch 0: the order of an unshuffled split). */
-export async function evaluate(model: tfl.LayersModel, source: BatchSource): Promise<MetricSummary> {
+/**
+ * Metrics of `model` over one full epoch of `source` (epoch 0: the order of an unshuffled split).
+ * `onBatch` sees every batch with its logits before they are freed (a worker sends them on).
+ */
+export async function evaluate(
+  model: tfl.LayersModel,
+  source: BatchSource,
+  onBatch?: (batch: Batch, logits: tf.Tensor2D) => Promise<void>,
+): Promise<MetricSummary> {
   const metrics = new MetricAccumulator({ bins: 15 });
   source.restore({ epoch: 0, batch: 0 });
   for await (const batch of source.epoch(0)) {
@@ -17,6 +24,7 @@ export async function evaluate(model: tfl.LayersModel, source: BatchSource): Pro
     const labels = tf.tensor1d(batch.labels, 'int32');
     const logits = model.apply(images, { training: false }) as tf.Tensor2D;
     await metrics.add(logits, labels);
+    await onBatch?.(batch, logits);
     tf.dispose([images, labels, logits]);
   }
   return metrics.result();
