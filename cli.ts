@@ -202,7 +202,7 @@ async function main(): Promise<void> {
         log('copy coordinator.pub and worker.key to every worker machine; pass --keys DIR to cohort coordinator and cohort worker');
       },
     )
-    .demandCommand(1, 'name a command (see --help)')
+    .demandCommand(1, 'name a command')
     .strict()
     .fail((message, error) => {
       throw error ?? new CohortError(`${message.replace(/\s*\n\s*/g, ' ').trim()} (see --help)`);
