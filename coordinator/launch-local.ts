@@ -2,9 +2,9 @@
  * `cohort train CONFIG` on one machine: the coordinator runs in this process and every member
  * and teacher of the config is started as its own worker process (`cohort worker`, pinned to
  * the config's GPU), whose output is relayed line by line with its name in front. A worker that
- * exits before the run is complete is reported to the coordinator and, with the `restart`
- * recovery policy, started again after a backoff (the coordinator rolls the cohort back to the
- * last checkpoint and stops the run after `maxRestarts`). TAKD runs as a chain
+ * exits before the run is complete is reported to the coordinator and, with the `restart` or
+ * `elastic` recovery policy, started again after a backoff (the coordinator rolls the cohort
+ * back to the last checkpoint, or lets the others go on, and stops the run after `maxRestarts`). TAKD runs as a chain
  * of KD stages, one run each: the teacher teaches the first member (the assistant), whose final
  * weights then teach the next, and so on.
  */
@@ -91,7 +91,7 @@ async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
       if (finished || (code === 0 && !signal)) return;
       const how = signal ?? `code ${code}`;
       control?.lost(name, `its process exited with ${how}`);
-      if (config.recovery.policy !== 'restart') return;
+      if (config.recovery.policy === 'fail') return;
       // Respawn after a backoff that doubles with each restart of this worker; the coordinator
       // enforces maxRestarts and stops the run beyond it.
       const k = restartsOf.get(name) ?? 0;

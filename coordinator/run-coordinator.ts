@@ -13,7 +13,10 @@
  * worker that dies (reported by the launcher), stops sending (no message for
  * `recovery.livenessMs`, heartbeats included) or rejoins as a new process is lost: with the
  * `restart` policy the cohort rolls back to the last complete checkpoint (a new generation;
- * older messages are ignored) and the worker's replacement is welcomed at that step.
+ * older messages are ignored) and the worker's replacement is welcomed at that step. With the
+ * `elastic` policy the others keep training: the lost worker's predictions leave the steps in
+ * flight, steps are served by the live workers (DML averages over the live peers), and its
+ * replacement restores its last complete checkpoint and rejoins at the first step not yet done.
  */
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -85,6 +88,8 @@ interface StepState {
   served: Set<string>;
   /** Running sums of the members' (DML) or the teachers' (KD) predictions. */
   sums?: PredictionSums;
+  /** How many workers of the summing order (config order) the sums have passed. */
+  summed: number;
 }
 
 const PEER_ALGORITHMS = new Set(['dml', 'dml_e']);
@@ -147,10 +152,17 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   let restarts = 0;
   /** Where a (re)joining worker starts: step 0, or a checkpoint after a rollback or on resume. */
   let resumeAt: { step: number; dir?: string } = { step: 0 };
+  /** Elastic policy: workers lost and not yet back; the others train without them. */
+  const absent = new Map<string, { since: number }>();
+  /** Elastic rejoins: where each returning worker was told to start (answered again if it asks again). */
+  const rejoinAt = new Map<string, { step: number; dir?: string; checkpointStep: number }>();
+  /** The first step not yet done by every live member. */
+  let nextStep = 0;
   if (options.resume) {
     const latest = latestCheckpoint(runDir);
     if (!latest) throw new CohortError(`cannot resume: no complete checkpoint in ${join(runDir, 'checkpoints')}`);
     resumeAt = { step: latest.step, dir: checkpointDir(runDir, latest.step) };
+    nextStep = latest.step;
     log(`coordinator: resuming from the checkpoint of step ${latest.step} (${resumeAt.dir})`);
   }
   options.onControl?.({
@@ -208,21 +220,36 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     memberOf.set(peer.toString('hex'), m.member);
     pidOf.set(m.member, process);
     lastSeen.set(m.member, Date.now());
-    log(`coordinator: ${m.member} (${role}) joined from ${m.host}, pid ${m.pid}${resumeAt.step > 0 ? `; it starts at step ${resumeAt.step}` : ''}`);
+    if (absent.delete(m.member)) {
+      // Elastic: back from its last complete checkpoint, at the first step not yet done.
+      const latest = latestCheckpoint(runDir);
+      const at = { step: nextStep, checkpointStep: latest?.step ?? 0, ...(latest ? { dir: checkpointDir(runDir, latest.step) } : {}) };
+      rejoinAt.set(m.member, at);
+      log(`coordinator: ${m.member} (${role}) rejoined from ${m.host}, pid ${m.pid}; it restores ${at.dir ? `the checkpoint of step ${at.checkpointStep}` : 'its initial weights'} and continues at step ${at.step}`);
+    } else {
+      rejoinAt.delete(m.member);
+      log(`coordinator: ${m.member} (${role}) joined from ${m.host}, pid ${m.pid}${resumeAt.step > 0 ? `; it starts at step ${resumeAt.step}` : ''}`);
+    }
     await welcome(m.member);
   };
 
-  const welcome = (name: string) =>
-    send(name, {
+  const welcome = (name: string) => {
+    const rejoin = rejoinAt.get(name);
+    const start = rejoin ?? resumeAt;
+    return send(name, {
       type: 'welcome',
       runId: config.name,
       member: name,
       members: [...roleOf.keys()],
-      startStep: resumeAt.step,
+      startStep: start.step,
       config: wireConfig,
-      ...(resumeAt.dir ? { resume: resumeAt.dir } : {}),
+      ...(start.dir ? { resume: start.dir } : {}),
+      ...(rejoin ? { checkpointStep: rejoin.checkpointStep } : {}),
       generation,
     });
+  };
+  /** The members (or teachers) a step waits for: all, less those lost under the elastic policy. */
+  const live = (names: string[]) => names.filter((n) => !absent.has(n));
 
   /** Steps every member has been served (since the last rollback). */
   const servedSteps = new Set<number>();
@@ -230,8 +257,24 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   const spareSums: Float64Array[] = [];
   const stepOf = (step: number): StepState => {
     let state = steps.get(step);
-    if (!state) steps.set(step, (state = { members: new Map(), teachers: new Map(), served: new Set() }));
+    if (!state) steps.set(step, (state = { members: new Map(), teachers: new Map(), served: new Set(), summed: 0 }));
     return state;
+  };
+
+  /**
+   * Adds a step's predictions to its sums in config order, whatever order they arrive in, so a
+   * run's arithmetic does not depend on timing (float sums depend on their order): as far as
+   * the config-order prefix has arrived, or, with `complete` (the step is being served), all
+   * that are there.
+   */
+  const sumOrder = PEER_ALGORITHMS.has(config.algorithm) ? members : TEACHER_ALGORITHMS.has(config.algorithm) ? teachers : [];
+  const accumulate = (state: StepState, complete = false) => {
+    const group = PEER_ALGORITHMS.has(config.algorithm) ? state.members : state.teachers;
+    for (; state.summed < sumOrder.length; state.summed++) {
+      const entry = group.get(sumOrder[state.summed]);
+      if (entry) (state.sums ??= new PredictionSums(entry.probs.length, spareSums.pop())).add(entry.probs, entry.negEntropy);
+      else if (!complete) break;
+    }
   };
 
   const onPredictions = async (name: string, m: MessageOf<'predictions'>) => {
@@ -256,18 +299,20 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     if (group.has(name)) return; // a duplicate
     group.set(name, entry);
     // Sum as predictions arrive, overlapping the wait for the others.
-    const summed = PEER_ALGORITHMS.has(config.algorithm) ? role === 'member' : role === 'teacher';
-    if (summed) (state.sums ??= new PredictionSums(entry.probs.length, spareSums.pop())).add(entry.probs, entry.negEntropy);
+    accumulate(state);
     if (role === 'member' && m.loss !== undefined) lastLoss.set(name, m.loss);
     await serve(m.step, state);
   };
 
   const serve = async (step: number, state: StepState) => {
-    const waiting = members.filter((n) => state.members.has(n) && !state.served.has(n));
+    const liveMembers = live(members);
+    const waiting = liveMembers.filter((n) => state.members.has(n) && !state.served.has(n));
     if (PEER_ALGORITHMS.has(config.algorithm)) {
-      if (state.members.size < members.length) return;
+      // Every live member's predictions, and at least one peer for each.
+      if (waiting.length < liveMembers.length || waiting.length < 2) return;
+      accumulate(state, true);
       await Promise.all(
-        members.map((n) => {
+        waiting.map((n) => {
           state.served.add(n);
           const own = state.members.get(n)!;
           const teaching = state.sums!.leaveOneOut(own.probs, own.negEntropy);
@@ -276,27 +321,30 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
             step,
             teaching: { dtype: 'float32', shape: [own.probs.length / own.classes, own.classes], data: teaching.meanProbs },
             ...(config.algorithm === 'dml' ? { peerNegEntropy: teaching.meanNegEntropy } : {}),
-            peerCount: members.length - 1,
+            peerCount: waiting.length - 1,
             generation,
           });
         }),
       );
     } else if (TEACHER_ALGORITHMS.has(config.algorithm)) {
-      if (state.teachers.size < teachers.length || waiting.length === 0) return;
+      const liveTeachers = live(teachers);
+      if (waiting.length === 0 || state.teachers.size === 0 || !liveTeachers.every((n) => state.teachers.has(n))) return;
+      accumulate(state, true);
       const probs = state.sums!.mean();
-      const classes = state.teachers.get(teachers[0])!.classes;
+      const classes = [...state.teachers.values()][0].classes;
       await Promise.all(
         waiting.map((n) => {
           state.served.add(n);
-          return send(n, { type: 'teaching', step, teaching: { dtype: 'float32', shape: [probs.length / classes, classes], data: probs }, peerCount: teachers.length, generation });
+          return send(n, { type: 'teaching', step, teaching: { dtype: 'float32', shape: [probs.length / classes, classes], data: probs }, peerCount: state.teachers.size, generation });
         }),
       );
     } else {
       for (const n of waiting) state.served.add(n);
     }
-    if (state.served.size < members.length) return;
+    if (!liveMembers.every((n) => state.served.has(n))) return;
     steps.delete(step);
     servedSteps.add(step);
+    while (servedSteps.has(nextStep)) nextStep++;
     if (state.sums && spareSums.length < 4) spareSums.push(state.sums.sum); // reused by a later step: less garbage
     served++;
     if (teachers.length > 0) await broadcast(teachers, { type: 'advance', step });
@@ -345,31 +393,56 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     log(`coordinator: checkpoint of step ${m.step} complete (${checkpointDir(runDir, m.step)})`);
   };
 
-  /** Applies the recovery policy to a lost worker: roll the cohort back, or stop the run. */
+  /** Applies the recovery policy to a lost worker: roll the cohort back, go on without it, or stop the run. */
   async function workerLost(name: string, reason: string): Promise<void> {
-    if (!roleOf.has(name)) return;
+    if (!roleOf.has(name) || absent.has(name)) return;
     const when = new Date().toISOString();
     if (config.recovery.policy === 'fail') throw new CohortError(`worker ${name} lost at ${when}: ${reason} (recovery policy 'fail')`);
     restarts++;
     if (restarts > config.recovery.maxRestarts) {
       throw new CohortError(`worker ${name} lost at ${when}: ${reason}; giving up after ${config.recovery.maxRestarts} restart(s)`);
     }
-    generation++;
     const peer = joined.get(name);
     if (peer) memberOf.delete(peer.toString('hex'));
     joined.delete(name);
     pidOf.delete(name);
     lastSeen.delete(name);
+    if (config.recovery.policy === 'elastic') return continueWithout(name, when, reason);
+    generation++;
     const latest = latestCheckpoint(runDir);
     resumeAt = latest ? { step: latest.step, dir: checkpointDir(runDir, latest.step) } : { step: 0 };
     for (const state of [steps, evalBatches, ensembles, evalsPerEpoch, reportedCheckpoints, servedSteps]) state.clear();
     done.clear();
+    nextStep = resumeAt.step;
     log(
       `coordinator: ${name} lost at ${when} (${reason}); rolling the cohort back to step ${resumeAt.step} ` +
         `(${resumeAt.dir ? `checkpoint ${resumeAt.dir}` : 'initial weights: no checkpoint yet'}), generation ${generation}; ` +
         `waiting for ${name} to rejoin (restart ${restarts} of at most ${config.recovery.maxRestarts})`,
     );
     await broadcast(joined.keys(), { type: 'rollback', step: resumeAt.step, ...(resumeAt.dir ? { checkpoint: resumeAt.dir } : {}), generation, reason: `${name} lost: ${reason}` });
+  }
+
+  /** Elastic: the steps in flight drop the lost worker's predictions and are served by the live ones. */
+  async function continueWithout(name: string, when: string, reason: string): Promise<void> {
+    absent.set(name, { since: Date.now() });
+    done.delete(name);
+    const role = roleOf.get(name)!;
+    for (const state of steps.values()) {
+      if (!(role === 'member' ? state.members : state.teachers).delete(name)) continue;
+      // The sums of the others, added again (not a subtraction, which would round differently).
+      state.sums = undefined;
+      state.summed = 0;
+      accumulate(state);
+    }
+    const others = [...roleOf.keys()].filter((n) => !absent.has(n));
+    log(
+      `coordinator: ${name} lost at ${when} (${reason}); elastic: ${others.join(', ')} continue without it from step ${nextStep}; ` +
+        `waiting for ${name} to rejoin from its last checkpoint (restart ${restarts} of at most ${config.recovery.maxRestarts})`,
+    );
+    for (const step of [...steps.keys()].sort((a, b) => a - b)) {
+      const state = steps.get(step);
+      if (state) await serve(step, state);
+    }
   }
 
   const all = [...roleOf.keys()];
@@ -380,7 +453,15 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   const abort = aborted(options.signal);
   abort.catch(() => {});
   try {
-    while (done.size < all.length) {
+    while (done.size + absent.size < all.length || absent.size > 0) {
+      // Elastic: every other worker is done; one that does not come back is given up on.
+      if (absent.size > 0 && done.size + absent.size === all.length) {
+        const late = [...absent].filter(([, a]) => Date.now() - a.since > config.exchange.timeoutMs).map(([n]) => n);
+        if (late.length === absent.size) {
+          log(`coordinator: ${late.join(', ')} did not rejoin within ${config.exchange.timeoutMs / 1000} s of being lost; finishing without ${late.length > 1 ? 'them' : 'it'} (no final weights or last evaluation)`);
+          break;
+        }
+      }
       pending ??= socket.receive();
       let timer: NodeJS.Timeout | undefined;
       const tick = new Promise<'tick'>((resolve) => {
@@ -396,7 +477,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
         lastBeat = now;
         void broadcast(joined.keys(), { type: 'heartbeat' });
       }
-      for (const [name, seen] of lastSeen) {
+      for (const [name, seen] of [...lastSeen]) {
         if (!done.has(name) && now - seen > config.recovery.livenessMs) await workerLost(name, `no message for ${((now - seen) / 1000).toFixed(1)} s`);
       }
       if (next === 'tick') {

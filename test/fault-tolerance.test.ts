@@ -8,7 +8,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -17,7 +17,10 @@ import { initBackend } from '../shared/engine/backend.js';
 import { completeCheckpoints, latestCheckpoint, pruneCheckpoints, writeCheckpointManifest } from '../shared/io/checkpoint.js';
 import { readSavedWeights } from '../shared/io/model-files.js';
 import { mulberry32 } from '../shared/data/sampler.js';
+import { resolveRunConfig } from '../shared/config/run-config.js';
 import { ROOT } from './helpers/cli.js';
+import { dmlReplayWeights } from './helpers/dml-reference.js';
+import { killAt, train, type Run } from './helpers/faults.js';
 import { freePort } from './helpers/net.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-faults-'));
@@ -26,7 +29,7 @@ const cacheDir = join(root, 'cache');
 const STEPS = 30;
 
 before(async () => {
-  await initBackend({ backend: 'cpu' }); // for reading saved weights
+  await initBackend({ backend: 'wasm' }); // for reading saved weights and the elastic replay (the workers' backend)
   await loadFashionMnist({ cacheDir });
 });
 
@@ -48,46 +51,6 @@ function config(name: string, extra: Record<string, unknown> = {}): string {
     }),
   );
   return path;
-}
-
-interface Run {
-  code: number | null;
-  output: string;
-}
-
-/** `cohort train` as a child process; `onLine` sees every output line (and may kill workers). */
-function train(args: string[], onLine: (line: string) => void = () => {}): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'cli.ts', 'train', ...args, '--log-every', '1'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    for (const stream of [child.stdout, child.stderr]) {
-      createInterface({ input: stream }).on('line', (line) => {
-        output += `${line}\n`;
-        onLine(line);
-      });
-    }
-    const timer = setTimeout(() => child.kill('SIGKILL'), 240_000);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, output });
-    });
-  });
-}
-
-/** Kills worker `name` with SIGKILL once the coordinator reports step `step`. */
-function killAt(name: string, step: number, times = 1) {
-  const pids = new Map<string, number>();
-  let kills = 0;
-  return (line: string) => {
-    const joined = /^coordinator: (\w+) \(member\) joined from .*, pid (\d+)/.exec(line);
-    if (joined) pids.set(joined[1], Number(joined[2]));
-    const reached = /^step (\d+) \|/.exec(line);
-    if (reached && Number(reached[1]) === step && kills < times && pids.has(name)) {
-      kills++;
-      process.kill(pids.get(name)!, 'SIGKILL');
-      pids.delete(name);
-    }
-  };
 }
 
 async function weights(run: string, member: string): Promise<Float32Array[]> {
@@ -129,6 +92,29 @@ describe('restart policy', () => {
     });
     assert.equal(run.code, 2, run.output);
     assert.match(run.output, /cohort: error: worker a lost at .*: its process exited with SIGKILL; giving up after 1 restart\(s\)/);
+  });
+});
+
+describe('elastic policy', () => {
+  test('a member killed with SIGKILL: the others train on without it, it rejoins from its last checkpoint at the current step; all weights equal a single-process replay bit for bit', { timeout: 300_000 }, async () => {
+    const epochs = 4;
+    const step = 6 + Math.floor(mulberry32(Date.now() >>> 0)() * 10);
+    const path = config('elastic', { epochs, recovery: { policy: 'elastic', backoffMs: 100 } });
+    const run = await train([path], killAt('b', step));
+    assert.equal(run.code, 0, run.output);
+    const lost = /coordinator: b lost at .* \(its process exited with SIGKILL\); elastic: a, c continue without it from step (\d+);/.exec(run.output);
+    const back = /coordinator: b \(member\) rejoined from .*; it restores the checkpoint of step (\d+) and continues at step (\d+)/.exec(run.output);
+    assert.ok(lost && back, `killed at step ${step}:\n${run.output}`);
+    const [from, restoreStep, until] = [Number(lost[1]), Number(back[1]), Number(back[2])];
+    console.log(`# b killed at step ${step}: steps ${from}..${until - 1} served without it; it restored the checkpoint of step ${restoreStep}`);
+    assert.ok(restoreStep <= from && from <= until && until <= epochs * STEPS, `${restoreStep} <= ${from} <= ${until}`);
+    assert.ok(restoreStep >= Math.floor(step / 5) * 5 - 5, `restored step ${restoreStep}, killed at ${step}`);
+    assert.doesNotMatch(run.output, /rolling (the cohort )?back/);
+    // Every step is served once: the coordinator's progress lines count 1..epochs * STEPS.
+    const served = [...run.output.matchAll(/^step (\d+) \|/gm)].map((m) => Number(m[1]));
+    assert.deepEqual(served, Array.from({ length: epochs * STEPS }, (_, i) => i + 1));
+    const expected = await dmlReplayWeights(resolveRunConfig(JSON.parse(readFileSync(path, 'utf8'))), { member: 'b', from, until, restoreStep });
+    for (const [i, member] of ['a', 'b', 'c'].entries()) assert.deepEqual(await weights('elastic', member), expected[i], `member ${member}`);
   });
 });
 

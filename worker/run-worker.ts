@@ -179,23 +179,28 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
     ({ built, optimizer } = initialState());
   };
   let lastLoss: number | undefined;
-  /** Restores the global checkpoint `dir` (members; teachers keep their fixed weights) and returns the next step. */
-  const restore = async (step: number, dir: string | undefined): Promise<number> => {
+  /**
+   * Restores the global checkpoint `dir` of step `checkpointStep` (members; teachers keep their
+   * fixed weights) and returns the step to continue at: `step`, which is the checkpoint's own
+   * step except on an elastic rejoin, where the cohort has gone on without this member.
+   */
+  const restore = async (step: number, dir: string | undefined, checkpointStep = step): Promise<number> => {
     if (role === 'teacher') return step;
     if (dir === undefined) {
-      if (step !== 0) throw new CohortError(`${worker.name}: asked to continue from step ${step} without a checkpoint`);
+      if (checkpointStep !== 0) throw new CohortError(`${worker.name}: asked to restore step ${checkpointStep} without a checkpoint`);
       reinitialise();
       lastLoss = undefined;
-      return 0;
+      if (step > 0) log(`${worker.name}: rejoining with its initial weights at step ${step}`);
+      return step;
     }
     const state = await loadMemberCheckpoint(join(dir, worker.name), built.model, optimizer);
-    if (state.step !== step) throw new CohortError(`${worker.name}: checkpoint ${dir} holds step ${state.step}, expected ${step}`);
+    if (state.step !== checkpointStep) throw new CohortError(`${worker.name}: checkpoint ${dir} holds step ${state.step}, expected ${checkpointStep}`);
     lastLoss = state.lastLoss;
-    log(`${worker.name}: restored checkpoint ${dir} (step ${step})`);
+    log(`${worker.name}: restored checkpoint ${dir} (step ${checkpointStep})${step !== checkpointStep ? `; rejoining the cohort at step ${step}` : ''}`);
     return step;
   };
 
-  let position = await restore(welcome.startStep, welcome.resume);
+  let position = await restore(welcome.startStep, welcome.resume, welcome.checkpointStep);
   try {
     for (;;) {
       try {
@@ -212,7 +217,7 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
           const again = await joinCoordinator(socket, options, config.exchange.timeoutMs);
           session.generation = again.generation ?? 0;
           session.lastHeard = Date.now();
-          position = await restore(again.startStep, again.resume);
+          position = await restore(again.startStep, again.resume, again.checkpointStep);
         } else {
           throw error;
         }
@@ -229,6 +234,8 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
   async function runFrom(start: number): Promise<void> {
     /** Teachers: the last step every student has finished. */
     let studentsDone = start - 1;
+    // An elastic rejoin after the others trained the last step: evaluate what it has.
+    if (start >= totalSteps && role === 'member') await evaluateAndReport(built, test, config.epochs - 1, session, exchange);
     for (let epoch = Math.floor(start / stepsPerEpoch); epoch < config.epochs; epoch++) {
       /** Running metrics of this epoch's training batches (what distillistic logs). */
       const trainMetrics = new MetricAccumulator({ bins: 15 });

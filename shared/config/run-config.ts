@@ -116,11 +116,13 @@ export const runConfigSchema = z
     /**
      * What happens when a worker dies or stops answering for `livenessMs`: `restart` rolls the
      * cohort back to the last global checkpoint while the launcher (or the cluster) restarts the
-     * worker, at most `maxRestarts` times; `fail` stops the run.
+     * worker, at most `maxRestarts` times; `elastic` lets the others keep training (DML averages
+     * over the live peers) while the worker is restarted, restored from its last checkpoint and
+     * rejoins at the current step; `fail` stops the run.
      */
     recovery: z
       .strictObject({
-        policy: z.enum(['restart', 'fail']).default('restart'),
+        policy: z.enum(['restart', 'elastic', 'fail']).default('restart'),
         maxRestarts: z.int().min(0).default(3),
         /** Delay before the launcher respawns a worker, doubled after each restart. */
         backoffMs: z.int().min(0).default(1000),

@@ -79,6 +79,11 @@ export const messageSchemas = {
     config: z.unknown(),
     /** A global checkpoint folder to restore from before `startStep` (absent: fresh weights). */
     resume: z.string().optional(),
+    /**
+     * Elastic rejoin: the step `resume` holds (0 with no `resume`: initial weights), which may be
+     * older than `startStep`; the worker restores it and continues at `startStep`.
+     */
+    checkpointStep: count.optional(),
     /** The run's rollback generation: messages of an older generation are stale and ignored. */
     generation: count.optional(),
   }),
