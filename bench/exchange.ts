@@ -4,34 +4,33 @@
  * the time raw ZeroMQ needs to move the same bytes, measured side by side in one run, and the
  * overhead as a share of one training step of the reference CNN (batch 128, wasm).
  *
- * Cohort path: the real `runCoordinator` and K synthetic workers (WorkerSocket, no tfjs, no
- * data) in this process; each joins as run-worker.ts does, then per step all K send a
- * `predictions` message at once (same indices, random probabilities: workers send softmax(z/T)
- * computed on their own backend) and the clock stops when all K hold their `teaching`. Raw
- * path: a plain zeromq Router and K Dealers; per step each dealer sends frames of the
- * predictions message's sizes, the router gathers all K (the coordinator's barrier) and
- * answers each with frames of the teaching message's sizes. The two paths alternate step by
- * step. `--sleep-ms` adds a fixed sleep before every step (synthetic compute), as workers
- * would spend it training. The coordinator's teaching computation (leaveOneOutTeaching) is
- * also timed apart on the same predictions, to show how much of the exchange it is.
- * Everything shares one Node thread, so the cohort time also holds the K workers' encoding and
- * decoding, which separate worker processes would do in parallel (about 10 us per member).
+ * Two processes, as in a real run: this one hosts the coordinators, the member process
+ * (bench/exchange-members.ts, one per configuration) hosts K synthetic members. Cohort path:
+ * the real `runCoordinator` (DML, temperature 1) here, and K WorkerSockets there that join as
+ * run-worker.ts does and each send a `predictions` message per step. Raw path: a plain zeromq
+ * Router here that gathers K messages (the coordinator's barrier) and answers each with frames
+ * of the teaching message's sizes, and K plain Dealers there sending frames of the predictions
+ * message's sizes. The member process alternates the two paths step by step and times each
+ * step the same way: from just before the first member's send to the moment the last member
+ * has received its answer. So both times include the same member-side socket work and differ
+ * only by what answers: the coordinator's decoding, checking, summing, leave-one-out means,
+ * encoding and sending, or a bare Router. Each member's own encoding and decoding, which a
+ * worker does in its own process in parallel with the others, is timed apart (outside the
+ * clock) and reported beside. `--sleep-ms` sleeps before every step (synthetic compute, all K
+ * members at once), so K = 16 fits on 2 cores. The coordinator's teaching computation alone
+ * (leaveOneOutTeaching on the same predictions) is also timed apart here.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { Dealer, Router } from 'zeromq';
-import { runCoordinator } from '../coordinator/run-coordinator.js';
+import { Router } from 'zeromq';
+import { runCoordinator, type RunSummary } from '../coordinator/run-coordinator.js';
 import { leaveOneOutTeaching } from '../coordinator/teaching.js';
 import { resolveRunConfig } from '../shared/config/run-config.js';
-import { mulberry32 } from '../shared/data/sampler.js';
 import { CohortError } from '../shared/errors.js';
-import { encodeMessage } from '../shared/protocol/codec.js';
-import { PROTOCOL_VERSION, type Message } from '../shared/protocol/messages.js';
-import { WorkerSocket } from '../shared/protocol/sockets.js';
+import { bytesOf, syntheticProbs, wireFrames, type MembersResult, type MembersSpec } from './exchange-wire.js';
 import { median, percentile } from './stats.js';
 
 export interface ExchangeBenchOptions {
@@ -44,7 +43,7 @@ export interface ExchangeBenchOptions {
   /** Timed steps for configurations moving over 1 MiB of logits per step (K x batch x classes x 4 bytes). */
   bigSteps: number;
   warmup: number;
-  /** Fixed sleep before every step (synthetic compute). */
+  /** Synthetic compute: the members sleep this long before every step (all K at once, in their process). */
   sleepMs: number;
   /** The reference CNN's step time; measured (wasm, batch 128) when absent. */
   stepMs?: number;
@@ -67,8 +66,12 @@ export interface ExchangeRow {
   ratio: number;
   /** Median time of the coordinator's teaching computation alone (leaveOneOutTeaching), timed apart. */
   teachingMs: number;
+  /** One member's median encode (predictions) plus decode (teaching) time, in its own process, outside the timed exchange. */
+  memberCodecMs: number;
   /** cohortMs as a percentage of the reference CNN step (batch-128, 10-class rows only). */
   stepPercent?: number;
+  /** Every timed step, in order (ms), for the JSON output. */
+  times: { cohort: number[]; raw: number[] };
 }
 
 export interface ExchangeResult {
@@ -88,217 +91,96 @@ export interface ExchangeResult {
 const RATIO_TARGET = 2;
 const SHARE_TARGET_PERCENT = 2;
 const BIG_BYTES = 2 ** 20;
-const MESSAGE_TIMEOUT_MS = 30_000;
 const stepWorkerPath = fileURLToPath(new URL('./step-worker.ts', import.meta.url));
+const membersPath = fileURLToPath(new URL('./exchange-members.ts', import.meta.url));
 
-/** One cohort member without a model: joins, exchanges fixed random predictions, says done. */
-class SyntheticWorker {
-  readonly socket: WorkerSocket;
-  readonly logits: Float32Array;
-
-  constructor(readonly member: string, endpoint: string, private readonly batch: number, private readonly classes: number, seed: number) {
-    this.socket = new WorkerSocket(member);
-    this.socket.connect(endpoint);
-    const random = mulberry32(seed);
-    // Probabilities (rows summing to 1), as a worker sends them after its softmax.
-    this.logits = new Float32Array(batch * classes);
-    for (let k = 0; k < this.logits.length; k++) this.logits[k] = random();
-    for (let r = 0; r < batch; r++) {
-      const row = this.logits.subarray(r * classes, (r + 1) * classes);
-      const sum = row.reduce((a, b) => a + b, 0);
-      for (let c = 0; c < classes; c++) row[c] /= sum;
-    }
-  }
-
-  async join(): Promise<void> {
-    await this.socket.send({ type: 'join', protocolVersion: PROTOCOL_VERSION, member: this.member, role: 'member', backend: 'synthetic', device: '', pid: process.pid, host: hostname() });
-    const answer = await this.next('a welcome');
-    if (answer.type !== 'welcome') throw new CohortError(`bench worker ${this.member}: expected a welcome, got ${answer.type}`);
-  }
-
-  /** Sends this step's predictions and waits for the teaching signal of the same step. */
-  async exchange(step: number, indices: Uint32Array): Promise<void> {
-    await this.socket.send({
-      type: 'predictions', step, epoch: 0, batch: step,
-      indices: { dtype: 'uint32', shape: [this.batch], data: indices },
-      probs: { dtype: 'float32', shape: [this.batch, this.classes], data: this.logits },
-      negEntropy: -1,
-      loss: 1,
-      generation: 0,
-    });
-    const message = await this.next(`the teaching signal of step ${step}`);
-    if (message.type !== 'teaching' || message.step !== step || message.teaching.data.length !== this.logits.length) {
-      throw new CohortError(`bench worker ${this.member}: expected the teaching signal of step ${step}, got ${message.type}${message.type === 'teaching' ? ` of step ${message.step}` : ''}`);
-    }
-  }
-
-  async finish(): Promise<void> {
-    await this.socket.send({ type: 'done', member: this.member, generation: 0 });
-    const message = await this.next('the shutdown');
-    if (message.type !== 'shutdown') throw new CohortError(`bench worker ${this.member}: expected shutdown, got ${message.type}`);
-  }
-
-  /** The coordinator's next message other than a heartbeat; a reject or error fails the bench. */
-  private async next(what: string): Promise<Message> {
-    for (;;) {
-      let message: Message;
-      try {
-        message = await this.socket.receive(MESSAGE_TIMEOUT_MS);
-      } catch (error) {
-        throw error instanceof CohortError ? new CohortError(`bench worker ${this.member}, waiting for ${what}: ${error.message}`) : error;
-      }
-      if (message.type === 'heartbeat') continue;
-      if (message.type === 'reject') throw new CohortError(`the coordinator refused bench worker ${this.member}: ${message.reason}`);
-      if (message.type === 'error') throw new CohortError(`the coordinator failed: ${message.message}`);
-      if (message.type === 'shutdown' && what !== 'the shutdown') throw new CohortError(`the coordinator stopped the run: ${message.reason}`);
-      return message;
-    }
+/** The real coordinator (DML, K members, temperature 1), listening on a free loopback port. */
+async function startCoordinator(members: number, batch: number): Promise<{ endpoint: string; result: Promise<RunSummary>; stop: () => Promise<void> }> {
+  const runDir = mkdtempSync(join(tmpdir(), 'cohort-bench-exchange-'));
+  const config = resolveRunConfig({
+    name: 'bench-exchange',
+    algorithm: 'dml',
+    temperature: 1,
+    batchSize: batch,
+    dataset: { name: 'fashion-mnist' },
+    members: Array.from({ length: members }, (_, i) => ({ name: `m${i}`, model: { name: 'cnn-student' } })),
+    runDir,
+  });
+  const abort = new AbortController();
+  let listening!: (endpoint: string) => void;
+  const endpoint = new Promise<string>((resolve) => (listening = resolve));
+  const result = runCoordinator({ config, bind: 'tcp://127.0.0.1:*', onListening: listening, signal: abort.signal, log: () => {}, logEvery: 1e9 });
+  result.catch(() => {});
+  const stop = async () => {
+    abort.abort(new CohortError('bench stopped'));
+    await result.catch(() => {});
+    rmSync(runDir, { recursive: true, force: true });
+  };
+  try {
+    const address = await Promise.race([endpoint, result.then(() => { throw new CohortError('the coordinator ended before it was listening'); })]);
+    return { endpoint: address, result, stop };
+  } catch (error) {
+    await stop();
+    throw error;
   }
 }
 
-/** The real coordinator (DML, K members, temperature 1) and K synthetic workers, joined. */
-class CohortPath {
-  private constructor(
-    private readonly workers: SyntheticWorker[],
-    private readonly result: Promise<unknown>,
-    private readonly abort: AbortController,
-    private readonly runDir: string,
-    private readonly batch: number,
-  ) {}
+/** Plain zeromq in the coordinator's place: gathers one message from each of K dealers, then answers each with `down`. */
+class RawRouter {
+  private readonly router = new Router({ linger: 0 });
+  private serving: Promise<void> = Promise.resolve();
 
-  static async open(members: number, batch: number, classes: number): Promise<CohortPath> {
-    const runDir = mkdtempSync(join(tmpdir(), 'cohort-bench-exchange-'));
-    const config = resolveRunConfig({
-      name: 'bench-exchange',
-      algorithm: 'dml',
-      temperature: 1,
-      batchSize: batch,
-      dataset: { name: 'fashion-mnist' },
-      members: Array.from({ length: members }, (_, i) => ({ name: `m${i}`, model: { name: 'cnn-student' } })),
-      runDir,
+  async open(members: number, down: Buffer[]): Promise<string> {
+    await this.router.bind('tcp://127.0.0.1:*');
+    this.serving = (async () => {
+      for (;;) {
+        const peers: Buffer[] = [];
+        while (peers.length < members) peers.push((await this.router.receive())[0]);
+        for (const peer of peers) await this.router.send([peer, ...down]);
+      }
+    })().catch((error) => {
+      if (!this.router.closed) throw error;
     });
-    const abort = new AbortController();
-    let listening!: (endpoint: string) => void;
-    const endpoint = new Promise<string>((resolve) => (listening = resolve));
-    const result = runCoordinator({ config, bind: 'tcp://127.0.0.1:*', onListening: listening, signal: abort.signal, log: () => {}, logEvery: 1e9 });
-    result.catch(() => {});
-    const address = await Promise.race([endpoint, result.then(() => { throw new CohortError('the coordinator ended before it was listening'); })]);
-    const workers = Array.from({ length: members }, (_, i) => new SyntheticWorker(`m${i}`, address, batch, classes, 1000 + i));
-    const path = new CohortPath(workers, result, abort, runDir, batch);
-    try {
-      await Promise.all(workers.map((w) => w.join()));
-    } catch (error) {
-      await path.close();
-      throw error;
-    }
-    return path;
-  }
-
-  get logits(): Float32Array[] {
-    return this.workers.map((w) => w.logits);
-  }
-
-  /** One step: all members send at once; ms until every member holds its teaching signal. */
-  async step(step: number): Promise<number> {
-    const indices = new Uint32Array(this.batch);
-    for (let r = 0; r < this.batch; r++) indices[r] = (step * this.batch + r) % 60_000;
-    const start = performance.now();
-    await Promise.all(this.workers.map((w) => w.exchange(step, indices)));
-    return performance.now() - start;
-  }
-
-  /** Every worker says done; the coordinator shuts the run down and must report `steps` steps served. */
-  async finish(steps: number): Promise<void> {
-    try {
-      await Promise.all(this.workers.map((w) => w.finish()));
-      const summary = (await this.result) as { steps: number };
-      if (summary.steps !== steps) throw new CohortError(`the coordinator served ${summary.steps} steps, expected ${steps}`);
-    } finally {
-      await this.close();
-    }
+    return this.router.lastEndpoint!;
   }
 
   async close(): Promise<void> {
-    this.abort.abort(new CohortError('bench stopped'));
-    await this.result.catch(() => {});
-    for (const w of this.workers) w.socket.close();
-    rmSync(this.runDir, { recursive: true, force: true });
-  }
-}
-
-/** Plain zeromq: a Router and K Dealers moving frames of the cohort messages' sizes. */
-class RawPath {
-  private constructor(private readonly router: Router, private readonly dealers: Dealer[], private readonly up: Buffer[], private readonly down: Buffer[]) {}
-
-  static async open(members: number, up: Buffer[], down: Buffer[]): Promise<RawPath> {
-    const router = new Router({ linger: 0 });
-    await router.bind('tcp://127.0.0.1:*');
-    const dealers = Array.from({ length: members }, (_, i) => {
-      const dealer = new Dealer({ linger: 0, routingId: `r${i}` });
-      dealer.connect(router.lastEndpoint!);
-      return dealer;
-    });
-    return new RawPath(router, dealers, up, down);
-  }
-
-  /** One step: all dealers send, the router gathers all K then answers each; ms until all K have their answer. */
-  async step(): Promise<number> {
-    const start = performance.now();
-    const serve = (async () => {
-      const peers: Buffer[] = [];
-      for (let i = 0; i < this.dealers.length; i++) peers.push((await this.router.receive())[0]);
-      for (const peer of peers) await this.router.send([peer, ...this.down]);
-    })();
-    await Promise.all([serve, ...this.dealers.map(async (d) => { await d.send(this.up); await d.receive(); })]);
-    return performance.now() - start;
-  }
-
-  close(): void {
-    for (const d of this.dealers) d.close();
     this.router.close();
+    await this.serving;
   }
 }
 
-/** The frames of one member's predictions message and of one teaching message, as the codec writes them. */
-function wireFrames(batch: number, classes: number): { up: Buffer[]; down: Buffer[] } {
-  const up = encodeMessage({
-    type: 'predictions', step: 0, epoch: 0, batch: 0,
-    indices: { dtype: 'uint32', shape: [batch], data: new Uint32Array(batch) },
-    probs: { dtype: 'float32', shape: [batch, classes], data: new Float32Array(batch * classes) },
-    negEntropy: -1, loss: 1, generation: 0,
+/** Runs the member process to its end; resolves with what it reported. */
+function runMembers(spec: MembersSpec): Promise<MembersResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', membersPath, JSON.stringify(spec)], { stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
+    let stderr = '';
+    let result: MembersResult | undefined;
+    child.stderr!.setEncoding('utf8').on('data', (text: string) => (stderr = (stderr + text).slice(-4000)));
+    child.on('message', (message) => (result = message as MembersResult));
+    child.on('error', (error) => reject(new CohortError(`cannot start the bench member process: ${error.message}`)));
+    child.on('exit', (code, signal) => {
+      if (code === 0 && result) resolve(result);
+      else reject(new CohortError(`the bench member process (K = ${spec.members}, ${spec.batch}x${spec.classes}) failed (${signal ?? `exit ${code}`}): ${stderr.trim().split('\n').slice(-3).join(' | ') || 'no message'}`));
+    });
   });
-  const down = encodeMessage({
-    type: 'teaching', step: 0, teaching: { dtype: 'float32', shape: [batch, classes], data: new Float32Array(batch * classes) },
-    peerNegEntropy: -1, peerCount: 1, generation: 0,
-  });
-  // Own copies: the raw path must not share memory with anything else.
-  return { up: up.map((f) => Buffer.from(f)), down: down.map((f) => Buffer.from(f)) };
 }
-
-const bytesOf = (frames: Buffer[]) => frames.reduce((sum, f) => sum + f.byteLength, 0);
 
 async function measureConfig(members: number, batch: number, classes: number, o: ExchangeBenchOptions): Promise<ExchangeRow> {
   const { up, down } = wireFrames(batch, classes);
   const steps = members * batch * classes * 4 > BIG_BYTES ? Math.min(o.steps, o.bigSteps) : o.steps;
-  const raw = await RawPath.open(members, up, down);
-  let cohort: CohortPath | undefined;
-  const times = { cohort: [] as number[], raw: [] as number[] };
+  const raw = new RawRouter();
+  const coordinator = await startCoordinator(members, batch);
   try {
-    cohort = await CohortPath.open(members, batch, classes);
-    for (let i = 0; i < o.warmup + steps; i++) {
-      for (const path of i % 2 === 0 ? (['cohort', 'raw'] as const) : (['raw', 'cohort'] as const)) {
-        if (o.sleepMs > 0) await sleep(o.sleepMs);
-        const ms = path === 'cohort' ? await cohort.step(i) : await raw.step();
-        if (i >= o.warmup) times[path].push(ms);
-      }
-    }
-    const logits = cohort.logits;
-    await cohort.finish(o.warmup + steps);
-    cohort = undefined;
+    const rawEndpoint = await raw.open(members, down);
+    const times = await runMembers({ cohort: coordinator.endpoint, raw: rawEndpoint, members, batch, classes, steps, warmup: o.warmup, sleepMs: o.sleepMs });
+    const summary = await coordinator.result;
+    if (summary.steps !== o.warmup + steps) throw new CohortError(`the coordinator served ${summary.steps} steps, expected ${o.warmup + steps}`);
+    const probs = Array.from({ length: members }, (_, i) => syntheticProbs(batch, classes, i));
     const teaching: number[] = [];
     for (let i = 0; i < Math.min(steps, 20); i++) {
       const start = performance.now();
-      leaveOneOutTeaching(logits, logits.map(() => -1));
+      leaveOneOutTeaching(probs, probs.map(() => -1));
       teaching.push(performance.now() - start);
     }
     const cohortMs = median(times.cohort);
@@ -309,10 +191,12 @@ async function measureConfig(members: number, batch: number, classes: number, o:
       cohortMs, cohortP90Ms: percentile(times.cohort, 90), rawMs, rawP90Ms: percentile(times.raw, 90),
       ratio: cohortMs / rawMs,
       teachingMs: median(teaching),
+      memberCodecMs: times.encodeMs + times.decodeMs,
+      times: { cohort: times.cohort, raw: times.raw },
     };
   } finally {
-    await cohort?.close();
-    raw.close();
+    await coordinator.stop();
+    await raw.close();
   }
 }
 
@@ -365,7 +249,7 @@ export async function benchExchange(o: ExchangeBenchOptions, print: (line: strin
       const row = await measureConfig(members, batch, classes, o);
       if (step.ms !== undefined && batch === 128 && classes === 10) row.stepPercent = (100 * row.cohortMs) / step.ms;
       rows.push(row);
-      print(`  K=${members} ${shapeText(batch, classes)}: cohort ${row.cohortMs.toFixed(3)} ms, raw ZeroMQ ${row.rawMs.toFixed(3)} ms (x${row.ratio.toFixed(2)}), teaching compute ${row.teachingMs.toFixed(3)} ms`);
+      print(`  K=${members} ${shapeText(batch, classes)}: cohort ${row.cohortMs.toFixed(3)} ms, raw ZeroMQ ${row.rawMs.toFixed(3)} ms (x${row.ratio.toFixed(2)}), teaching compute ${row.teachingMs.toFixed(3)} ms, member encode+decode ${row.memberCodecMs.toFixed(3)} ms`);
     }
   }
   const failing = rows.filter((r) => r.ratio > RATIO_TARGET).map((r) => `K=${r.members} ${shapeText(r.batch, r.classes)}`);
@@ -393,11 +277,11 @@ function printTable(r: ExchangeResult, print: (line: string) => void): void {
   const ms = (v: number) => (v < 10 ? v.toFixed(3) : v.toFixed(1));
   const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(2);
   print('');
-  print('| K | logits | MiB/step (in+out) | timed steps | cohort ms (median) | cohort ms (p90) | raw ZeroMQ ms (median) | cohort / raw | teaching compute ms | % of CNN step |');
-  print('|---|---|---|---|---|---|---|---|---|---|');
+  print('| K | logits | MiB/step (in+out) | timed steps | cohort ms (median) | cohort ms (p90) | raw ZeroMQ ms (median) | raw ZeroMQ ms (p90) | cohort / raw | teaching compute ms | member encode+decode ms | % of CNN step |');
+  print('|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const row of r.rows) {
     const pct = row.stepPercent === undefined ? '-' : `${row.stepPercent.toFixed(2)}%`;
-    print(`| ${row.members} | ${shapeText(row.batch, row.classes)} | ${mib(row.bytesPerStep)} | ${row.steps} | ${ms(row.cohortMs)} | ${ms(row.cohortP90Ms)} | ${ms(row.rawMs)} | ${row.ratio.toFixed(2)} | ${ms(row.teachingMs)} | ${pct} |`);
+    print(`| ${row.members} | ${shapeText(row.batch, row.classes)} | ${mib(row.bytesPerStep)} | ${row.steps} | ${ms(row.cohortMs)} | ${ms(row.cohortP90Ms)} | ${ms(row.rawMs)} | ${ms(row.rawP90Ms)} | ${row.ratio.toFixed(2)} | ${ms(row.teachingMs)} | ${ms(row.memberCodecMs)} | ${pct} |`);
   }
   const { ratio, stepShare } = r.targets;
   print('');

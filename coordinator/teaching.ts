@@ -21,31 +21,43 @@ export class PredictionSums {
   negEntropySum = 0;
   count = 0;
 
+  /** `reuse`: a sum buffer of an earlier step (its contents are overwritten by the first add). */
   constructor(readonly size: number, reuse?: Float64Array) {
-    this.sum = reuse?.length === size ? reuse.fill(0) : new Float64Array(size);
+    this.sum = reuse?.length === size ? reuse : new Float64Array(size);
   }
 
   add(probs: Float32Array, negEntropy: number): void {
     const { sum, size } = this;
     if (probs.length !== size) throw new Error(`predictions of ${probs.length} values, expected ${size}`);
-    for (let k = 0; k < size; k++) sum[k] += probs[k];
+    // The first predictions are written, not added: no zeroing pass and one read less (0 + p, bit for bit).
+    if (this.count === 0) for (let k = 0; k < size; k++) sum[k] = 0 + probs[k];
+    else for (let k = 0; k < size; k++) sum[k] += probs[k];
     this.negEntropySum += negEntropy;
     this.count++;
   }
 
-  /** The mean of all predictions added (a teacher ensemble). */
+  /** The mean of all predictions added (a teacher ensemble); NaN before any. */
   mean(): Float32Array {
     const { sum, size, count } = this;
     const out = new Float32Array(size);
+    if (count === 0) return out.fill(NaN);
     for (let k = 0; k < size; k++) out[k] = sum[k] / count;
     return out;
   }
 
-  /** The mean of every prediction added except `probs` (which was added): member i's peers. */
-  leaveOneOut(probs: Float32Array, negEntropy: number): PeerTeaching {
+  /**
+   * The mean of every prediction added except `probs` (which was added): member i's peers.
+   * Written to `out` when given, which may be `probs` itself (each value is read before it is
+   * overwritten): a coordinator that no longer needs a member's predictions can send them back
+   * as its teaching signal without allocating (on a machine where fresh memory is expensive,
+   * 1 MB of new pages costs milliseconds).
+   */
+  leaveOneOut(probs: Float32Array, negEntropy: number, out?: Float32Array): PeerTeaching {
     if (this.count < 2) throw new Error(`a leave-one-out mean needs at least 2 members, got ${this.count}`);
     const { sum, size } = this;
-    const meanProbs = new Float32Array(size);
+    if (probs.length !== size) throw new Error(`predictions of ${probs.length} values, expected ${size}`);
+    if (out !== undefined && out.length !== size) throw new Error(`an output of ${out.length} values for a leave-one-out mean of ${size}`);
+    const meanProbs = out ?? new Float32Array(size);
     const scale = 1 / (this.count - 1);
     for (let k = 0; k < size; k++) meanProbs[k] = (sum[k] - probs[k]) * scale;
     return { meanProbs, meanNegEntropy: (this.negEntropySum - negEntropy) * scale };
