@@ -22,7 +22,7 @@ import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { runDirectory, type RunConfig } from '../shared/config/run-config.js';
 import { CohortError } from '../shared/errors.js';
-import { writeFileAtomic } from '../shared/io/atomic-write.js';
+import { fileErrorReason, writeFileAtomic } from '../shared/io/atomic-write.js';
 import { checkpointDir, latestCheckpoint, pruneCheckpoints, writeCheckpointManifest } from '../shared/io/checkpoint.js';
 import { PROTOCOL_VERSION, type Message, type MessageOf, type TensorFrame } from '../shared/protocol/messages.js';
 import type { CoordinatorKeys } from '../shared/protocol/curve.js';
@@ -121,7 +121,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     mkdirSync(runDir, { recursive: true });
     writeFileAtomic(join(runDir, 'config.json'), Buffer.from(`${JSON.stringify(wireConfig, null, 2)}\n`));
   } catch (error) {
-    throw new CohortError(`run directory ${runDir} is not writable: ${(error as Error).message}`);
+    throw new CohortError(`run directory ${runDir} is not writable: ${error instanceof CohortError ? error.message : fileErrorReason(error)}`);
   }
   const metricsFile = join(runDir, 'metrics.jsonl');
 
@@ -191,7 +191,11 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   const broadcast = (names: Iterable<string>, message: Message) => Promise.all([...names].filter((n) => joined.has(n)).map((n) => send(n, message)));
 
   const record = (entry: EvalRecord) => {
-    appendFileSync(metricsFile, `${JSON.stringify({ time: new Date().toISOString(), ...entry })}\n`);
+    try {
+      appendFileSync(metricsFile, `${JSON.stringify({ time: new Date().toISOString(), ...entry })}\n`);
+    } catch (error) {
+      throw new CohortError(`cannot append to ${metricsFile}: ${fileErrorReason(error)}`);
+    }
     final.set(entry.worker, entry);
     const pct = (v: number) => `${(100 * v).toFixed(2)}%`;
     const train = typeof entry.trainEce === 'number' ? ` | training batches: accuracy ${pct(entry.trainAccuracy as number)}, ECE ${pct(entry.trainEce)}` : '';

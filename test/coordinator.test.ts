@@ -154,5 +154,5 @@ test('a run directory that cannot be written is a clear error, before anything s
   writeFileSync(config, JSON.stringify({ algorithm: 'dml', dataset: { name: 'fashion-mnist' }, members: [{ name: 'a', model: { name: 'mlp-student' } }, { name: 'b', model: { name: 'mlp-student' } }], runDir: blocker }));
   const result = await runCli(['coordinator', config, '--bind', 'tcp://127.0.0.1:*', '--insecure']);
   assert.equal(result.code, 2);
-  assert.match(result.stderr, new RegExp(`^cohort: error: run directory ${blocker}/run is not writable: ENOTDIR`));
+  assert.match(result.stderr, new RegExp(`^cohort: error: run directory ${blocker}/run is not writable: a part of the path is a file, not a folder \\(ENOTDIR\\)$`, 'm'));
 });

@@ -7,7 +7,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,7 +34,8 @@ before(async () => {
 });
 
 function config(name: string, extra: Record<string, unknown> = {}): string {
-  const member = (n: string) => ({ name: n, model: { name: 'mlp-student' }, backend: 'wasm', optimizer: { name: 'sgd', lr: 0.05 } });
+  // Dropout on: recovery must be bit-identical with it too (its masks are a function of the step).
+  const member = (n: string) => ({ name: n, model: { name: 'mlp-student', dropout: 0.2 }, backend: 'wasm', optimizer: { name: 'sgd', lr: 0.05 } });
   const path = join(root, `${name}.json`);
   writeFileSync(
     path,
@@ -76,6 +77,36 @@ describe('restart policy', () => {
     }
     // keep: 2 checkpoints are left, both complete.
     assert.equal(completeCheckpoints(join(root, 'runs', 'faulty')).length, 2);
+  });
+
+  test('a member killed while writing its part of a checkpoint: that checkpoint is never loaded, the cohort rolls back to the one before, the weights equal an undisturbed run', { timeout: 240_000 }, async () => {
+    // The failpoint SIGKILLs the first worker to have written its weights and optimizer state
+    // for the checkpoint of step 15 but not its state.json; the others finish theirs.
+    const env = { COHORT_FAILPOINT: 'checkpoint-before-state@15', COHORT_FAILPOINT_ONCE: join(root, 'mid-checkpoint.once') };
+    const run = await train([config('mid-checkpoint')], () => {}, { env });
+    assert.equal(run.code, 0, run.output);
+    const lost = /coordinator: (\w+) lost at .* \(its process exited with SIGKILL\); rolling the cohort back to step (\d+) /.exec(run.output);
+    assert.ok(lost, run.output);
+    assert.equal(lost[2], '10', `rolled back to step ${lost[2]}: the interrupted checkpoint of step 15 must not be used`);
+    assert.doesNotMatch(run.output.slice(0, lost.index), /checkpoint of step 15 complete/, 'the interrupted checkpoint was never completed');
+    for (const member of ['a', 'b', 'c']) assert.deepEqual(await weights('mid-checkpoint', member), await weights('clean', member), `member ${member} (${lost[1]} killed)`);
+  });
+
+  test('a teacher killed with SIGKILL: restarted, the students roll back, their weights equal an undisturbed KD run', { timeout: 300_000 }, async () => {
+    const kd = (name: string) =>
+      config(name, {
+        algorithm: 'kd',
+        members: [{ name: 's1', model: { name: 'mlp-student' }, backend: 'wasm', optimizer: { name: 'sgd', lr: 0.05 } }, { name: 's2', model: { name: 'mlp-student', seed: 5 }, backend: 'wasm', optimizer: { name: 'sgd', lr: 0.05 } }],
+        teachers: [{ name: 't', model: { name: 'mlp-teacher', dropout: 0 }, backend: 'wasm' }],
+        exchange: { teacherWindow: 3 },
+      });
+    const step = 6 + Math.floor(mulberry32((Date.now() >>> 0) ^ 0x5bd1e995)() * 20);
+    const [clean, faulty] = await Promise.all([train([kd('kd-clean')]), train([kd('kd-teacher-killed')], killAt('t', step))]);
+    assert.equal(clean.code, 0, clean.output);
+    assert.equal(faulty.code, 0, faulty.output);
+    assert.match(faulty.output, /coordinator: t lost at .* \(its process exited with SIGKILL\); rolling the cohort back to step \d+ /, `killed at step ${step}`);
+    assert.match(faulty.output, /coordinator: t \(teacher\) joined from .*; it starts at step \d+/);
+    for (const member of ['s1', 's2']) assert.deepEqual(await weights('kd-teacher-killed', member), await weights('kd-clean', member), `student ${member} (teacher killed at step ${step})`);
   });
 
   test("the 'fail' policy stops the run with an error naming the worker", { timeout: 120_000 }, async () => {
@@ -169,6 +200,39 @@ describe('resume and checkpoint files', () => {
     writeCheckpointManifest(runDir, 15, ['a', 'b']);
     pruneCheckpoints(runDir, 1);
     assert.deepEqual(readdirSync(join(runDir, 'checkpoints')).sort(), ['step-000000015', 'step-000000020']);
+  });
+});
+
+describe('a full disk', () => {
+  test('the disk fills up during a checkpoint: a clear error, the previous checkpoint intact; with space again, --resume ends with the undisturbed weights', { timeout: 300_000 }, async (t) => {
+    // The run directory on a 48 MiB tmpfs: the checkpoint of step 5 (3 x 5.1 MB of weights and
+    // 5.1 MB of momentum) fits, the one of step 10 does not.
+    const runDir = join(root, 'runs', 'disk-full');
+    mkdirSync(runDir, { recursive: true });
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=48m', 'tmpfs', runDir], { encoding: 'utf8' });
+    if (mounted.status !== 0) {
+      t.skip(`cannot mount a small tmpfs here (${(mounted.stderr || mounted.error?.message || '').trim()}); run the tests as root to include this one`);
+      return;
+    }
+    try {
+      const path = config('disk-full');
+      const full = await train([path]);
+      assert.equal(full.code, 2, full.output);
+      assert.match(full.output, /cohort: error: worker \w+ failed: cannot write the checkpoint \S+step-000000010\S* \(cannot write \S+: no space left on device \(ENOSPC\)\); the last complete checkpoint is untouched/);
+      assert.doesNotMatch(full.output, /^\s+at /m, 'no stack trace');
+      assert.equal(latestCheckpoint(runDir)?.step, 5);
+      assert.equal(readdirSync(join(runDir, 'checkpoints', 'step-000000010')).includes('MANIFEST.json'), false);
+      // No temporary file is left behind to keep the disk full.
+      assert.deepEqual(readdirSync(join(runDir, 'checkpoints'), { recursive: true }).filter((f) => String(f).includes('.tmp-')), []);
+      // Space again: the run resumes from step 5 and ends where an undisturbed run ends.
+      assert.equal(spawnSync('mount', ['-o', 'remount,size=256m', runDir]).status, 0);
+      const resumed = await train([path, '--resume']);
+      assert.equal(resumed.code, 0, resumed.output);
+      assert.match(resumed.output, /coordinator: resuming from the checkpoint of step 5 /);
+      for (const member of ['a', 'b', 'c']) assert.deepEqual(await weights('disk-full', member), await weights('clean', member), member);
+    } finally {
+      spawnSync('umount', [runDir]);
+    }
   });
 });
 

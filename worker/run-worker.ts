@@ -23,6 +23,7 @@ import { CohortError } from '../shared/errors.js';
 import { loadModelWeights, saveModel } from '../shared/io/model-files.js';
 import { MetricAccumulator } from '../shared/metrics/index.js';
 import { buildModel, exitModel, type CohortModel } from '../shared/models/index.js';
+import { setDropoutStep } from '../shared/models/seeded-dropout.js';
 import { checkpointDir, loadMemberCheckpoint, saveMemberCheckpoint } from '../shared/io/checkpoint.js';
 import { PROTOCOL_VERSION, type Message, type MessageOf } from '../shared/protocol/messages.js';
 import type { WorkerKeys } from '../shared/protocol/curve.js';
@@ -257,6 +258,7 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
             continue;
           }
           setLearningRate(optimizer, learningRateAt(worker.schedule, worker.optimizer.lr, { step, stepsPerEpoch, totalSteps }));
+          setDropoutStep(step); // dropout masks are a function of the step: restored with it
           const { value, grads } = await asyncVariableGrads(async () => {
             const outputs = built.model.apply(x, { training: true }) as tf.Tensor | tf.Tensor[];
             const logits = finalLogits(outputs, built.exits);

@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import type * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { CohortError } from '../errors.js';
-import { writeFileAtomic } from './atomic-write.js';
+import { failpoint } from '../faults/failpoints.js';
+import { fileErrorReason, writeFileAtomic } from './atomic-write.js';
 import { loadModelWeights, loadNamedTensors, saveModel, saveNamedTensors } from './model-files.js';
 
 /** What a member needs besides weights and optimizer state to continue exactly. */
@@ -42,11 +43,18 @@ export function checkpointDir(runDir: string, step: number): string {
   return join(checkpointsRoot(runDir), `step-${String(step).padStart(9, '0')}`);
 }
 
+/** Writes a member's part of a global checkpoint, state.json last; a failure names the folder and why. */
 export async function saveMemberCheckpoint(dir: string, model: tfl.LayersModel, optimizer: tf.Optimizer, state: MemberState): Promise<void> {
-  mkdirSync(dir, { recursive: true });
-  await saveModel(model, dir);
-  await saveNamedTensors(await optimizer.getWeights(), dir, 'optimizer');
-  writeFileAtomic(join(dir, 'state.json'), Buffer.from(`${JSON.stringify(state)}\n`));
+  try {
+    mkdirSync(dir, { recursive: true });
+    await saveModel(model, dir);
+    await saveNamedTensors(await optimizer.getWeights(), dir, 'optimizer');
+    failpoint('checkpoint-before-state', state.step);
+    writeFileAtomic(join(dir, 'state.json'), Buffer.from(`${JSON.stringify(state)}\n`));
+  } catch (error) {
+    const reason = error instanceof CohortError ? error.message : fileErrorReason(error);
+    throw new CohortError(`cannot write the checkpoint ${dir} (${reason}); the last complete checkpoint is untouched`);
+  }
 }
 
 /** Restores weights and optimizer state from `dir`; returns the member state. */

@@ -6,6 +6,7 @@
  */
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { SeededInitializers } from './initializers.js';
+import { seededDropout } from './seeded-dropout.js';
 
 export type SymbolicTensor = tfl.SymbolicTensor;
 
@@ -59,6 +60,6 @@ export function globalPool(x: SymbolicTensor, name: string): SymbolicTensor {
 
 export function classifier(features: SymbolicTensor, classes: number, init: SeededInitializers, name: string, dropout = 0): SymbolicTensor {
   let y = features;
-  if (dropout > 0) y = tfl.layers.dropout({ rate: dropout, name: `${name}_dropout` }).apply(y) as SymbolicTensor;
+  if (dropout > 0) y = seededDropout({ rate: dropout, seed: init.dropoutSeed(), name: `${name}_dropout` }).apply(y) as SymbolicTensor;
   return tfl.layers.dense({ units: classes, kernelInitializer: init.glorot(), name }).apply(y) as SymbolicTensor;
 }

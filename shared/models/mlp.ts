@@ -5,6 +5,7 @@
  */
 import * as tfl from '@tensorflow/tfjs-layers';
 import { seededInitializers } from './initializers.js';
+import { seededDropout } from './seeded-dropout.js';
 
 export interface MlpOptions {
   inputShape: number[];
@@ -19,12 +20,13 @@ export interface MlpOptions {
 }
 
 export function mlp(o: MlpOptions): tfl.Sequential {
-  const init = seededInitializers(o.seed).glorot;
+  const seeds = seededInitializers(o.seed);
+  const init = seeds.glorot;
   const layers: tfl.layers.Layer[] = [tfl.layers.flatten({ inputShape: o.inputShape })];
-  if (o.inputDropout > 0) layers.push(tfl.layers.dropout({ rate: o.inputDropout }));
+  if (o.inputDropout > 0) layers.push(seededDropout({ rate: o.inputDropout, seed: seeds.dropoutSeed() }));
   for (let i = 0; i < 2; i++) {
     layers.push(tfl.layers.dense({ units: o.hidden, activation: 'relu', kernelInitializer: init() }));
-    if (o.hiddenDropout > 0) layers.push(tfl.layers.dropout({ rate: o.hiddenDropout }));
+    if (o.hiddenDropout > 0) layers.push(seededDropout({ rate: o.hiddenDropout, seed: seeds.dropoutSeed() }));
   }
   layers.push(tfl.layers.dense({ units: o.classes, kernelInitializer: init() }));
   return tfl.sequential({ name: o.name, layers });

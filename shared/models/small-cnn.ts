@@ -8,6 +8,7 @@
  */
 import * as tfl from '@tensorflow/tfjs-layers';
 import { seededInitializers } from './initializers.js';
+import { seededDropout } from './seeded-dropout.js';
 
 export interface SmallCnnOptions {
   inputShape: [number, number, number];
@@ -25,7 +26,8 @@ export const CNN_TEACHER = { filters: [32, 64, 128], hidden: 256, dropout: 0.3 }
 export const CNN_STUDENT = { filters: [16, 32], hidden: 64, dropout: 0 } as const;
 
 export function smallCnn(o: SmallCnnOptions): tfl.Sequential {
-  const init = seededInitializers(o.seed).glorot;
+  const seeds = seededInitializers(o.seed);
+  const init = seeds.glorot;
   const layers: tfl.layers.Layer[] = [];
   o.filters.forEach((filters, i) => {
     layers.push(
@@ -41,7 +43,7 @@ export function smallCnn(o: SmallCnnOptions): tfl.Sequential {
     );
   });
   layers.push(tfl.layers.flatten(), tfl.layers.dense({ units: o.hidden, activation: 'relu', kernelInitializer: init() }));
-  if (o.dropout > 0) layers.push(tfl.layers.dropout({ rate: o.dropout }));
+  if (o.dropout > 0) layers.push(seededDropout({ rate: o.dropout, seed: seeds.dropoutSeed() }));
   layers.push(tfl.layers.dense({ units: o.classes, kernelInitializer: init() }));
   return tfl.sequential({ name: o.name, layers });
 }

@@ -7,6 +7,7 @@ import { openDataset } from '../data/datasets.js';
 import { referenceCnn } from '../models/reference-cnn.js';
 import { topKAccuracy, type MetricSummary } from '../metrics/index.js';
 import { evaluate } from './evaluate.js';
+import { setDropoutStep } from '../models/seeded-dropout.js';
 import { trainStep } from './train-step.js';
 
 export interface TrainSingleOptions {
@@ -56,6 +57,7 @@ export async function trainSingle(options: TrainSingleOptions, log: (line: strin
       const b = batch.batch;
       const images = tf.tensor4d(batch.images, batch.shape);
       const labels = tf.tensor1d(batch.labels, 'int32');
+      setDropoutStep(step);
       const { loss, logits } = trainStep(model, optimizer, images, labels);
       const hits = topKAccuracy(logits, labels, 1);
       lossSum += (await loss.data())[0] * batch.labels.length;

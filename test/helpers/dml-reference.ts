@@ -15,6 +15,7 @@ import { PredictionSums } from '../../coordinator/teaching.js';
 import type { RunConfig } from '../../shared/config/run-config.js';
 import { openDataset } from '../../shared/data/datasets.js';
 import type { CohortModel } from '../../shared/models/index.js';
+import { setDropoutStep } from '../../shared/models/seeded-dropout.js';
 import { finalLogits, makeOptimizer, objectiveFor } from '../../shared/training/objective.js';
 import { temperedPredictions } from '../../shared/training/predictions.js';
 import { buildWorkerModel } from '../../worker/run-worker.js';
@@ -56,6 +57,7 @@ export async function dmlReplayWeights(config: RunConfig, absence?: Absence): Pr
       }
       if (absence && step === absence.until) await restore();
       const live = members.map((_, i) => !(absence && i === away && step >= absence.from && step < absence.until));
+      setDropoutStep(step);
       const x = tf.tensor4d(batch.images, batch.shape);
       const y = tf.tensor1d(batch.labels, 'int32');
       const forward = (m: CohortModel) => m.model.apply(x, { training: true }) as tf.Tensor;

@@ -11,10 +11,11 @@ export interface Run {
   output: string;
 }
 
-/** `cohort train ARGS --log-every 1` as a child process; `onLine` sees every output line (and may kill workers). */
-export function train(args: string[], onLine: (line: string) => void = () => {}, timeoutMs = 240_000): Promise<Run> {
+/** `cohort train ARGS --log-every 1` as a child process (with extra environment variables: failpoints); `onLine` sees every output line (and may kill workers). */
+export function train(args: string[], onLine: (line: string) => void = () => {}, options: { timeoutMs?: number; env?: Record<string, string> } = {}): Promise<Run> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'cli.ts', 'train', ...args, '--log-every', '1'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const env = { ...process.env, ...options.env };
+    const child = spawn(process.execPath, ['--import', 'tsx', 'cli.ts', 'train', ...args, '--log-every', '1'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env });
     let output = '';
     for (const stream of [child.stdout, child.stderr]) {
       createInterface({ input: stream }).on('line', (line) => {
@@ -22,7 +23,7 @@ export function train(args: string[], onLine: (line: string) => void = () => {},
         onLine(line);
       });
     }
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 240_000);
     child.on('close', (code) => {
       clearTimeout(timer);
       resolve({ code, output });
