@@ -74,6 +74,8 @@ async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
   const log = options.log ?? ((line: string) => console.log(line));
   const children = new Map<string, ChildProcess>();
   const restartsOf = new Map<string, number>();
+  /** Processes the coordinator has already declared lost (hung): their exit is not reported again. */
+  const declaredLost = new WeakSet<ChildProcess>();
   let control: CoordinatorControl | undefined;
   let endpoint = '';
   let finished = false;
@@ -90,7 +92,7 @@ async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
       if (children.get(name) === child) children.delete(name);
       if (finished || (code === 0 && !signal)) return;
       const how = signal ?? `code ${code}`;
-      control?.lost(name, `its process exited with ${how}`);
+      if (!declaredLost.has(child)) control?.lost(name, `its process exited with ${how}`);
       if (config.recovery.policy === 'fail') return;
       // Respawn after a backoff that doubles with each restart of this worker; the coordinator
       // enforces maxRestarts and stops the run beyond it.
@@ -111,6 +113,14 @@ async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
       resume: options.resume,
       ...(curve ? { curve } : {}),
       onControl: (c) => (control = c),
+      onWorkerLost: (name, pid) => {
+        // A hung worker: stop it, and its exit starts the replacement.
+        const child = children.get(name);
+        if (child?.pid !== pid) return;
+        declaredLost.add(child);
+        log(`launcher: stopping ${name} (pid ${pid}), which the coordinator declared lost`);
+        child.kill('SIGKILL');
+      },
       onListening: (bound) => {
         endpoint = bound;
         for (const worker of [...config.members, ...config.teachers]) spawnWorker(worker.name);

@@ -42,6 +42,11 @@ export interface CoordinatorOptions {
   signal?: AbortSignal;
   /** Called once listening, with the handle a launcher uses to report dead worker processes. */
   onControl?: (control: CoordinatorControl) => void;
+  /**
+   * Called when a worker is declared lost while its process may still be alive (silent for
+   * `livenessMs`, or unreachable): a launcher stops that process and starts a new one.
+   */
+  onWorkerLost?: (worker: string, pid: number) => void;
   /** Continue from the run directory's last complete checkpoint (after every process died). */
   resume?: boolean;
   /** CURVE keys: encrypt the port and admit only authorised workers (absent: plain tcp). */
@@ -146,7 +151,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   const lastSeen = new Map<string, number>();
   const done = new Set<string>();
   const reportedCheckpoints = new Map<number, Set<string>>();
-  const lostQueue: { name: string; reason: string }[] = [];
+  const lostQueue: { name: string; reason: string; stillRunning?: boolean }[] = [];
   let wake: (() => void) | undefined;
   let generation = 0;
   let restarts = 0;
@@ -183,7 +188,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     const peer = joined.get(name);
     return socket.send(peer ?? name, message).catch((error: Error) => {
       if (peer && joined.get(name) === peer) {
-        lostQueue.push({ name, reason: `unreachable (${error.message})` });
+        lostQueue.push({ name, reason: `unreachable (${error.message})`, stillRunning: true });
         wake?.();
       }
     });
@@ -398,7 +403,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   };
 
   /** Applies the recovery policy to a lost worker: roll the cohort back, go on without it, or stop the run. */
-  async function workerLost(name: string, reason: string): Promise<void> {
+  async function workerLost(name: string, reason: string, stillRunning = false): Promise<void> {
     if (!roleOf.has(name) || absent.has(name)) return;
     const when = new Date().toISOString();
     if (config.recovery.policy === 'fail') throw new CohortError(`worker ${name} lost at ${when}: ${reason} (recovery policy 'fail')`);
@@ -408,6 +413,8 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     }
     const peer = joined.get(name);
     if (peer) memberOf.delete(peer.toString('hex'));
+    const pid = Number(pidOf.get(name)?.split(':').pop());
+    if (stillRunning && pid > 0) options.onWorkerLost?.(name, pid);
     joined.delete(name);
     pidOf.delete(name);
     lastSeen.delete(name);
@@ -476,13 +483,13 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
       clearTimeout(timer); // a message usually wins the race: no timer left behind per message
       wake = undefined;
       const now = Date.now();
-      for (const lost of lostQueue.splice(0)) await workerLost(lost.name, lost.reason);
+      for (const lost of lostQueue.splice(0)) await workerLost(lost.name, lost.reason, lost.stillRunning);
       if (now - lastBeat >= config.recovery.heartbeatMs) {
         lastBeat = now;
         void broadcast(joined.keys(), { type: 'heartbeat' });
       }
       for (const [name, seen] of [...lastSeen]) {
-        if (!done.has(name) && now - seen > config.recovery.livenessMs) await workerLost(name, `no message for ${((now - seen) / 1000).toFixed(1)} s`);
+        if (!done.has(name) && now - seen > config.recovery.livenessMs) await workerLost(name, `no message for ${((now - seen) / 1000).toFixed(1)} s`, true);
       }
       if (next === 'tick') {
         if (now - lastActivity > config.exchange.timeoutMs) {

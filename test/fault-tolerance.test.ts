@@ -109,6 +109,35 @@ describe('restart policy', () => {
     for (const member of ['s1', 's2']) assert.deepEqual(await weights('kd-teacher-killed', member), await weights('kd-clean', member), `student ${member} (teacher killed at step ${step})`);
   });
 
+  test('a hung worker (SIGSTOP) is declared lost after livenessMs, stopped and replaced; the weights equal an undisturbed run', { timeout: 240_000 }, async () => {
+    const step = 6 + Math.floor(mulberry32((Date.now() >>> 0) ^ 0x1b873593)() * 15);
+    const pids = new Map<string, number>();
+    let stoppedAt = 0;
+    const run = await train([config('hung', { recovery: { livenessMs: 3000, heartbeatMs: 500 } })], (line) => {
+      const joined = /^coordinator: (\w+) \(member\) joined from .*, pid (\d+)/.exec(line);
+      if (joined) pids.set(joined[1], Number(joined[2]));
+      if (new RegExp(`^step ${step} \\|`).test(line) && !stoppedAt) {
+        process.kill(pids.get('b')!, 'SIGSTOP');
+        stoppedAt = Date.now();
+      }
+    });
+    try {
+      process.kill(pids.get('b')!, 'SIGKILL'); // in case the run did not
+    } catch {
+      // gone, as it should be
+    }
+    assert.equal(run.code, 0, run.output);
+    const lost = /coordinator: b lost at (\S+) \(no message for (\d+\.\d) s\); rolling the cohort back to step \d+ /.exec(run.output);
+    assert.ok(lost, `stopped at step ${step}:\n${run.output}`);
+    const detected = Date.parse(lost[1]) - stoppedAt;
+    console.log(`# b stopped at step ${step}, declared lost ${detected} ms later`);
+    assert.ok(Number(lost[2]) >= 3 && detected < 3000 + 1500, `declared lost after ${detected} ms (livenessMs 3000)`);
+    assert.match(run.output, /launcher: stopping b \(pid \d+\), which the coordinator declared lost/);
+    assert.match(run.output, /coordinator: b \(member\) joined from .*; it starts at step \d+/);
+    assert.equal([...run.output.matchAll(/coordinator: \w+ lost at/g)].length, 1, 'lost once, not again when its process is stopped');
+    for (const member of ['a', 'b', 'c']) assert.deepEqual(await weights('hung', member), await weights('clean', member), `member ${member}`);
+  });
+
   test("the 'fail' policy stops the run with an error naming the worker", { timeout: 120_000 }, async () => {
     const run = await train([config('no-restart', { recovery: { policy: 'fail' } })], killAt('c', 3));
     assert.equal(run.code, 2);
