@@ -14,6 +14,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { generateKeys, loadCoordinatorKeys, type CoordinatorKeys } from '../shared/protocol/curve.js';
 import { runDirectory, type RunConfig } from '../shared/config/run-config.js';
+import { createProgressDisplay } from './progress-display.js';
 import { runCoordinator, type CoordinatorControl, type RunSummary } from './run-coordinator.js';
 
 export interface LaunchOptions {
@@ -71,7 +72,10 @@ function runKeys(dir: string): CoordinatorKeys {
 
 async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
   const { config } = options;
-  const log = options.log ?? ((line: string) => console.log(line));
+  // One display for the coordinator's lines and the workers' relayed output: on a terminal they
+  // print above the progress lines.
+  const display = createProgressDisplay({ workers: [...config.members, ...config.teachers].map((w) => w.name), epochs: config.epochs, log: options.log });
+  const log = (line: string) => display.log(line);
   const children = new Map<string, ChildProcess>();
   const restartsOf = new Map<string, number>();
   /** Processes the coordinator has already declared lost (hung): their exit is not reported again. */
@@ -110,6 +114,7 @@ async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
       config,
       bind: 'tcp://127.0.0.1:*',
       logEvery: options.logEvery,
+      display,
       resume: options.resume,
       ...(curve ? { curve } : {}),
       onControl: (c) => (control = c),

@@ -28,14 +28,21 @@ import { PROTOCOL_VERSION, type Message, type MessageOf, type TensorFrame } from
 import type { CoordinatorKeys } from '../shared/protocol/curve.js';
 import { CoordinatorSocket, peerName } from '../shared/protocol/sockets.js';
 import { EnsembleMetrics } from '../shared/metrics/ensemble-metrics.js';
+import type { MetricsRecord, ReliabilityBin } from '../shared/metrics/records.js';
+import { createProgressDisplay, type ProgressDisplay } from './progress-display.js';
 import { PredictionSums } from './teaching.js';
+
+/** Omit over each member of a union. */
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 export interface CoordinatorOptions {
   config: RunConfig;
   /** e.g. tcp://0.0.0.0:5555, or tcp://127.0.0.1:* for any free port. */
   bind: string;
-  /** Steps between progress lines (default 50). */
+  /** Steps between progress lines (default 50; none when the display redraws in place). */
   logEvery?: number;
+  /** The live display of the workers' progress (default: in place on a terminal, plain lines elsewhere, through `log`). */
+  display?: ProgressDisplay;
   /** Called once bound, with the endpoint workers should connect to. */
   onListening?: (endpoint: string) => void;
   /** Aborting stops the run; the reason becomes the error. */
@@ -115,7 +122,8 @@ const preview = (a: ArrayLike<number>) => `[${Array.from(a).slice(0, 4).join(', 
 
 export async function runCoordinator(options: CoordinatorOptions): Promise<RunSummary> {
   const { config } = options;
-  const log = options.log ?? ((line: string) => console.log(line));
+  const display = options.display ?? createProgressDisplay({ workers: [...config.members, ...config.teachers].map((w) => w.name), epochs: config.epochs, log: options.log });
+  const log = (line: string) => display.log(line);
   const logEvery = options.logEvery ?? 50;
   const members = config.members.map((m) => m.name);
   const teachers = config.teachers.map((t) => t.name);
@@ -195,17 +203,25 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   };
   const broadcast = (names: Iterable<string>, message: Message) => Promise.all([...names].filter((n) => joined.has(n)).map((n) => send(n, message)));
 
-  const record = (entry: EvalRecord) => {
+  /** Appends one record to metrics.jsonl (schema: shared/metrics/records.ts). */
+  const writeRecord = (entry: DistributiveOmit<MetricsRecord, 'time'>) => {
     try {
-      appendFileSync(metricsFile, `${JSON.stringify({ time: new Date().toISOString(), ...entry })}\n`);
+      appendFileSync(metricsFile, `${JSON.stringify({ ...entry, time: new Date().toISOString() })}\n`);
     } catch (error) {
       throw new CohortError(`cannot append to ${metricsFile}: ${fileErrorReason(error)}`);
     }
+  };
+  const record = (entry: EvalRecord, reliability?: ReliabilityBin[]) => {
+    writeRecord({ kind: 'eval', ...entry, ...(reliability ? { reliability } : {}) } as DistributiveOmit<MetricsRecord, 'time'>);
     final.set(entry.worker, entry);
     const pct = (v: number) => `${(100 * v).toFixed(2)}%`;
     const train = typeof entry.trainEce === 'number' ? ` | training batches: accuracy ${pct(entry.trainAccuracy as number)}, ECE ${pct(entry.trainEce)}` : '';
     log(`eval epoch ${entry.epoch + 1}: ${entry.worker}${entry.role === 'teacher' ? ' (teacher)' : ''} accuracy ${pct(entry.accuracy)} | NLL ${entry.nll.toFixed(4)} | ECE ${pct(entry.ece)}${train}`);
   };
+
+  // The metrics file describes itself: which run, algorithm and workers, from which step.
+  const worker = (w: RunConfig['members'][number]) => ({ name: w.name, model: w.model.name });
+  writeRecord({ kind: 'run', run: config.name, algorithm: config.algorithm, members: config.members.map(worker), teachers: config.teachers.map(worker), epochs: config.epochs, batchSize: config.batchSize, startStep: resumeAt.step });
 
   const onJoin = async (peer: Buffer, m: MessageOf<'join'>) => {
     const reject = (reason: string, retryable = false) => {
@@ -357,7 +373,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     if (state.sums && spareSums.length < 4) spareSums.push(state.sums.sum); // reused by a later step: less garbage
     served++;
     if (teachers.length > 0) await broadcast(teachers, { type: 'advance', step });
-    if ((step + 1) % logEvery === 0) {
+    if ((step + 1) % logEvery === 0 && !display.interactive) {
       const losses = members.map((n) => `${n} ${lastLoss.get(n)?.toFixed(4) ?? '-'}`).join(' | ');
       log(`step ${step + 1} | loss ${losses}`);
     }
@@ -379,14 +395,15 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
 
   const onEval = (name: string, m: MessageOf<'eval'>) => {
     const role = roleOf.get(name)!;
-    record({ epoch: m.epoch, worker: name, role, accuracy: m.metrics.accuracy, nll: m.metrics.nll, ece: m.metrics.ece, ...m.metrics });
+    record({ epoch: m.epoch, worker: name, role, accuracy: m.metrics.accuracy, nll: m.metrics.nll, ece: m.metrics.ece, ...m.metrics }, m.reliability);
     if (role !== 'member') return;
     let reported = evalsPerEpoch.get(m.epoch);
     if (!reported) evalsPerEpoch.set(m.epoch, (reported = new Set()));
     reported.add(name);
     const ensemble = ensembles.get(m.epoch);
     if (reported.size === members.length && ensemble && members.length > 1) {
-      record({ epoch: m.epoch, worker: 'ensemble', role: 'ensemble', ...ensemble.result() });
+      const { bins, ...metrics } = ensemble.result();
+      record({ epoch: m.epoch, worker: 'ensemble', role: 'ensemble', ...metrics }, bins.map((b) => ({ ...b, accuracy: b.count > 0 ? b.accuracy : null, confidence: b.count > 0 ? b.confidence : null })));
       ensembles.delete(m.epoch);
     }
   };
@@ -521,6 +538,12 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
         case 'eval':
           onEval(name, message);
           break;
+        case 'progress': {
+          const { type: _, generation: __, totalSteps, ...fields } = message;
+          writeRecord({ kind: 'step', worker: name, role: roleOf.get(name)!, ...fields });
+          display.update({ worker: name, totalSteps, ...fields });
+          break;
+        }
         case 'done':
           done.add(name);
           break;
@@ -535,7 +558,9 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     }
     await broadcast(all, { type: 'shutdown', reason: 'the run is complete' });
     await socket.flush();
+    display.stop();
   } catch (error) {
+    display.stop();
     failure = error instanceof CohortError ? error : new CohortError(`coordinator: ${(error as Error).message}`);
     await broadcast(all, { type: 'shutdown', reason: failure.message }).catch(() => {});
     await socket.flush();

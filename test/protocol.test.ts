@@ -28,7 +28,8 @@ const samples: { [K in MessageType]: MessageOf<K> } = {
   predictions: predictionsMessage(),
   teaching: { type: 'teaching', step: 3, teaching: { dtype: 'float32', shape: [2, 2], data: Float32Array.of(0.25, 0.75, 0.5, 0.5) }, peerNegEntropy: -0.5623351446188083, peerCount: 2 },
   heartbeat: { type: 'heartbeat' },
-  eval: { type: 'eval', epoch: 4, metrics: { accuracy: 0.9125, nll: 0.31, ece: NaN } },
+  eval: { type: 'eval', epoch: 4, metrics: { accuracy: 0.9125, nll: 0.31, ece: NaN }, reliability: [{ lower: 0, upper: 0.5, count: 0, accuracy: null, confidence: null }, { lower: 0.5, upper: 1, count: 12, accuracy: 0.75, confidence: 0.8125 }] },
+  progress: { type: 'progress', epoch: 1, step: 959, totalSteps: 1876, loss: 0.4321, accuracy: 0.8521, imagesPerSecond: 512.5, stepMs: 62.4, lr: 0.001, generation: 0 },
   advance: { type: 'advance', step: 17 },
   evalLogits: {
     type: 'evalLogits',

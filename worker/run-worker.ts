@@ -235,6 +235,30 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
   async function runFrom(start: number): Promise<void> {
     /** Teachers: the last step every student has finished. */
     let studentsDone = start - 1;
+    /** Since the last progress report: when, and how many steps and images. */
+    const since = { time: performance.now(), steps: 0, images: 0 };
+    let lr: number | undefined;
+    /** Every `progressEvery` steps and at the end of each epoch: what the live display and metrics.jsonl show. */
+    const reportProgress = async (epoch: number, step: number, images: number, last: boolean, metrics?: MetricAccumulator) => {
+      since.steps++;
+      since.images += images;
+      if ((step + 1) % config.progressEvery !== 0 && !last) return;
+      const seconds = (performance.now() - since.time) / 1000;
+      const accuracy = metrics && role === 'member' ? metrics.result().accuracy : undefined;
+      await session.socket.send({
+        type: 'progress',
+        epoch,
+        step,
+        totalSteps,
+        ...(role === 'member' && lastLoss !== undefined ? { loss: lastLoss } : {}),
+        ...(accuracy !== undefined && Number.isFinite(accuracy) ? { accuracy } : {}),
+        imagesPerSecond: seconds > 0 ? since.images / seconds : 0,
+        stepMs: (1000 * seconds) / since.steps,
+        ...(lr === undefined ? {} : { lr }),
+        generation: session.generation,
+      });
+      Object.assign(since, { time: performance.now(), steps: 0, images: 0 });
+    };
     // An elastic rejoin after the others trained the last step: evaluate what it has.
     if (start >= totalSteps && role === 'member') await evaluateAndReport(built, test, config.epochs - 1, session, exchange);
     for (let epoch = Math.floor(start / stepsPerEpoch); epoch < config.epochs; epoch++) {
@@ -255,9 +279,11 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
             const logits = tf.tidy(() => finalLogits(built.model.apply(x, { training: false }) as tf.Tensor, built.exits));
             await sendPredictions(session, step, batch, logits, config.temperature, undefined, exchange);
             logits.dispose();
+            await reportProgress(epoch, step, batch.labels.length, batch.batch === stepsPerEpoch - 1);
             continue;
           }
-          setLearningRate(optimizer, learningRateAt(worker.schedule, worker.optimizer.lr, { step, stepsPerEpoch, totalSteps }));
+          lr = learningRateAt(worker.schedule, worker.optimizer.lr, { step, stepsPerEpoch, totalSteps });
+          setLearningRate(optimizer, lr);
           setDropoutStep(step); // dropout masks are a function of the step: restored with it
           const { value, grads } = await asyncVariableGrads(async () => {
             const outputs = built.model.apply(x, { training: true }) as tf.Tensor | tf.Tensor[];
@@ -277,6 +303,7 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
         } finally {
           tf.dispose([x, y]);
         }
+        await reportProgress(epoch, step, batch.labels.length, batch.batch === stepsPerEpoch - 1, trainMetrics);
         if ((step + 1) % config.checkpoint.everySteps === 0 && step + 1 < totalSteps) {
           const dir = join(checkpointDir(runDir, step + 1), worker.name);
           await saveMemberCheckpoint(dir, built.model, optimizer, { step: step + 1, lastLoss });
@@ -428,5 +455,6 @@ async function evaluateAndReport(
   });
   const t = trainMetrics?.result();
   const train: Record<string, number> = t ? { trainAccuracy: t.accuracy, trainNll: t.nll, trainEce: t.calibration.ece } : {};
-  await session.socket.send({ type: 'eval', epoch, generation: session.generation, metrics: { accuracy: r.accuracy, nll: r.nll, ece: r.calibration.ece, entropy: r.entropy, count: r.count, ...train } });
+  const reliability = r.calibration.bins.map((b) => ({ ...b, accuracy: b.count > 0 ? b.accuracy : null, confidence: b.count > 0 ? b.confidence : null }));
+  await session.socket.send({ type: 'eval', epoch, generation: session.generation, metrics: { accuracy: r.accuracy, nll: r.nll, ece: r.calibration.ece, entropy: r.entropy, count: r.count, ...train }, reliability });
 }

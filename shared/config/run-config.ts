@@ -109,6 +109,8 @@ export const runConfigSchema = z
     /** Cross-quality KD: feed the teacher the student's downscaled images (distillistic) instead of full resolution. */
     teacherSeesDownscaled: z.boolean().default(false),
     evalEvery: z.int().positive().default(1),
+    /** Steps between a worker's progress reports (the live display and the step records of metrics.jsonl). */
+    progressEvery: z.int().positive().default(20),
     /** Global checkpoints (all members at the same step) every `everySteps` steps; the newest `keep` are kept. */
     checkpoint: z
       .strictObject({ everySteps: z.int().positive().default(200), keep: z.int().positive().default(3) })

@@ -4,7 +4,7 @@
  * cohort ensemble's test metrics in the coordinator, and a worker's running training-batch
  * metrics (one model).
  */
-import { CalibrationHistogram } from './calibration.js';
+import { CalibrationHistogram, type CalibrationBin } from './calibration.js';
 import { softmaxRows } from './softmax-rows.js';
 
 export class EnsembleMetrics {
@@ -35,7 +35,8 @@ export class EnsembleMetrics {
     this.count += rows;
   }
 
-  result(): { accuracy: number; nll: number; ece: number; count: number } {
-    return { accuracy: this.correct / this.count, nll: this.nllSum / this.count, ece: this.calibration.result().ece, count: this.count };
+  result(): { accuracy: number; nll: number; ece: number; count: number; bins: CalibrationBin[] } {
+    const calibration = this.calibration.result();
+    return { accuracy: this.correct / this.count, nll: this.nllSum / this.count, ece: calibration.ece, count: this.count, bins: calibration.bins };
   }
 }

@@ -159,7 +159,31 @@ export const messageSchemas = {
   /** Either way: still alive. */
   heartbeat: z.object({ type: z.literal('heartbeat') }),
   /** Worker → coordinator: evaluation results at the end of `epoch`, e.g. {accuracy, nll, ece}. */
-  eval: z.object({ type: z.literal('eval'), epoch: count, metrics: z.record(z.string(), float), generation: count.optional() }),
+  eval: z.object({
+    type: z.literal('eval'),
+    epoch: count,
+    metrics: z.record(z.string(), float),
+    /** The test set's reliability diagram: per confidence bin, its count, accuracy and mean confidence (null when empty). */
+    reliability: z.array(z.object({ lower: float, upper: float, count, accuracy: float.nullable(), confidence: float.nullable() })).max(1000).optional(),
+    generation: count.optional(),
+  }),
+  /** Worker → coordinator, every `progressEvery` steps: what the live display and the step records show. */
+  progress: z.object({
+    type: z.literal('progress'),
+    epoch: count,
+    /** The global step just finished. */
+    step: count,
+    totalSteps: count,
+    /** This step's training loss (members). */
+    loss: float.optional(),
+    /** Running accuracy over this epoch's training batches so far (members). */
+    accuracy: float.optional(),
+    imagesPerSecond: float,
+    /** Mean wall time per step since the previous progress message. */
+    stepMs: float,
+    lr: float.optional(),
+    generation: count.optional(),
+  }),
   /** Coordinator → worker: stop cleanly. */
   shutdown: z.object({ type: z.literal('shutdown'), reason: z.string() }),
   /** Either way: a fatal problem on the sender's side. */
