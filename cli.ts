@@ -202,6 +202,22 @@ async function main(): Promise<void> {
         log('copy coordinator.pub and worker.key to every worker machine; pass --keys DIR to cohort coordinator and cohort worker');
       },
     )
+    .command(
+      'report <run-dir..>',
+      'write one self-contained HTML report (charts and a table of final metrics) of one run, or several overlaid',
+      (y) =>
+        y
+          .positional('run-dir', { type: 'string', array: true, demandOption: true, describe: 'run directories (RUNDIR/NAME, holding metrics.jsonl)' })
+          .option('out', { type: 'string', describe: 'the HTML file to write (default: RUN_DIR/report.html for one run, ./report.html for several)' }),
+      async (args) => {
+        if (args.out !== undefined && args.out.trim() === '') throw new CohortError('--out must name a file');
+        const { writeReport } = await import('./report/index.js');
+        const result = await writeReport(args['run-dir'], args.out);
+        for (const warning of result.warnings) console.error(`cohort: warning: ${warning}`);
+        const noData = result.noData > 0 ? `, ${result.noData} without data` : '';
+        log(`report written to ${result.outPath} (${result.charts} charts${noData}, ${(result.bytes / 1024).toFixed(0)} KiB)`);
+      },
+    )
     .demandCommand(1, 'name a command')
     .strict()
     .fail((message, error) => {
