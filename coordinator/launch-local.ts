@@ -11,7 +11,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, extname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { generateKeys, loadCoordinatorKeys, type CoordinatorKeys } from '../shared/protocol/curve.js';
 import { runDirectory, type RunConfig } from '../shared/config/run-config.js';
 import { createProgressDisplay } from './progress-display.js';
@@ -27,10 +28,16 @@ export interface LaunchOptions {
   resume?: boolean;
   /** Turn CURVE off (the run is on loopback only). By default each run gets its own keys in RUN/keys. */
   insecure?: boolean;
+  /** Redraw progress in place (default: when stdout is a terminal); false: plain lines through `log`. */
+  interactive?: boolean;
   /** Called with every worker process started (tests use it to inject faults). */
   onSpawn?: (name: string, child: ChildProcess) => void;
   log?: (line: string) => void;
 }
+
+/** The cohort CLI beside this module (cli.ts under tsx, cli.js when built), whatever script runs the launcher. */
+const here = fileURLToPath(import.meta.url);
+const CLI = join(dirname(here), '..', `cli${extname(here)}`);
 
 function relay(child: ChildProcess, name: string, log: (line: string) => void): void {
   for (const stream of [child.stdout, child.stderr]) {
@@ -74,7 +81,7 @@ async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
   const { config } = options;
   // One display for the coordinator's lines and the workers' relayed output: on a terminal they
   // print above the progress lines.
-  const display = createProgressDisplay({ workers: [...config.members, ...config.teachers].map((w) => w.name), epochs: config.epochs, log: options.log });
+  const display = createProgressDisplay({ workers: [...config.members, ...config.teachers].map((w) => w.name), epochs: config.epochs, log: options.log, interactive: options.interactive });
   const log = (line: string) => display.log(line);
   const children = new Map<string, ChildProcess>();
   const restartsOf = new Map<string, number>();
@@ -86,7 +93,7 @@ async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
   const keysDir = join(runDirectory(config), 'keys');
   const curve = options.insecure ? undefined : runKeys(keysDir);
   const spawnWorker = (name: string) => {
-    const args = [...process.execArgv, process.argv[1], 'worker', '--connect', endpoint, '--member', name, ...(curve ? ['--keys', keysDir] : ['--insecure'])];
+    const args = [...process.execArgv, CLI, 'worker', '--connect', endpoint, '--member', name, ...(curve ? ['--keys', keysDir] : ['--insecure'])];
     if (options.backend) args.push('--backend', options.backend);
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
     children.set(name, child);

@@ -1,0 +1,149 @@
+/**
+ * `npm run study [-- --seeds 2 --epochs 5 --only kd,dml-2 --out runs/study --train-limit N]`: the Fashion-MNIST
+ * study of the reference thesis on this machine. It runs every config of examples/study in file
+ * order (the teacher first: KD and cross-quality KD load its final weights) once per seed, each
+ * as a real `cohort train` cohort (coordinator and worker processes, loopback), then writes
+ * `OUT/results.md` (test accuracy, ECE and NLL of every worker, mean and spread over seeds) and
+ * `OUT/report.html` (cohort report of every run). A run whose final evaluation is already in
+ * its metrics file is not run again (delete its folder, or pass --fresh, to redo it); each
+ * run's own output goes to OUT/NAME/train.log.
+ */
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parse as parseYaml } from 'yaml';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { trainLocally } from '../../coordinator/launch-local.js';
+import { resolveRunConfig, runDirectory, type RunConfig } from '../../shared/config/run-config.js';
+import { CohortError } from '../../shared/errors.js';
+import { parseMetricsLines, type EvalRecord } from '../../shared/metrics/records.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+interface Result {
+  experiment: string;
+  seed: number;
+  worker: string;
+  role: string;
+  downscaled: boolean;
+  accuracy: number;
+  ece: number;
+  nll: number;
+  seconds?: number;
+}
+
+/** The study's configs, in run order. */
+function studyConfigs(only?: string[]): { file: string; raw: Record<string, unknown> }[] {
+  const files = readdirSync(here).filter((f) => f.endsWith('.yaml')).sort();
+  const all = files.map((f) => ({ file: f, raw: parseYaml(readFileSync(join(here, f), 'utf8')) as Record<string, unknown> }));
+  if (!only) return all;
+  const names = new Set(all.map((c) => c.raw.name as string));
+  const unknown = only.filter((n) => !names.has(n));
+  if (unknown.length) throw new CohortError(`--only: no experiment named ${unknown.join(', ')} (known: ${[...names].join(', ')})`);
+  return all.filter((c) => only.includes(c.raw.name as string));
+}
+
+/** One experiment's config for a seed: its own name and run folder, the teacher of the same seed. */
+function configFor(raw: Record<string, unknown>, seed: number, out: string, epochs?: number, trainLimit?: number): RunConfig {
+  const teachers = ((raw.teachers as Record<string, unknown>[] | undefined) ?? []).map((t) => ({ ...t, checkpoint: join(out, `teacher-s${seed}`, 'teacher', 'final') }));
+  return resolveRunConfig({ ...raw, name: `${raw.name}-s${seed}`, seed, runDir: out, teachers, ...(epochs ? { epochs } : {}), ...(trainLimit ? { trainLimit } : {}) });
+}
+
+/** The last evaluation of every worker, when the run finished (its final evaluation is recorded). */
+function finished(config: RunConfig): EvalRecord[] | undefined {
+  const file = join(runDirectory(config), 'metrics.jsonl');
+  if (!existsSync(file)) return undefined;
+  const evals = parseMetricsLines(readFileSync(file, 'utf8')).records.filter((r): r is EvalRecord => r.kind === 'eval' && r.epoch === config.epochs - 1);
+  const workers = [...config.members, ...config.teachers].map((w) => w.name);
+  return workers.every((w) => evals.some((e) => e.worker === w)) ? evals : undefined;
+}
+
+const pct = (v: number) => (100 * v).toFixed(2);
+
+function meanAndSpread(values: number[], digits: (v: number) => string): string {
+  const mean = values.reduce((a, b) => a + b, 0) / values.length;
+  if (values.length < 2) return digits(mean);
+  const sd = Math.sqrt(values.reduce((a, b) => a + (b - mean) ** 2, 0) / (values.length - 1));
+  return `${digits(mean)} ± ${digits(sd)}`;
+}
+
+/** The results table: one row per experiment and worker, mean ± standard deviation over seeds. */
+function resultsTable(results: Result[]): string {
+  const keys = [...new Set(results.map((r) => `${r.experiment}\u0000${r.worker}`))];
+  const lines = [
+    '| experiment | worker | input | seeds | test accuracy % | ECE % | NLL |',
+    '|---|---|---|---|---|---|---|',
+  ];
+  for (const key of keys) {
+    const [experiment, worker] = key.split('\u0000');
+    const rows = results.filter((r) => r.experiment === experiment && r.worker === worker);
+    const input = rows[0].downscaled ? '14x14' : '28x28';
+    lines.push(`| ${experiment} | ${worker}${rows[0].role === 'teacher' ? ' (teacher)' : ''} | ${rows[0].role === 'ensemble' ? '-' : input} | ${rows.length} | ${meanAndSpread(rows.map((r) => r.accuracy), pct)} | ${meanAndSpread(rows.map((r) => r.ece), pct)} | ${meanAndSpread(rows.map((r) => r.nll), (v) => v.toFixed(4))} |`);
+  }
+  return lines.join('\n');
+}
+
+async function main(): Promise<void> {
+  const args = await yargs(hideBin(process.argv))
+    .scriptName('npm run study --')
+    .option('seeds', { type: 'number', default: 2, describe: 'seeds per experiment (1, 2, ...)' })
+    .option('epochs', { type: 'number', describe: "override every config's epochs" })
+    .option('only', { type: 'string', describe: 'comma-separated experiment names (the teacher is needed by kd and cross-quality-kd)' })
+    .option('out', { type: 'string', default: 'runs/study', describe: 'folder of the runs, results.md and report.html' })
+    .option('train-limit', { type: 'number', describe: 'train on the first N samples of each epoch only (a smoke run)' })
+    .option('fresh', { type: 'boolean', default: false, describe: 'run again experiments that already finished' })
+    .strict()
+    .parse();
+  if (!Number.isInteger(args.seeds) || args.seeds < 1) throw new CohortError(`--seeds must be a positive integer, got ${args.seeds}`);
+  if (args.epochs !== undefined && (!Number.isInteger(args.epochs) || args.epochs < 1)) throw new CohortError(`--epochs must be a positive integer, got ${args.epochs}`);
+  const configs = studyConfigs(args.only?.split(',').map((s) => s.trim()));
+  const results: Result[] = [];
+  const runDirs: string[] = [];
+  const started = Date.now();
+  for (let seed = 1; seed <= args.seeds; seed++) {
+    for (const { raw } of configs) {
+      const config = configFor(raw, seed, args.out, args.epochs, args['train-limit']);
+      const dir = runDirectory(config);
+      if (args.fresh) rmSync(dir, { recursive: true, force: true });
+      let evals = finished(config);
+      let seconds: number | undefined;
+      if (!evals) {
+        rmSync(dir, { recursive: true, force: true });
+        mkdirSync(dir, { recursive: true });
+        const logFile = join(dir, 'train.log');
+        const t0 = Date.now();
+        console.log(`study: ${config.name} (${config.algorithm}, ${config.epochs} epochs) ...`);
+        await trainLocally({ config, insecure: true, interactive: false, log: (line) => appendFileSync(logFile, `${line}\n`) });
+        seconds = (Date.now() - t0) / 1000;
+        evals = finished(config);
+        if (!evals) throw new CohortError(`${config.name}: finished without a final evaluation of every worker (see ${logFile})`);
+      }
+      runDirs.push(dir);
+      const downscaled = new Set(config.members.filter((m) => m.downscale).map((m) => m.name));
+      for (const e of evals) {
+        results.push({ experiment: raw.name as string, seed, worker: e.worker, role: e.role, downscaled: downscaled.has(e.worker), accuracy: e.accuracy, ece: e.ece, nll: e.nll, seconds });
+      }
+      const summary = evals.filter((e) => e.role !== 'teacher').map((e) => `${e.worker} ${pct(e.accuracy)}% (ECE ${pct(e.ece)}%)`).join(', ');
+      console.log(`study: ${config.name}${seconds === undefined ? ' (done before)' : ` in ${(seconds / 60).toFixed(1)} min`}: ${summary}`);
+    }
+  }
+  const minutes = (Date.now() - started) / 60_000;
+  const table = resultsTable(results);
+  const header = `# Fashion-MNIST study\n\n${args.seeds} seed(s), ${args.epochs ?? 'config'} epochs; ${minutes.toFixed(1)} min of training in this invocation.\n\n`;
+  writeFileSync(join(args.out, 'results.md'), `${header}${table}\n`);
+  console.log(`\n${table}\n\nstudy: results in ${join(args.out, 'results.md')}`);
+  try {
+    const { writeReport } = await import('../../report/index.js');
+    const report = await writeReport(runDirs, join(args.out, 'report.html'));
+    console.log(`study: report in ${report.outPath}`);
+  } catch (error) {
+    console.error(`study: no HTML report: ${(error as Error).message}`);
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(`study: error: ${error instanceof CohortError ? error.message : (error as Error).stack}`);
+  process.exit(2);
+});
+
