@@ -45,6 +45,12 @@ const COMMANDS: Record<string, { usage: string; options: string[]; positionals?:
     positionals: ['dir'],
     notOptions: ['--connect', '--bind', '--backend', '--member', '--insecure'],
   },
+  report: {
+    usage: 'cohort report <run-dir..>',
+    options: ['--out'],
+    positionals: ['run-dir'],
+    notOptions: ['--backend', '--gpu', '--connect', '--bind', '--member'],
+  },
 };
 
 /** The option names a yargs help text lists (first column of the Options section). */
