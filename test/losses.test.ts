@@ -125,6 +125,24 @@ test('DML from the peer summary equals DML: same value, same gradient', async ()
   }
 });
 
+test('DML and DML_e differ in value but not in gradient: mean_j KL(p_j || q) and KL(mean_j p_j || q) differ by a term free of the student', async () => {
+  await tf.setBackend('wasm');
+  const c = reference.cases[0];
+  const y = tf.tensor1d(c.inputs.labels, 'int32');
+  const peers = c.inputs.peers.map((p) => tf.tensor2d(p));
+  for (const T of [1, 4]) {
+    const dml = tf.valueAndGrad((m: tf.Tensor) => dmlLoss(m as tf.Tensor2D, peers, y, { T, alpha: 0.7 }));
+    const dmlE = tf.valueAndGrad((m: tf.Tensor) => dmlEnsembleLoss(m as tf.Tensor2D, peers, y, { T, alpha: 0.7 }));
+    const a = dml(tf.tensor2d(c.inputs.student));
+    const b = dmlE(tf.tensor2d(c.inputs.student));
+    // Jensen: the mean of the KLs is at least the KL of the mean; with different peers, strictly.
+    assert.ok((await a.value.data())[0] > (await b.value.data())[0] + 1e-4, `T ${T}: values ${(await a.value.data())[0]} and ${(await b.value.data())[0]}`);
+    const ga = await a.grad.data();
+    const gb = await b.grad.data();
+    ga.forEach((g, i) => assert.ok(Math.abs(g - gb[i]) < 1e-6 + 1e-5 * Math.abs(g), `T ${T}: gradient[${i}]: ${g} vs ${gb[i]}`));
+  }
+});
+
 describe('gradients match finite differences', () => {
   const c = reference.cases[3]; // batch 5, 3 classes: small enough to perturb every logit
   const s0 = c.inputs.student;
