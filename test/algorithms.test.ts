@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { writeIdxFile } from '../shared/data/idx.js';
 import { mulberry32 } from '../shared/data/sampler.js';
 import { runCli } from './helpers/cli.js';
+import { parseMetricsLines } from '../shared/metrics/records.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-algorithms-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -52,7 +53,7 @@ for (const [algorithm, extra] of cases) {
     writeFileSync(path, JSON.stringify(config));
     const result = await runCli(['train', path, '--log-every', '1']);
     assert.equal(result.code, 0, result.stderr + result.stdout);
-    const records = readFileSync(join(root, 'runs', name, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { worker: string; role: string; accuracy: number; count: number });
+    const records = parseMetricsLines(readFileSync(join(root, 'runs', name, 'metrics.jsonl'), 'utf8')).records.filter((r) => r.kind === 'eval');
     const testImages = algorithm === 'byot' ? 16 : 10_000;
     for (const m of config.members) {
       const r = records.find((x) => x.worker === m.name && x.role === 'member');

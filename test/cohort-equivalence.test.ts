@@ -20,6 +20,7 @@ import { openDataset } from '../shared/data/datasets.js';
 import { loadFashionMnist } from '../shared/data/fashion-mnist.js';
 import { initBackend } from '../shared/engine/backend.js';
 import { readSavedWeights } from '../shared/io/model-files.js';
+import { parseMetricsLines } from '../shared/metrics/records.js';
 import { dmlLoss, kdLoss } from '../shared/losses/index.js';
 import type { CohortModel } from '../shared/models/index.js';
 import { makeOptimizer } from '../shared/training/objective.js';
@@ -142,7 +143,7 @@ test('DML: a coordinator and 3 worker processes over tcp give the weights of the
   const config = resolveRunConfig(raw);
   // `cohort eval` on the saved weights reproduces the accuracy the members reported in the run.
   const runDir = join(config.runDir, config.name);
-  const recorded = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { worker: string; accuracy: number });
+  const recorded = parseMetricsLines(readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')).records.filter((r) => r.kind === 'eval');
   const evaluated = await runCli(['eval', runDir, '--backend', 'wasm', '--member', 'a', 'b']);
   assert.equal(evaluated.code, 0, evaluated.stderr);
   for (const name of ['a', 'b']) {

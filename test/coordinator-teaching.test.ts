@@ -7,7 +7,7 @@ import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { EnsembleMetrics } from '../shared/metrics/ensemble-metrics.js';
-import { leaveOneOutTeaching } from '../coordinator/teaching.js';
+import { leaveOneOutTeaching, PredictionSums } from '../coordinator/teaching.js';
 import { temperedPredictions } from '../shared/training/predictions.js';
 import { mulberry32 } from '../shared/data/sampler.js';
 import { initBackend } from '../shared/engine/backend.js';
@@ -65,4 +65,20 @@ test('ensemble metrics equal the MetricAccumulator on the log of the members mea
   assert.equal(got.accuracy, want.accuracy);
   assert.ok(Math.abs(got.nll - want.nll) < 1e-6, `${got.nll} vs ${want.nll}`);
   assert.ok(Math.abs(got.ece - want.calibration.ece) < 1e-6, `${got.ece} vs ${want.calibration.ece}`);
+});
+
+test("a member's teaching signal written over its own predictions is bit-identical to one in a new buffer", () => {
+  const random = mulberry32(99);
+  for (const K of [2, 3, 5, 16]) {
+    const probs = Array.from({ length: K }, () => Float32Array.from({ length: 64 * 10 }, () => random()));
+    const sums = new PredictionSums(probs[0].length);
+    probs.forEach((p) => sums.add(p, -1.5));
+    const fresh = probs.map((p) => sums.leaveOneOut(p, -1.5).meanProbs);
+    // The coordinator serves every member from the same sums, each written in place.
+    const inPlace = probs.map((p) => sums.leaveOneOut(p, -1.5, p));
+    inPlace.forEach((t, i) => {
+      assert.equal(t.meanProbs, probs[i], 'the same buffer');
+      assert.deepEqual(t.meanProbs, fresh[i], `K ${K}, member ${i}`);
+    });
+  }
 });

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { takdStages } from '../coordinator/launch-local.js';
 import { resolveRunConfig } from '../shared/config/run-config.js';
 import { runCli } from './helpers/cli.js';
+import { parseMetricsLines } from '../shared/metrics/records.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-takd-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -45,7 +46,7 @@ test('cohort train runs both stages; stage 2 teaches with the assistant stage 1 
   assert.equal(result.code, 0, result.stderr + result.stdout);
   assert.match(result.stdout, /takd: stage 1\/2: teacher -> assistant[\s\S]*takd: stage 2\/2: assistant -> student/);
   const records = (stage: string) =>
-    readFileSync(join(root, 'runs', stage, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { worker: string; role: string; accuracy: number });
+    parseMetricsLines(readFileSync(join(root, 'runs', stage, 'metrics.jsonl'), 'utf8')).records.filter((r) => r.kind === 'eval');
   const trained = records('chain-stage1').find((r) => r.worker === 'assistant' && r.role === 'member')!;
   const teaching = records('chain-stage2').find((r) => r.worker === 'assistant' && r.role === 'teacher')!;
   assert.equal(teaching.accuracy, trained.accuracy);
