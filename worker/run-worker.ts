@@ -130,10 +130,14 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
 
 /** Thrown out of a step when the coordinator rolls the cohort back. */
 class Rollback extends Error {
-  constructor(readonly message_: MessageOf<'rollback'>) {
+  /** `checkpointStep`: an elastic re-admission restores this step's checkpoint and continues at `message_.step`. */
+  constructor(readonly message_: MessageOf<'rollback'>, readonly checkpointStep?: number) {
     super(`rollback to step ${message_.step}`);
   }
 }
+
+/** What a welcome tells a worker to do; a welcome that says something else re-admits it. */
+const admission = (w: MessageOf<'welcome'>) => `${w.generation ?? 0}:${w.startStep}:${w.resume ?? ''}:${w.checkpointStep ?? ''}`;
 
 /** Thrown when the coordinator has been silent (heartbeats included) for `livenessMs`. */
 class CoordinatorLost extends Error {}
@@ -145,15 +149,18 @@ interface Session {
   /** When the coordinator was last heard from. */
   lastHeard: number;
   generation: number;
+  /** The welcome this worker follows (admission()): the same again is a duplicate answer to a join. */
+  admitted: string;
 }
 
 async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: WorkerSocket, options: WorkerOptions, log: (line: string) => void): Promise<void> {
   const { worker, index, role } = findWorker(config, options.member);
-  const session: Session = { socket, livenessMs: config.recovery.livenessMs, lastHeard: Date.now(), generation: welcome.generation ?? 0 };
-  const active = await initBackend({ backend: options.backend ?? worker.backend, gpu: options.gpu ?? worker.gpu });
-  log(`${worker.name}: backend ${active.choice} on ${active.device}`);
+  const session: Session = { socket, livenessMs: config.recovery.livenessMs, lastHeard: Date.now(), generation: welcome.generation ?? 0, admitted: admission(welcome) };
+  // Heartbeats from the welcome on: loading the backend and the data can take longer than livenessMs.
   const heartbeat = setInterval(() => void socket.send({ type: 'heartbeat' }).catch(() => {}), config.recovery.heartbeatMs);
   heartbeat.unref();
+  const active = await initBackend({ backend: options.backend ?? worker.backend, gpu: options.gpu ?? worker.gpu });
+  log(`${worker.name}: backend ${active.choice} on ${active.device}`);
   const dataset = await openDataset(config.dataset);
   const downscale = role === 'teacher' && config.teacherSeesDownscaled ? (worker.downscale ?? studentDownscale(config)) : worker.downscale;
   const train = dataset.loader({ split: 'train', batchSize: config.batchSize, seed: config.seed, memberSeed: worker.augmentSeed, downscale, limit: config.trainLimit });
@@ -212,11 +219,12 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
           const r = error.message_;
           log(`${worker.name}: rolling back to step ${r.step} (${r.reason})`);
           session.generation = r.generation;
-          position = await restore(r.step, r.checkpoint);
+          position = await restore(r.step, r.checkpoint, error.checkpointStep);
         } else if (error instanceof CoordinatorLost) {
           log(`${worker.name}: ${error.message}; joining again`);
           const again = await joinCoordinator(socket, options, config.exchange.timeoutMs);
           session.generation = again.generation ?? 0;
+          session.admitted = admission(again);
           session.lastHeard = Date.now();
           position = await restore(again.startStep, again.resume, again.checkpointStep);
         } else {
@@ -379,6 +387,13 @@ function control(session: Session, message: Message): boolean {
   }
   if (message.type === 'shutdown') throw new CohortError(`${who}: the coordinator stopped the run: ${message.reason}`);
   if (message.type === 'error') throw new CohortError(`${who}: the coordinator failed: ${message.message}`);
+  if (message.type === 'welcome' && admission(message) !== session.admitted && (message.generation ?? 0) >= session.generation) {
+    // The coordinator declared this worker lost (it was slow) and has admitted it again, from
+    // another step: follow the new welcome.
+    session.admitted = admission(message);
+    const { startStep: step, resume: checkpoint, generation = 0, checkpointStep } = message;
+    throw new Rollback({ type: 'rollback', step, ...(checkpoint ? { checkpoint } : {}), generation, reason: 'the coordinator admitted this worker again' }, checkpointStep);
+  }
   // Heartbeats, and answers to a join sent again while the first answer was on its way.
   if (message.type === 'heartbeat' || message.type === 'welcome' || (message.type === 'reject' && message.retryable)) return true;
   // A teaching signal of an older generation was sent before a rollback: stale.

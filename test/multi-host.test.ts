@@ -1,0 +1,162 @@
+/**
+ * Across real network boundaries: three Linux network namespaces play three hosts joined by a
+ * bridge (veth pairs, iproute2): the coordinator in one, two workers in each of the others, tcp
+ * with CURVE on. A DML run of 4 members ends with the weights of the same run on one host;
+ * then one whole "host" is cut off mid-run (its interface brought down): the coordinator
+ * declares both of its workers lost, and once the link is back they rejoin on their own and
+ * the `restart` policy finishes the run, again with the one-host weights. Needs root (or
+ * CAP_NET_ADMIN) for `ip netns`; without it the test says so and skips. By hand:
+ * `sudo node --import tsx --test test/multi-host.test.ts`.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { loadFashionMnist } from '../shared/data/fashion-mnist.js';
+import { initBackend } from '../shared/engine/backend.js';
+import { readSavedWeights } from '../shared/io/model-files.js';
+import { ROOT, runCli } from './helpers/cli.js';
+import { train } from './helpers/faults.js';
+
+const root = mkdtempSync(join(tmpdir(), 'cohort-hosts-'));
+const cacheDir = join(root, 'cache');
+const tag = `ch${process.pid % 10000}`;
+/** Host i: namespace, its end of the veth pair (inside it), the bridge's end, its address. */
+const hosts = [0, 1, 2].map((i) => ({ ns: `${tag}-h${i}`, inner: `${tag}h${i}`, outer: `${tag}b${i}`, ip: `10.211.${process.pid % 200}.${i + 1}` }));
+const bridge = `${tag}br`;
+const PORT = 5555;
+const STEPS = 30;
+
+function ip(...args: string[]): { ok: boolean; error: string } {
+  const r = spawnSync('ip', args, { encoding: 'utf8' });
+  return { ok: r.status === 0, error: (r.stderr || r.error?.message || '').trim() };
+}
+
+/** Makes the three hosts; returns why it cannot, or undefined. */
+function makeHosts(): string | undefined {
+  const bridgeUp = ip('link', 'add', bridge, 'type', 'bridge');
+  if (!bridgeUp.ok) return `cannot create a bridge (${bridgeUp.error}); run as root to include this test`;
+  ip('link', 'set', bridge, 'up');
+  for (const h of hosts) {
+    for (const step of [
+      ['netns', 'add', h.ns],
+      ['link', 'add', h.inner, 'type', 'veth', 'peer', 'name', h.outer],
+      ['link', 'set', h.outer, 'master', bridge],
+      ['link', 'set', h.outer, 'up'],
+      ['link', 'set', h.inner, 'netns', h.ns],
+      ['-n', h.ns, 'addr', 'add', `${h.ip}/24`, 'dev', h.inner],
+      ['-n', h.ns, 'link', 'set', h.inner, 'up'],
+      ['-n', h.ns, 'link', 'set', 'lo', 'up'],
+    ]) {
+      const r = ip(...step);
+      if (!r.ok) return `ip ${step.join(' ')}: ${r.error}`;
+    }
+  }
+  return undefined;
+}
+
+function removeHosts(): void {
+  for (const h of hosts) {
+    ip('netns', 'del', h.ns);
+    ip('link', 'del', h.outer);
+  }
+  ip('link', 'del', bridge);
+}
+
+let unavailable: string | undefined;
+before(async () => {
+  await initBackend({ backend: 'wasm' });
+  await loadFashionMnist({ cacheDir });
+  unavailable = makeHosts();
+  const keys = await runCli(['keys', join(root, 'keys')]);
+  assert.equal(keys.code, 0, keys.stderr);
+});
+after(() => {
+  removeHosts();
+  rmSync(root, { recursive: true, force: true });
+});
+
+function config(name: string): string {
+  const member = (n: string) => ({ name: n, model: { name: 'mlp-student', dropout: 0.2 }, backend: 'wasm', optimizer: { name: 'sgd', lr: 0.05 } });
+  const path = join(root, `${name}.json`);
+  writeFileSync(path, JSON.stringify({
+    name, algorithm: 'dml', dataset: { name: 'fashion-mnist', cacheDir }, batchSize: 32, trainLimit: STEPS * 32,
+    members: ['a', 'b', 'c', 'd'].map(member), checkpoint: { everySteps: 5, keep: 2 }, runDir: join(root, 'runs'),
+    recovery: { livenessMs: 5000, heartbeatMs: 500, maxRestarts: 4 }, exchange: { timeoutMs: 120_000 },
+  }));
+  return path;
+}
+
+interface Proc {
+  name: string;
+  done: Promise<{ code: number | null; output: string }>;
+}
+
+/** `cohort ARGS` inside host `h`'s namespace. */
+function onHost(h: (typeof hosts)[number], name: string, args: string[], onLine: (line: string) => void = () => {}): Proc {
+  const child = spawn('ip', ['netns', 'exec', h.ns, process.execPath, '--import', 'tsx', 'cli.ts', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  for (const stream of [child.stdout, child.stderr]) {
+    createInterface({ input: stream }).on('line', (line) => {
+      output += `${line}\n`;
+      onLine(line);
+    });
+  }
+  const timer = setTimeout(() => child.kill('SIGKILL'), 240_000);
+  return { name, done: new Promise((resolve) => child.on('close', (code) => (clearTimeout(timer), resolve({ code, output })))) };
+}
+
+/** The coordinator on host 0, a and b on host 1, c and d on host 2. */
+async function runAcrossHosts(path: string, onCoordinatorLine: (line: string) => void = () => {}): Promise<string> {
+  const keys = join(root, 'keys');
+  const endpoint = `tcp://${hosts[0].ip}:${PORT}`;
+  const coordinator = onHost(hosts[0], 'coordinator', ['coordinator', path, '--bind', endpoint, '--keys', keys, '--log-every', '1'], onCoordinatorLine);
+  const workers = [['a', 1], ['b', 1], ['c', 2], ['d', 2]].map(([m, h]) =>
+    onHost(hosts[h as number], m as string, ['worker', '--connect', endpoint, '--member', m as string, '--keys', keys, '--timeout', '120']));
+  const results = await Promise.all([coordinator, ...workers].map(async (p) => ({ name: p.name, ...(await p.done) })));
+  const all = results.map((r) => `--- ${r.name} (exit ${r.code}):\n${r.output}`).join('\n');
+  for (const r of results) assert.equal(r.code, 0, `${r.name} failed:\n${all}`);
+  return results[0].output;
+}
+
+async function weights(run: string, member: string): Promise<Float32Array[]> {
+  return (await readSavedWeights(join(root, 'runs', run, member, 'final'))).map((w) => w.values);
+}
+
+describe('three hosts in network namespaces', () => {
+  test('a DML run across hosts (tcp, CURVE) ends with the one-host weights; a host cut off mid-run is detected and the run recovers', { timeout: 600_000 }, async (t) => {
+    if (unavailable) {
+      t.skip(unavailable);
+      return;
+    }
+    const oneHost = await train([config('one-host'), '--insecure']);
+    assert.equal(oneHost.code, 0, oneHost.output);
+
+    const output = await runAcrossHosts(config('across'));
+    assert.match(output, /\(CURVE\)/);
+    assert.match(output, new RegExp(`coordinator: c \\(member\\) joined from .*`));
+    for (const m of ['a', 'b', 'c', 'd']) assert.deepEqual(await weights('across', m), await weights('one-host', m), `member ${m}`);
+
+    // Host 2 loses its network at step 12 and gets it back once the coordinator has declared
+    // both of its workers lost.
+    const cutAt = 12;
+    let cut = false;
+    let lost = 0;
+    const h2 = hosts[2];
+    const output2 = await runAcrossHosts(config('cut'), (line) => {
+      if (!cut && new RegExp(`^step ${cutAt} \\|`).test(line)) {
+        cut = true;
+        assert.ok(ip('-n', h2.ns, 'link', 'set', h2.inner, 'down').ok);
+      }
+      if (/^coordinator: [cd] lost at .* \(no message for/.test(line) && ++lost === 2) assert.ok(ip('-n', h2.ns, 'link', 'set', h2.inner, 'up').ok);
+    });
+    assert.ok(cut, 'the link was cut');
+    for (const line of output2.split('\n').filter((l) => /^coordinator: [cd] (lost|\(member\) joined)/.test(l))) console.log(`# ${line.slice(0, 160)}`);
+    assert.match(output2, /coordinator: c lost at \S+ \(no message for \d+\.\d s\); rolling the cohort back to step \d+/);
+    assert.match(output2, /coordinator: d lost at \S+ \(no message for \d+\.\d s\); rolling the cohort back to step \d+/);
+    for (const m of ['a', 'b', 'c', 'd']) assert.deepEqual(await weights('cut', m), await weights('one-host', m), `member ${m} after the cut`);
+  });
+});
