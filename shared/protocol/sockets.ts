@@ -72,6 +72,9 @@ export class CoordinatorSocket {
       linger: 0,
       maxMessageSize: 2 * this.limits.maxMessageBytes,
       mandatory: true,
+      // A worker that stops reading fills its pipe and would block every send queued behind it:
+      // after this long the send fails and the worker is declared unreachable (lost).
+      sendTimeout: 15_000,
       ...ZMTP_HEARTBEATS,
       ...(curve ? { curveServer: true, curveSecretKey: curve.secretKey, curvePublicKey: curve.publicKey, zapDomain: this.zapDomain } : {}),
     });
