@@ -42,6 +42,23 @@ async function startBackend(args: BackendArgs, log: (line: string) => void): Pro
 
 const log = (line: string) => console.log(line);
 
+/** The worker's name: --member NAME, or --member-index N of --config FILE (members, then teachers). */
+async function workerName(member: string | undefined, index: number | undefined, configPath: string | undefined): Promise<string> {
+  if (member !== undefined && index !== undefined) throw new CohortError('--member and --member-index contradict each other: choose one');
+  if (member !== undefined) {
+    if (configPath !== undefined) throw new CohortError('--config is read only with --member-index (the coordinator sends the config)');
+    return member;
+  }
+  if (index === undefined) throw new CohortError('name the worker: --member NAME, or --member-index N with --config FILE');
+  if (!Number.isInteger(index) || index < 0) throw new CohortError(`--member-index must be a worker index (0, 1, ...), got '${String(index)}'`);
+  if (configPath === undefined) throw new CohortError('--member-index needs --config FILE: the run config whose members and teachers it counts');
+  const { loadRunConfig } = await import('./shared/config/run-config.js');
+  const config = loadRunConfig(configPath);
+  const names = [...config.members, ...config.teachers].map((w) => w.name);
+  if (index >= names.length) throw new CohortError(`--member-index ${index} is out of range: ${configPath} has ${names.length} workers (${names.map((n, i) => `${i} ${n}`).join(', ')})`);
+  return names[index];
+}
+
 /** CURVE is on by default: a plain connection needs --insecure, and only on loopback. */
 function requireSecurity(role: string, endpoint: string, keys: string | undefined, insecure: boolean): void {
   if (keys !== undefined && insecure) throw new CohortError('--keys and --insecure contradict each other: choose one');
@@ -149,7 +166,9 @@ async function main(): Promise<void> {
           .option('backend', { choices: BACKEND_CHOICES, describe: "tfjs backend (default: the member's backend in the run config)" })
           .option('gpu', { type: 'number', describe: "pin this process to GPU N (default: the member's gpu in the run config)" })
           .option('connect', { type: 'string', demandOption: true, describe: "the coordinator's endpoint, e.g. tcp://10.0.0.5:5555" })
-          .option('member', { type: 'string', demandOption: true, describe: 'name of the member or teacher in the run config' })
+          .option('member', { type: 'string', describe: 'name of the member or teacher in the run config' })
+          .option('member-index', { type: 'number', describe: "or: the Nth worker of --config (members, then teachers, from 0), e.g. a Kubernetes Job's completion index" })
+          .option('config', { type: 'string', describe: 'the run config, with --member-index (the coordinator still sends the config it runs)' })
           .option('timeout', { type: 'number', describe: "seconds to wait for the coordinator's welcome (default 60)" })
           .option('keys', { type: 'string', describe: 'folder with worker.key and coordinator.pub (from `cohort keys`): CURVE encryption and authentication' })
           .option('insecure', { type: 'boolean', default: false, describe: 'no CURVE (allowed on loopback endpoints only)' }),
@@ -158,6 +177,7 @@ async function main(): Promise<void> {
           throw new CohortError(`--gpu must be a GPU index (0, 1, ...), got '${String(args.gpu)}'`);
         }
         requirePositiveInteger('timeout', args.timeout);
+        const member = await workerName(args.member, args['member-index'], args.config);
         const { runWorker } = await import('./worker/run-worker.js');
         const { loadWorkerKeys } = await import('./shared/protocol/curve.js');
         requireSecurity('worker', args.connect, args.keys, args.insecure);
@@ -165,12 +185,58 @@ async function main(): Promise<void> {
         await runWorker({
           ...(curve ? { curve } : {}),
           connect: args.connect,
-          member: args.member,
+          member,
           gpu: args.gpu,
           backend: args.backend,
           timeoutMs: args.timeout === undefined ? undefined : args.timeout * 1000,
           log,
         });
+      },
+    )
+    .command(
+      'launch <config>',
+      'train a cohort across machines over ssh: the coordinator here, each member and teacher on a host:GPU slot (`cohort worker` through ssh)',
+      (y) =>
+        y
+          .positional('config', { type: 'string', demandOption: true, describe: 'run config file (.yaml, .yml or .json)' })
+          .option('hosts', { type: 'string', demandOption: true, describe: 'ssh hosts, comma-separated (host or user@host); workers fill them in order' })
+          .option('gpus-per-host', { type: 'number', default: 1, describe: 'workers per host, one per GPU (GPU 0, 1, ...)' })
+          .option('listen', { type: 'string', default: '0.0.0.0', describe: 'address the coordinator listens on' })
+          .option('port', { type: 'number', default: 5555, describe: "the coordinator's port (0: any free port)" })
+          .option('advertise', { type: 'string', describe: 'host name or address the workers connect to (default: this host name)' })
+          .option('remote-cohort', { type: 'string', default: 'cohort', describe: 'the command that runs cohort on the hosts, e.g. "node /opt/cohort/dist/cli.js"' })
+          .option('shared-keys', { type: 'boolean', default: false, describe: "the hosts read the run's keys from RUN/keys on shared storage (default: each worker gets a copy through ssh)" })
+          .option('ssh-option', { type: 'string', array: true, describe: 'an ssh -o option, e.g. Port=2222 (repeatable); BatchMode=yes is always on' })
+          .option('backend', { choices: BACKEND_CHOICES, describe: "override every worker's backend" })
+          .option('resume', { type: 'boolean', default: false, describe: "continue the run from its run directory's last complete checkpoint" })
+          .option('log-every', { type: 'number', default: 50, describe: 'print progress every N steps' }),
+      async (args) => {
+        requirePositiveInteger('log-every', args['log-every']);
+        requirePositiveInteger('gpus-per-host', args['gpus-per-host']);
+        if (!Number.isInteger(args.port) || args.port < 0 || args.port > 65535) throw new CohortError(`--port must be a port number (0-65535; 0: any free port), got '${String(args.port)}'`);
+        if (args.advertise !== undefined && !/^[A-Za-z0-9_.:[\]-]+$/.test(args.advertise)) throw new CohortError(`--advertise must be a host name or address, got '${args.advertise}'`);
+        if (!/^[A-Za-z0-9_.:[\]*-]+$/.test(args.listen)) throw new CohortError(`--listen must be an address (e.g. 0.0.0.0 or 10.0.0.5), got '${args.listen}'`);
+        const { parseHosts, launchOverSsh, remoteCohortWords } = await import('./coordinator/launch-ssh.js');
+        const hosts = parseHosts(args.hosts);
+        remoteCohortWords(args['remote-cohort']);
+        const { loadRunConfig } = await import('./shared/config/run-config.js');
+        const config = loadRunConfig(args.config);
+        const summary = await launchOverSsh({
+          config,
+          hosts,
+          gpusPerHost: args['gpus-per-host'],
+          listen: args.listen,
+          port: args.port,
+          advertise: args.advertise,
+          remoteCohort: args['remote-cohort'],
+          sharedKeys: args['shared-keys'],
+          sshOptions: args['ssh-option'],
+          backend: args.backend,
+          resume: args.resume,
+          logEvery: args['log-every'],
+          log,
+        });
+        printSummary(summary.final, summary.runDir);
       },
     )
     .command(
