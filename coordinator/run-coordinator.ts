@@ -158,6 +158,8 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   const pidOf = new Map<string, string>();
   const lastSeen = new Map<string, number>();
   const done = new Set<string>();
+  /** Joined workers that have sent something since their welcome (a join again from them is not a retransmission). */
+  const active = new Set<string>();
   const reportedCheckpoints = new Map<number, Set<string>>();
   const lostQueue: { name: string; reason: string; stillRunning?: boolean }[] = [];
   let wake: (() => void) | undefined;
@@ -234,9 +236,14 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     if (!role) return reject(`no member or teacher named '${m.member}' in run '${config.name}' (expected ${[...roleOf.keys()].join(', ')})`);
     if (m.role !== undefined && m.role !== role && !(m.role === 'student' && role === 'member')) return reject(`'${m.member}' is a ${role} in this run, not a ${m.role}`);
     const process = `${m.host}:${m.pid}`;
+    if (joined.has(m.member) && pidOf.get(m.member) === process) {
+      // The same process asking again before it did anything else: its first answer was slow.
+      if (!active.has(m.member)) return welcome(m.member);
+      // It was training and heard nothing from us for livenessMs (a stalled machine or network):
+      // it no longer follows this run's steps, so it is lost, and admitted again below.
+      await workerLost(m.member, 'it lost contact with the coordinator and joined again');
+    }
     if (joined.has(m.member)) {
-      // The same process asking again (its first answer was slow): answer again.
-      if (pidOf.get(m.member) === process) return welcome(m.member);
       // Another process under a live worker's name: refused until that worker is declared lost
       // (it died, or it has been silent for livenessMs); a restarted worker keeps asking.
       return reject(`'${m.member}' has already joined (from ${pidOf.get(m.member)})`, true);
@@ -432,6 +439,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     }
     const peer = joined.get(name);
     if (peer) memberOf.delete(peer.toString('hex'));
+    active.delete(name);
     const pid = Number(pidOf.get(name)?.split(':').pop());
     if (stillRunning && pid > 0) options.onWorkerLost?.(name, pid);
     joined.delete(name);
@@ -529,6 +537,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
         continue;
       }
       lastSeen.set(name, now);
+      active.add(name);
       if ('generation' in message && (message.generation ?? 0) < generation) continue; // sent before a rollback
       switch (message.type) {
         case 'predictions':
