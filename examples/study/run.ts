@@ -30,7 +30,17 @@ interface Result {
   accuracy: number;
   ece: number;
   nll: number;
+  /** Mean confidence (max probability) minus accuracy on the test set: < 0 under-confident. */
+  overconfidence?: number;
   seconds?: number;
+}
+
+/** Mean confidence minus accuracy, from an evaluation's reliability bins. */
+function overconfidence(e: EvalRecord): number | undefined {
+  const bins = e.reliability?.filter((b) => b.count > 0);
+  if (!bins?.length) return undefined;
+  const n = bins.reduce((sum, b) => sum + b.count, 0);
+  return bins.reduce((sum, b) => sum + (b.confidence! - b.accuracy!) * b.count, 0) / n;
 }
 
 /** The study's configs, in run order. */
@@ -50,13 +60,16 @@ function configFor(raw: Record<string, unknown>, seed: number, out: string, epoc
   return resolveRunConfig({ ...raw, name: `${raw.name}-s${seed}`, seed, runDir: out, teachers, ...(epochs ? { epochs } : {}), ...(trainLimit ? { trainLimit } : {}) });
 }
 
-/** The last evaluation of every worker, when the run finished (its final evaluation is recorded). */
-function finished(config: RunConfig): EvalRecord[] | undefined {
+/** The last evaluation of every worker and the run's wall time, when it finished (its final evaluation is recorded). */
+function finished(config: RunConfig): { evals: EvalRecord[]; seconds: number } | undefined {
   const file = join(runDirectory(config), 'metrics.jsonl');
   if (!existsSync(file)) return undefined;
-  const evals = parseMetricsLines(readFileSync(file, 'utf8')).records.filter((r): r is EvalRecord => r.kind === 'eval' && r.epoch === config.epochs - 1);
+  const records = parseMetricsLines(readFileSync(file, 'utf8')).records;
+  const evals = records.filter((r): r is EvalRecord => r.kind === 'eval' && r.epoch === config.epochs - 1);
   const workers = [...config.members, ...config.teachers].map((w) => w.name);
-  return workers.every((w) => evals.some((e) => e.worker === w)) ? evals : undefined;
+  if (!workers.every((w) => evals.some((e) => e.worker === w))) return undefined;
+  const times = records.map((r) => Date.parse(r.time));
+  return { evals, seconds: (Math.max(...times) - Math.min(...times)) / 1000 };
 }
 
 const pct = (v: number) => (100 * v).toFixed(2);
@@ -72,14 +85,14 @@ function meanAndSpread(values: number[], digits: (v: number) => string): string 
 function resultsTable(results: Result[]): string {
   const keys = [...new Set(results.map((r) => `${r.experiment}\u0000${r.worker}`))];
   const lines = [
-    '| experiment | worker | input | seeds | test accuracy % | ECE % | NLL |',
-    '|---|---|---|---|---|---|---|',
+    '| experiment | worker | input | seeds | test accuracy % | ECE % | NLL | confidence - accuracy (points) | run minutes |',
+    '|---|---|---|---|---|---|---|---|---|',
   ];
   for (const key of keys) {
     const [experiment, worker] = key.split('\u0000');
     const rows = results.filter((r) => r.experiment === experiment && r.worker === worker);
     const input = rows[0].downscaled ? '14x14' : '28x28';
-    lines.push(`| ${experiment} | ${worker}${rows[0].role === 'teacher' ? ' (teacher)' : ''} | ${rows[0].role === 'ensemble' ? '-' : input} | ${rows.length} | ${meanAndSpread(rows.map((r) => r.accuracy), pct)} | ${meanAndSpread(rows.map((r) => r.ece), pct)} | ${meanAndSpread(rows.map((r) => r.nll), (v) => v.toFixed(4))} |`);
+    lines.push(`| ${experiment} | ${worker}${rows[0].role === 'teacher' ? ' (teacher)' : ''} | ${rows[0].role === 'ensemble' ? '-' : input} | ${rows.length} | ${meanAndSpread(rows.map((r) => r.accuracy), pct)} | ${meanAndSpread(rows.map((r) => r.ece), pct)} | ${meanAndSpread(rows.map((r) => r.nll), (v) => v.toFixed(4))} | ${rows.every((r) => r.overconfidence !== undefined) ? meanAndSpread(rows.map((r) => r.overconfidence!), (v) => (100 * v).toFixed(2)) : '-'} | ${(rows.reduce((a, r) => a + (r.seconds ?? 0), 0) / rows.length / 60).toFixed(1)} |`);
   }
   return lines.join('\n');
 }
@@ -106,31 +119,34 @@ async function main(): Promise<void> {
       const config = configFor(raw, seed, args.out, args.epochs, args['train-limit']);
       const dir = runDirectory(config);
       if (args.fresh) rmSync(dir, { recursive: true, force: true });
-      let evals = finished(config);
-      let seconds: number | undefined;
-      if (!evals) {
+      let done = finished(config);
+      const before = done !== undefined;
+      if (!done) {
         rmSync(dir, { recursive: true, force: true });
         mkdirSync(dir, { recursive: true });
         const logFile = join(dir, 'train.log');
         const t0 = Date.now();
         console.log(`study: ${config.name} (${config.algorithm}, ${config.epochs} epochs) ...`);
         await trainLocally({ config, insecure: true, interactive: false, log: (line) => appendFileSync(logFile, `${line}\n`) });
-        seconds = (Date.now() - t0) / 1000;
-        evals = finished(config);
-        if (!evals) throw new CohortError(`${config.name}: finished without a final evaluation of every worker (see ${logFile})`);
+        done = finished(config);
+        if (!done) throw new CohortError(`${config.name}: finished without a final evaluation of every worker (see ${logFile})`);
+        done.seconds = (Date.now() - t0) / 1000;
       }
+      const { evals, seconds } = done;
       runDirs.push(dir);
       const downscaled = new Set(config.members.filter((m) => m.downscale).map((m) => m.name));
       for (const e of evals) {
-        results.push({ experiment: raw.name as string, seed, worker: e.worker, role: e.role, downscaled: downscaled.has(e.worker), accuracy: e.accuracy, ece: e.ece, nll: e.nll, seconds });
+        results.push({ experiment: raw.name as string, seed, worker: e.worker, role: e.role, downscaled: downscaled.has(e.worker), accuracy: e.accuracy, ece: e.ece, nll: e.nll, overconfidence: overconfidence(e), seconds });
       }
       const summary = evals.filter((e) => e.role !== 'teacher').map((e) => `${e.worker} ${pct(e.accuracy)}% (ECE ${pct(e.ece)}%)`).join(', ');
-      console.log(`study: ${config.name}${seconds === undefined ? ' (done before)' : ` in ${(seconds / 60).toFixed(1)} min`}: ${summary}`);
+      console.log(`study: ${config.name}${before ? ' (done before)' : ''} in ${(seconds / 60).toFixed(1)} min: ${summary}`);
     }
   }
   const minutes = (Date.now() - started) / 60_000;
+  const runSeconds = new Map(results.map((r) => [`${r.experiment}-s${r.seed}`, r.seconds ?? 0]));
+  const total = [...runSeconds.values()].reduce((a, b) => a + b, 0) / 60;
   const table = resultsTable(results);
-  const header = `# Fashion-MNIST study\n\n${args.seeds} seed(s), ${args.epochs ?? 'config'} epochs; ${minutes.toFixed(1)} min of training in this invocation.\n\n`;
+  const header = `# Fashion-MNIST study\n\n${args.seeds} seed(s), ${args.epochs ?? 'the configs\''} epochs; the runs took ${total.toFixed(1)} min in all (${minutes.toFixed(1)} min in this invocation).\n\n`;
   writeFileSync(join(args.out, 'results.md'), `${header}${table}\n`);
   console.log(`\n${table}\n\nstudy: results in ${join(args.out, 'results.md')}`);
   try {
