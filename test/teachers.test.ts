@@ -113,6 +113,44 @@ test('a teacher runs at most teacherWindow steps ahead: W predictions, then one 
   }
 });
 
+test('advances that reach a teacher between its steps move its window: a teacher slower than its students does not stall', { timeout: 90_000 }, async () => {
+  // The students are instant: the coordinator advances step k as soon as the teacher's step k
+  // arrives, so the advances land while the teacher computes its next steps (which once dropped
+  // them, and the cohort stalled when the window filled).
+  const config = {
+    name: 'teacher-behind',
+    algorithm: 'kd',
+    dataset,
+    batchSize: 4, // 24 steps
+    seed: 3,
+    members: [{ name: 's', model: { name: 'mlp-student' }, backend: 'wasm' }],
+    teachers: [{ name: 't', model: { name: 'mlp-student', seed: 9 }, backend: 'wasm' }],
+    exchange: { teacherWindow: 2 },
+    recovery,
+    runDir: join(root, 'runs'),
+  };
+  const coordinator = new FakeCoordinator(config);
+  const endpoint = await coordinator.start();
+  const teacher = worker(endpoint, 't');
+  const steps = () => coordinator.received('predictions', 't').map((a) => a.message.step);
+  let advanced = -1;
+  const pump = setInterval(() => {
+    for (const step of steps()) {
+      if (step <= advanced) continue;
+      advanced = step;
+      void coordinator.send('t', { type: 'advance', step });
+    }
+  }, 2);
+  try {
+    await coordinator.until(() => steps().length >= 24, 60_000, 'all 24 predictions of the epoch', () => `\nsteps so far: [${steps()}]\nteacher output:\n${teacher.output()}`);
+    assert.deepEqual(steps(), Array.from({ length: 24 }, (_, i) => i));
+  } finally {
+    clearInterval(pump);
+    teacher.kill();
+    await coordinator.close();
+  }
+});
+
 interface View {
   /** The full-resolution batch and its downscaled view, NHWC. */
   full: tf.Tensor4D;

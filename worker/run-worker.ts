@@ -151,11 +151,13 @@ interface Session {
   generation: number;
   /** The welcome this worker follows (admission()): the same again is a duplicate answer to a join. */
   admitted: string;
+  /** Teachers: the last step every student has finished (from the coordinator's advance messages). */
+  studentsDone: number;
 }
 
 async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: WorkerSocket, options: WorkerOptions, log: (line: string) => void): Promise<void> {
   const { worker, index, role } = findWorker(config, options.member);
-  const session: Session = { socket, livenessMs: config.recovery.livenessMs, lastHeard: Date.now(), generation: welcome.generation ?? 0, admitted: admission(welcome) };
+  const session: Session = { socket, livenessMs: config.recovery.livenessMs, lastHeard: Date.now(), generation: welcome.generation ?? 0, admitted: admission(welcome), studentsDone: -1 };
   // Heartbeats from the welcome on: loading the backend and the data can take longer than livenessMs.
   const heartbeat = setInterval(() => void socket.send({ type: 'heartbeat' }).catch(() => {}), config.recovery.heartbeatMs);
   heartbeat.unref();
@@ -241,8 +243,7 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
 
   /** Trains from global step `start` to the end, evaluates, saves, says done and awaits shutdown. */
   async function runFrom(start: number): Promise<void> {
-    /** Teachers: the last step every student has finished. */
-    let studentsDone = start - 1;
+    session.studentsDone = start - 1;
     /** Since the last progress report: when, and how many steps and images. */
     const since = { time: performance.now(), steps: 0, images: 0 };
     let lr: number | undefined;
@@ -280,9 +281,10 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
         try {
           if (role === 'teacher') {
             // Forward-only, ahead of the students by at most `teacherWindow` steps.
-            while (step > studentsDone + config.exchange.teacherWindow) {
-              const message = await expectMessage(session, `the students to finish step ${step - config.exchange.teacherWindow}`);
-              if (message.type === 'advance') studentsDone = message.step;
+            while (step > session.studentsDone + config.exchange.teacherWindow) {
+              // control() takes the advance messages (and rollbacks, shutdowns) as they come.
+              const message = await receiveLive(session);
+              if (!control(session, message)) throw new CohortError(`${worker.name}: unexpected ${message.type} message while waiting for the students to finish step ${step - config.exchange.teacherWindow}`);
             }
             const logits = tf.tidy(() => finalLogits(built.model.apply(x, { training: false }) as tf.Tensor, built.exits));
             await sendPredictions(session, step, batch, logits, config.temperature, undefined, exchange);
@@ -398,6 +400,12 @@ function control(session: Session, message: Message): boolean {
   if (message.type === 'heartbeat' || message.type === 'welcome' || (message.type === 'reject' && message.retryable)) return true;
   // A teaching signal of an older generation was sent before a rollback: stale.
   if (message.type === 'teaching' && (message.generation ?? 0) < session.generation) return true;
+  // Wherever it arrives (between steps too: a teacher slower than its students gets them while
+  // it computes), an advance moves the teacher's window; dropping one could stall the cohort.
+  if (message.type === 'advance') {
+    session.studentsDone = Math.max(session.studentsDone, message.step);
+    return true;
+  }
   return false;
 }
 
@@ -428,7 +436,7 @@ async function expectMessage(session: Session, _what: string): Promise<Message> 
 async function pollControl(session: Session): Promise<void> {
   for (let message = await session.socket.poll(); message; message = await session.socket.poll()) {
     session.lastHeard = Date.now();
-    if (!control(session, message) && message.type !== 'advance') {
+    if (!control(session, message)) {
       throw new CohortError(`${session.socket.member}: unexpected ${message.type} message between steps`);
     }
   }
