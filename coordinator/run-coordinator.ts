@@ -254,7 +254,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     lastSeen.set(m.member, Date.now());
     if (absent.delete(m.member)) {
       // Elastic: back from its last complete checkpoint, at the first step not yet done.
-      const latest = latestCheckpoint(runDir);
+      const latest = await latestComplete();
       const at = { step: nextStep, checkpointStep: latest?.step ?? 0, ...(latest ? { dir: checkpointDir(runDir, latest.step) } : {}) };
       rejoinAt.set(m.member, at);
       log(`coordinator: ${m.member} (${role}) rejoined from ${m.host}, pid ${m.pid}; it restores ${at.dir ? `the checkpoint of step ${at.checkpointStep}` : 'its initial weights'} and continues at step ${at.step}`);
@@ -423,9 +423,23 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     reported.add(name);
     if (reported.size < members.length) return;
     reportedCheckpoints.delete(m.step);
-    writeCheckpointManifest(runDir, m.step, members);
-    pruneCheckpoints(runDir, config.checkpoint.keep);
-    log(`coordinator: checkpoint of step ${m.step} complete (${checkpointDir(runDir, m.step)})`);
+    // Off the event loop: a slow disk's fsync must not hold back the heartbeats (workers would
+    // declare the coordinator lost). In order; a failure (a full disk) fails the run.
+    checkpointWrites = checkpointWrites.then(async () => {
+      await writeCheckpointManifest(runDir, m.step, members);
+      await pruneCheckpoints(runDir, config.checkpoint.keep);
+      log(`coordinator: checkpoint of step ${m.step} complete (${checkpointDir(runDir, m.step)})`);
+    }).catch((error: unknown) => {
+      checkpointFailure ??= error instanceof CohortError ? error : new CohortError(`checkpoint of step ${m.step}: ${(error as Error).message}`);
+      wake?.();
+    });
+  };
+  let checkpointWrites: Promise<void> = Promise.resolve();
+  let checkpointFailure: CohortError | undefined;
+  /** The newest complete checkpoint once the manifests being written are on disk. */
+  const latestComplete = async () => {
+    await checkpointWrites;
+    return latestCheckpoint(runDir);
   };
 
   /** Applies the recovery policy to a lost worker: roll the cohort back, go on without it, or stop the run. */
@@ -447,7 +461,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     lastSeen.delete(name);
     if (config.recovery.policy === 'elastic') return continueWithout(name, when, reason);
     generation++;
-    const latest = latestCheckpoint(runDir);
+    const latest = await latestComplete();
     resumeAt = latest ? { step: latest.step, dir: checkpointDir(runDir, latest.step) } : { step: 0 };
     for (const state of [steps, evalBatches, ensembles, evalsPerEpoch, reportedCheckpoints, servedSteps]) state.clear();
     done.clear();
@@ -510,6 +524,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
       clearTimeout(timer); // a message usually wins the race: no timer left behind per message
       wake = undefined;
       const now = Date.now();
+      if (checkpointFailure) throw checkpointFailure;
       for (const lost of lostQueue.splice(0)) await workerLost(lost.name, lost.reason, lost.stillRunning);
       if (now - lastBeat >= config.recovery.heartbeatMs) {
         lastBeat = now;
@@ -567,6 +582,8 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
           break;
       }
     }
+    await checkpointWrites;
+    if (checkpointFailure) throw checkpointFailure;
     await broadcast(all, { type: 'shutdown', reason: 'the run is complete' });
     await socket.flush();
     display.stop();

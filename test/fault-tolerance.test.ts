@@ -209,7 +209,7 @@ describe('resume and checkpoint files', () => {
     for (const member of ['a', 'b', 'c']) assert.deepEqual(await weights('resumed', member), await weights('clean', member), member);
   });
 
-  test('a checkpoint without its manifest (interrupted) is never loaded, and is pruned', () => {
+  test('a checkpoint without its manifest (interrupted) is never loaded, and is pruned', async () => {
     const runDir = join(root, 'runs', 'manual');
     for (const step of [5, 10, 15]) {
       for (const m of ['a', 'b']) {
@@ -217,17 +217,17 @@ describe('resume and checkpoint files', () => {
         writeFileSync(join(runDir, 'checkpoints', `step-${String(step).padStart(9, '0')}`, m, 'state.json'), JSON.stringify({ step }));
       }
     }
-    writeCheckpointManifest(runDir, 5, ['a', 'b']);
-    writeCheckpointManifest(runDir, 10, ['a', 'b']);
+    await writeCheckpointManifest(runDir, 5, ['a', 'b']);
+    await writeCheckpointManifest(runDir, 10, ['a', 'b']);
     // Step 20: only member a got to write before the crash; no manifest.
     mkdirSync(join(runDir, 'checkpoints', 'step-000000020', 'a'), { recursive: true });
     assert.equal(latestCheckpoint(runDir)?.step, 10);
-    assert.throws(() => writeCheckpointManifest(runDir, 20, ['a', 'b']), /step-000000020: member a has not written its state/);
-    pruneCheckpoints(runDir, 1);
+    await assert.rejects(writeCheckpointManifest(runDir, 20, ['a', 'b']), /step-000000020: member a has not written its state/);
+    await pruneCheckpoints(runDir, 1);
     assert.deepEqual(readdirSync(join(runDir, 'checkpoints')).sort(), ['step-000000010', 'step-000000015', 'step-000000020']);
     // 15 and 20 are newer than the newest complete checkpoint (a crash may have left them mid-write); a later prune removes them.
-    writeCheckpointManifest(runDir, 15, ['a', 'b']);
-    pruneCheckpoints(runDir, 1);
+    await writeCheckpointManifest(runDir, 15, ['a', 'b']);
+    await pruneCheckpoints(runDir, 1);
     assert.deepEqual(readdirSync(join(runDir, 'checkpoints')).sort(), ['step-000000015', 'step-000000020']);
   });
 });

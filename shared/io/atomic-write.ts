@@ -7,6 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { open, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { CohortError } from '../errors.js';
 
@@ -44,6 +45,33 @@ export function writeFileAtomic(path: string, bytes: Uint8Array): void {
     throw new CohortError(`cannot write ${path}: ${fileErrorReason(error)}`);
   }
   syncFolder(dirname(path));
+}
+
+/**
+ * writeFileAtomic without blocking the event loop: for a process that must keep answering
+ * (the coordinator's heartbeats) while a slow disk syncs.
+ */
+export async function writeFileAtomicAsync(path: string, bytes: Uint8Array): Promise<void> {
+  const temporary = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  try {
+    const file = await open(temporary, 'w');
+    try {
+      await file.writeFile(bytes);
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+    await rename(temporary, path);
+  } catch (error) {
+    await rm(temporary, { force: true });
+    throw new CohortError(`cannot write ${path}: ${fileErrorReason(error)}`);
+  }
+  try {
+    const folder = await open(dirname(path), 'r');
+    await folder.sync().finally(() => folder.close());
+  } catch {
+    // As in syncFolder.
+  }
 }
 
 /** Flushes a folder's entries (a rename) to disk; best effort where folders cannot be opened. */

@@ -7,13 +7,14 @@
  * sample order and augmentation are functions of (seed, epoch, index), so the step number is
  * the whole data position; learning-rate schedules are functions of the step too.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { CohortError } from '../errors.js';
 import { failpoint } from '../faults/failpoints.js';
-import { fileErrorReason, writeFileAtomic } from './atomic-write.js';
+import { fileErrorReason, writeFileAtomic, writeFileAtomicAsync } from './atomic-write.js';
 import { loadModelWeights, loadNamedTensors, saveModel, saveNamedTensors } from './model-files.js';
 
 /** What a member needs besides weights and optimizer state to continue exactly. */
@@ -72,14 +73,14 @@ export async function loadMemberCheckpoint(dir: string, model: tfl.LayersModel, 
   return state;
 }
 
-/** Marks the checkpoint of `step` complete: every member's folder is written. */
-export function writeCheckpointManifest(runDir: string, step: number, members: string[]): void {
+/** Marks the checkpoint of `step` complete: every member's folder is written (without blocking the event loop). */
+export async function writeCheckpointManifest(runDir: string, step: number, members: string[]): Promise<void> {
   const dir = checkpointDir(runDir, step);
   for (const m of members) {
     if (!existsSync(join(dir, m, 'state.json'))) throw new CohortError(`checkpoint ${dir}: member ${m} has not written its state`);
   }
   const manifest: CheckpointManifest = { format: 'cohort-checkpoint-1', step, members, time: new Date().toISOString() };
-  writeFileAtomic(join(dir, 'MANIFEST.json'), Buffer.from(`${JSON.stringify(manifest, null, 1)}\n`));
+  await writeFileAtomicAsync(join(dir, 'MANIFEST.json'), Buffer.from(`${JSON.stringify(manifest, null, 1)}\n`));
 }
 
 /** Complete checkpoints, oldest first. */
@@ -106,7 +107,7 @@ export function latestCheckpoint(runDir: string): CheckpointManifest | undefined
 }
 
 /** Keeps the newest `keep` complete checkpoints; removes older ones and incomplete ones older than the newest. */
-export function pruneCheckpoints(runDir: string, keep: number): void {
+export async function pruneCheckpoints(runDir: string, keep: number): Promise<void> {
   const complete = completeCheckpoints(runDir);
   const kept = new Set(complete.slice(-keep).map((m) => m.step));
   const newest = complete.at(-1)?.step ?? -1;
@@ -116,6 +117,6 @@ export function pruneCheckpoints(runDir: string, keep: number): void {
     const match = STEP_DIR.exec(name);
     if (!match) continue;
     const step = Number(match[1]);
-    if (!kept.has(step) && step < newest) rmSync(join(root, name), { recursive: true, force: true });
+    if (!kept.has(step) && step < newest) await rm(join(root, name), { recursive: true, force: true });
   }
 }
