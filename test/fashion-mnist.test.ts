@@ -77,12 +77,11 @@ test('the npm package converts to 60,000 train / 10,000 test real images, then l
   // anything more would mean the split mixed the two sets.
   assert.ok(shared.length <= 20, `${shared.length} test images also in train`);
 
+  // The second load reads the IDX cache (its log line says so) instead of converting again;
+  // how fast is the data benchmark's business, not a test's (a loaded machine took 1.2 s).
   const again: string[] = [];
-  const started = performance.now();
   const cached = await loadFashionMnist({ cacheDir, log: (l) => again.push(l) });
-  const ms = performance.now() - started;
   assert.match(again[0], /^fashion-mnist: read IDX cache in/);
-  assert.ok(ms < 1000, `cache read took ${ms} ms`);
   assert.deepEqual(cached.train.labels, data.train.labels);
   assert.deepEqual(cached.test.images, data.test.images);
 });
