@@ -8,10 +8,9 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeIdxFile } from '../shared/data/idx.js';
-import { mulberry32 } from '../shared/data/sampler.js';
 import { runCli } from './helpers/cli.js';
 import { parseMetricsLines } from '../shared/metrics/records.js';
+import { randomIdx } from './helpers/fake-coordinator.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-algorithms-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -24,17 +23,9 @@ const cases: [string, Record<string, unknown>][] = [
   ['tfkd_virtual', { members: [member('solo', mlp)], virtualTeacher: { a: 0.9, smooth: true }, temperature: 4 }],
   ['cross_quality_kd', { members: [member('small', { name: 'cnn-student' }, { downscale: { size: 14, upsample: 'none' } })], teachers: [member('teacher', { name: 'cnn-teacher' })] }],
   // A ResNet-18 is slow on one CPU core: a small IDX dataset (16 test images) keeps its evaluation short.
-  ['byot', { members: [member('resnet', { name: 'multi-exit-resnet18', stem: 'small' })], batchSize: 8, trainLimit: 24, dataset: { name: 'idx', train: tinyIdx('train', 32), test: tinyIdx('test', 16) } }],
+  ['byot', { members: [member('resnet', { name: 'multi-exit-resnet18', stem: 'small' })], batchSize: 8, trainLimit: 24, dataset: { name: 'idx', train: randomIdx(root, 'train', 32), test: randomIdx(root, 'test', 16) } }],
 ];
 
-/** n random 28x28 grey images with labels i mod 10, as an IDX pair. */
-function tinyIdx(split: string, n: number): { images: string; labels: string } {
-  const random = mulberry32(n);
-  const paths = { images: join(root, `${split}-images.idx`), labels: join(root, `${split}-labels.idx`) };
-  writeIdxFile(paths.images, { dims: [n, 28, 28], data: Uint8Array.from({ length: n * 784 }, () => random() * 256) });
-  writeIdxFile(paths.labels, { dims: [n], data: Uint8Array.from({ length: n }, (_, i) => i % 10) });
-  return paths;
-}
 
 for (const [algorithm, extra] of cases) {
   test(`${algorithm} trains through the same worker and records each member's evaluation`, { timeout: 300_000 }, async () => {

@@ -18,11 +18,10 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { assignSlots, parseHosts, remoteCohortWords, remoteWorkerCommand, shellQuote, sshArgs } from '../coordinator/launch-ssh.js';
-import { writeIdxFile } from '../shared/data/idx.js';
-import { mulberry32 } from '../shared/data/sampler.js';
 import { generateKeys } from '../shared/protocol/curve.js';
 import { ROOT, runCli, type CliResult } from './helpers/cli.js';
 import { freePort } from './helpers/net.js';
+import { randomIdx } from './helpers/fake-coordinator.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-launch-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -30,15 +29,7 @@ after(() => rmSync(root, { recursive: true, force: true }));
 const member = (name: string) => ({ name, model: { name: 'mlp-student' }, backend: 'wasm' });
 const cfg = (workers: string[], teachers: string[] = []) => ({ members: workers.map(member), teachers: teachers.map(member) }) as unknown as Parameters<typeof assignSlots>[0];
 
-/** n random 28x28 images with labels i mod 10, as an IDX pair. */
-function tinyIdx(split: string, n: number): { images: string; labels: string } {
-  const random = mulberry32(n);
-  const paths = { images: join(root, `${split}-images.idx`), labels: join(root, `${split}-labels.idx`) };
-  writeIdxFile(paths.images, { dims: [n, 28, 28], data: Uint8Array.from({ length: n * 784 }, () => random() * 256) });
-  writeIdxFile(paths.labels, { dims: [n], data: Uint8Array.from({ length: n }, (_, i) => i % 10) });
-  return paths;
-}
-const dataset = { name: 'idx', train: tinyIdx('train', 64), test: tinyIdx('test', 32), classes: 10 };
+const dataset = { name: 'idx', train: randomIdx(root, 'train', 64), test: randomIdx(root, 'test', 32), classes: 10 };
 
 function writeConfig(name: string, extra: Record<string, unknown> = {}): string {
   const path = join(root, `${name}.json`);
