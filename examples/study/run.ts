@@ -1,14 +1,16 @@
 /**
- * `npm run study [-- --seeds 2 --epochs 5 --only kd,dml-2 --out runs/study --train-limit N]`: the Fashion-MNIST
- * study of the reference thesis on this machine. It runs every config of examples/study in file
- * order (the teacher first: KD and cross-quality KD load its final weights) once per seed, each
- * as a real `cohort train` cohort (coordinator and worker processes, loopback), then writes
+ * `npm run study [-- --seeds 2 --epochs 5 --only kd,dml-2 --out runs/study --train-limit N --parallel 2]`:
+ * the Fashion-MNIST study of the reference thesis on this machine. It runs every config of
+ * examples/study once per seed, each as a real `cohort train` cohort (coordinator and worker
+ * processes, loopback), several side by side so that every core has one worker process (KD and
+ * cross-quality KD wait for their seed's teacher run: they load its final weights), then writes
  * `OUT/results.md` (test accuracy, ECE and NLL of every worker, mean and spread over seeds) and
  * `OUT/report.html` (cohort report of every run). A run whose final evaluation is already in
  * its metrics file is not run again (delete its folder, or pass --fresh, to redo it); each
  * run's own output goes to OUT/NAME/train.log.
  */
 import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
@@ -97,6 +99,89 @@ function resultsTable(results: Result[]): string {
   return lines.join('\n');
 }
 
+/** One run of the study: an experiment at one seed. */
+interface Job {
+  experiment: string;
+  seed: number;
+  config: RunConfig;
+  /** CPU cores it keeps busy: one per worker process, at most all of them. */
+  slots: number;
+  /** The run whose final weights it loads (its seed's teacher), if any. */
+  needs?: string;
+}
+
+type Outcome = { evals: EvalRecord[]; seconds: number };
+
+/**
+ * Runs the jobs, at most `cores` worker processes at once: in list order, a job starts when the
+ * run it needs has finished and enough cores are free; a later, smaller job fills cores the next
+ * one cannot use yet. Returns the outcome of each finished job by run name; a job whose teacher
+ * failed is skipped, and the first failure is thrown once the running jobs have ended.
+ */
+async function schedule(jobs: Job[], cores: number, run: (job: Job) => Promise<Outcome>): Promise<Map<string, Outcome>> {
+  const done = new Map<string, Outcome>();
+  const failed = new Set<string>();
+  const waiting = [...jobs];
+  const running = new Set<Promise<void>>();
+  let free = cores;
+  let firstError: unknown;
+  const names = new Set(jobs.map((j) => j.config.name));
+  while (waiting.length || running.size) {
+    for (let i = 0; i < waiting.length; i++) {
+      const job = waiting[i];
+      const blocked = job.needs !== undefined && names.has(job.needs) && !done.has(job.needs);
+      if (job.needs && failed.has(job.needs)) {
+        failed.add(job.config.name);
+        console.log(`study: ${job.config.name} skipped: its teacher run ${job.needs} failed`);
+        waiting.splice(i--, 1);
+        continue;
+      }
+      if (blocked || job.slots > free || firstError !== undefined) continue;
+      waiting.splice(i--, 1);
+      free -= job.slots;
+      const task: Promise<void> = run(job)
+        .then((outcome) => void done.set(job.config.name, outcome))
+        .catch((error: unknown) => {
+          failed.add(job.config.name);
+          firstError ??= error;
+        })
+        .finally(() => {
+          free += job.slots;
+          running.delete(task);
+        });
+      running.add(task);
+    }
+    if (firstError !== undefined) waiting.length = 0;
+    if (running.size) await Promise.race(running);
+    else if (waiting.length) throw new CohortError(`study: ${waiting.map((j) => j.config.name).join(', ')} could not be scheduled`);
+  }
+  if (firstError !== undefined) throw firstError;
+  return done;
+}
+
+/** Trains one run unless its final evaluation is already recorded; its output goes to RUN/train.log. */
+async function runJob(job: Job, fresh: boolean): Promise<Outcome> {
+  const { config } = job;
+  const dir = runDirectory(config);
+  if (fresh) rmSync(dir, { recursive: true, force: true });
+  const before = finished(config);
+  let outcome = before;
+  if (!outcome) {
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true });
+    const logFile = join(dir, 'train.log');
+    const t0 = Date.now();
+    console.log(`study: ${config.name} (${config.algorithm}, ${config.epochs} epochs, ${job.slots} core(s)) ...`);
+    await trainLocally({ config, insecure: true, interactive: false, log: (line) => appendFileSync(logFile, `${line}\n`) });
+    outcome = finished(config);
+    if (!outcome) throw new CohortError(`${config.name}: finished without a final evaluation of every worker (see ${logFile})`);
+    outcome.seconds = (Date.now() - t0) / 1000;
+  }
+  const summary = outcome.evals.filter((e) => e.role !== 'teacher').map((e) => `${e.worker} ${pct(e.accuracy)}% (ECE ${pct(e.ece)}%)`).join(', ');
+  console.log(`study: ${config.name}${before ? ' (done before)' : ''} in ${(outcome.seconds / 60).toFixed(1)} min: ${summary}`);
+  return outcome;
+}
+
 async function main(): Promise<void> {
   const args = await yargs(hideBin(process.argv))
     .scriptName('npm run study --')
@@ -105,48 +190,42 @@ async function main(): Promise<void> {
     .option('only', { type: 'string', describe: 'comma-separated experiment names (the teacher is needed by kd and cross-quality-kd)' })
     .option('out', { type: 'string', default: 'runs/study', describe: 'folder of the runs, results.md and report.html' })
     .option('train-limit', { type: 'number', describe: 'train on the first N samples of each epoch only (a smoke run)' })
+    .option('parallel', { type: 'number', default: availableParallelism(), describe: 'CPU cores to fill: runs go side by side, each taking one core per worker process (up to all of them)' })
     .option('fresh', { type: 'boolean', default: false, describe: 'run again experiments that already finished' })
     .strict()
     .parse();
   if (!Number.isInteger(args.seeds) || args.seeds < 1) throw new CohortError(`--seeds must be a positive integer, got ${args.seeds}`);
   if (args.epochs !== undefined && (!Number.isInteger(args.epochs) || args.epochs < 1)) throw new CohortError(`--epochs must be a positive integer, got ${args.epochs}`);
+  if (!Number.isInteger(args.parallel) || args.parallel < 1) throw new CohortError(`--parallel must be a positive integer, got ${args.parallel}`);
   const configs = studyConfigs(args.only?.split(',').map((s) => s.trim()));
+  // Every (experiment, seed) run, the same experiment's seeds side by side, in config order.
+  const jobs: Job[] = configs.flatMap(({ raw }) =>
+    Array.from({ length: args.seeds }, (_, i) => {
+      const seed = i + 1;
+      const config = configFor(raw, seed, args.out, args.epochs, args['train-limit']);
+      return { experiment: raw.name as string, seed, config, slots: Math.min(config.members.length + config.teachers.length, args.parallel), needs: config.teachers.length ? `teacher-s${seed}` : undefined };
+    }),
+  );
+  const started = Date.now();
+  const outcomes = await schedule(jobs, args.parallel, (job) => runJob(job, args.fresh));
   const results: Result[] = [];
   const runDirs: string[] = [];
-  const started = Date.now();
-  for (let seed = 1; seed <= args.seeds; seed++) {
-    for (const { raw } of configs) {
-      const config = configFor(raw, seed, args.out, args.epochs, args['train-limit']);
-      const dir = runDirectory(config);
-      if (args.fresh) rmSync(dir, { recursive: true, force: true });
-      let done = finished(config);
-      const before = done !== undefined;
-      if (!done) {
-        rmSync(dir, { recursive: true, force: true });
-        mkdirSync(dir, { recursive: true });
-        const logFile = join(dir, 'train.log');
-        const t0 = Date.now();
-        console.log(`study: ${config.name} (${config.algorithm}, ${config.epochs} epochs) ...`);
-        await trainLocally({ config, insecure: true, interactive: false, log: (line) => appendFileSync(logFile, `${line}\n`) });
-        done = finished(config);
-        if (!done) throw new CohortError(`${config.name}: finished without a final evaluation of every worker (see ${logFile})`);
-        done.seconds = (Date.now() - t0) / 1000;
-      }
-      const { evals, seconds } = done;
-      runDirs.push(dir);
-      const downscaled = new Set(config.members.filter((m) => m.downscale).map((m) => m.name));
-      for (const e of evals) {
-        results.push({ experiment: raw.name as string, seed, worker: e.worker, role: e.role, downscaled: downscaled.has(e.worker), accuracy: e.accuracy, ece: e.ece, nll: e.nll, overconfidence: overconfidence(e), seconds });
-      }
-      const summary = evals.filter((e) => e.role !== 'teacher').map((e) => `${e.worker} ${pct(e.accuracy)}% (ECE ${pct(e.ece)}%)`).join(', ');
-      console.log(`study: ${config.name}${before ? ' (done before)' : ''} in ${(seconds / 60).toFixed(1)} min: ${summary}`);
+  for (const job of jobs) {
+    const outcome = outcomes.get(job.config.name);
+    if (!outcome) continue;
+    runDirs.push(runDirectory(job.config));
+    const downscaled = new Set(job.config.members.filter((m) => m.downscale).map((m) => m.name));
+    const order = [...job.config.members, ...job.config.teachers].map((w) => w.name);
+    const rank = (e: EvalRecord) => (order.includes(e.worker) ? order.indexOf(e.worker) : order.length);
+    for (const e of [...outcome.evals].sort((a, b) => rank(a) - rank(b))) {
+      results.push({ experiment: job.experiment, seed: job.seed, worker: e.worker, role: e.role, downscaled: downscaled.has(e.worker), accuracy: e.accuracy, ece: e.ece, nll: e.nll, overconfidence: overconfidence(e), seconds: outcome.seconds });
     }
   }
   const minutes = (Date.now() - started) / 60_000;
   const runSeconds = new Map(results.map((r) => [`${r.experiment}-s${r.seed}`, r.seconds ?? 0]));
   const total = [...runSeconds.values()].reduce((a, b) => a + b, 0) / 60;
   const table = resultsTable(results);
-  const header = `# Fashion-MNIST study\n\n${args.seeds} seed(s), ${args.epochs ?? 'the configs\''} epochs; the runs took ${total.toFixed(1)} min in all (${minutes.toFixed(1)} min in this invocation).\n\n`;
+  const header = `# Fashion-MNIST study\n\n${args.seeds} seed(s), ${args.epochs ?? 'the configs\''} epochs. This invocation took ${minutes.toFixed(1)} min of wall time, up to ${args.parallel} worker processes at once; the runs' own times add up to ${total.toFixed(1)} min (runs that shared the machine took longer than alone).\n\n`;
   writeFileSync(join(args.out, 'results.md'), `${header}${table}\n`);
   console.log(`\n${table}\n\nstudy: results in ${join(args.out, 'results.md')}`);
   try {
