@@ -45,21 +45,25 @@ function worker(endpoint: string, member: string): CohortProcess {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-test('a teacher runs at most teacherWindow steps ahead: W predictions, then one more per advanced step', { timeout: 90_000 }, async () => {
-  const W = 3;
-  const config = {
-    name: 'teacher-window',
+/** A KD run of student `s` and teacher `t` (small MLPs), batch 4: 24 steps in the epoch, far more than the window. */
+function kdConfig(name: string, teacherWindow: number) {
+  return {
+    name,
     algorithm: 'kd',
     dataset,
-    batchSize: 4, // 24 steps in the epoch: far more than the window
+    batchSize: 4,
     seed: 3,
-    temperature: 2,
     members: [{ name: 's', model: { name: 'mlp-student' }, backend: 'wasm' }],
     teachers: [{ name: 't', model: { name: 'mlp-student', seed: 9 }, backend: 'wasm' }],
-    exchange: { teacherWindow: W },
+    exchange: { teacherWindow },
     recovery,
     runDir: join(root, 'runs'),
   };
+}
+
+test('a teacher runs at most teacherWindow steps ahead: W predictions, then one more per advanced step', { timeout: 90_000 }, async () => {
+  const W = 3;
+  const config = { ...kdConfig('teacher-window', W), temperature: 2 };
   const coordinator = new FakeCoordinator(config);
   const endpoint = await coordinator.start();
   const teacher = worker(endpoint, 't');
@@ -117,18 +121,7 @@ test('advances that reach a teacher between its steps move its window: a teacher
   // The students are instant: the coordinator advances step k as soon as the teacher's step k
   // arrives, so the advances land while the teacher computes its next steps (which once dropped
   // them, and the cohort stalled when the window filled).
-  const config = {
-    name: 'teacher-behind',
-    algorithm: 'kd',
-    dataset,
-    batchSize: 4, // 24 steps
-    seed: 3,
-    members: [{ name: 's', model: { name: 'mlp-student' }, backend: 'wasm' }],
-    teachers: [{ name: 't', model: { name: 'mlp-student', seed: 9 }, backend: 'wasm' }],
-    exchange: { teacherWindow: 2 },
-    recovery,
-    runDir: join(root, 'runs'),
-  };
+  const config = kdConfig('teacher-behind', 2);
   const coordinator = new FakeCoordinator(config);
   const endpoint = await coordinator.start();
   const teacher = worker(endpoint, 't');
