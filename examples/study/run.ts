@@ -56,9 +56,12 @@ function studyConfigs(only?: string[]): { file: string; raw: Record<string, unkn
   return all.filter((c) => only.includes(c.raw.name as string));
 }
 
+/** The name of a seed's teacher run, whose final weights KD and cross-quality KD load. */
+const teacherRun = (seed: number) => `teacher-s${seed}`;
+
 /** One experiment's config for a seed: its own name and run folder, the teacher of the same seed. */
 function configFor(raw: Record<string, unknown>, seed: number, out: string, epochs?: number, trainLimit?: number): RunConfig {
-  const teachers = ((raw.teachers as Record<string, unknown>[] | undefined) ?? []).map((t) => ({ ...t, checkpoint: join(out, `teacher-s${seed}`, 'teacher', 'final') }));
+  const teachers = ((raw.teachers as Record<string, unknown>[] | undefined) ?? []).map((t) => ({ ...t, checkpoint: join(out, teacherRun(seed), 'teacher', 'final') }));
   return resolveRunConfig({ ...raw, name: `${raw.name}-s${seed}`, seed, runDir: out, teachers, ...(epochs ? { epochs } : {}), ...(trainLimit ? { trainLimit } : {}) });
 }
 
@@ -203,7 +206,7 @@ async function main(): Promise<void> {
     Array.from({ length: args.seeds }, (_, i) => {
       const seed = i + 1;
       const config = configFor(raw, seed, args.out, args.epochs, args['train-limit']);
-      return { experiment: raw.name as string, seed, config, slots: Math.min(config.members.length + config.teachers.length, args.parallel), needs: config.teachers.length ? `teacher-s${seed}` : undefined };
+      return { experiment: raw.name as string, seed, config, slots: Math.min(config.members.length + config.teachers.length, args.parallel), needs: config.teachers.length ? teacherRun(seed) : undefined };
     }),
   );
   const started = Date.now();
@@ -222,8 +225,7 @@ async function main(): Promise<void> {
     }
   }
   const minutes = (Date.now() - started) / 60_000;
-  const runSeconds = new Map(results.map((r) => [`${r.experiment}-s${r.seed}`, r.seconds ?? 0]));
-  const total = [...runSeconds.values()].reduce((a, b) => a + b, 0) / 60;
+  const total = [...outcomes.values()].reduce((a, o) => a + o.seconds, 0) / 60;
   const table = resultsTable(results);
   const header = `# Fashion-MNIST study\n\n${args.seeds} seed(s), ${args.epochs ?? 'the configs\''} epochs. This invocation took ${minutes.toFixed(1)} min of wall time, up to ${args.parallel} worker processes at once; the runs' own times add up to ${total.toFixed(1)} min (runs that shared the machine took longer than alone).\n\n`;
   writeFileSync(join(args.out, 'results.md'), `${header}${table}\n`);
