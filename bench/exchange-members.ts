@@ -2,17 +2,19 @@
  * The member side of `npm run bench -- exchange`, in its own process (spawned by
  * bench/exchange.ts with a MembersSpec as JSON argument): K synthetic cohort members (real
  * WorkerSockets, no tfjs, no data) joined to the real coordinator, and K plain zeromq Dealers
- * connected to the benchmark's raw Router. Per step, alternating the two paths, it sleeps
- * `sleepMs` (synthetic compute, all K members at once as separate workers would), then:
+ * connected to each of the benchmark's two raw Routers. Per step, taking the three paths in
+ * turn, it sleeps `sleepMs` (synthetic compute, all K members at once as separate workers
+ * would), then:
  *
  * - cohort: encodes each member's predictions message (not timed: each worker does that in its
  *   own process), starts the clock, sends all K, and stops it when the last member has received
  *   its teaching message; then decodes and checks every teaching signal against the expected
  *   leave-one-out mean (not timed).
- * - raw: starts the clock, sends K prebuilt frame sets of the same sizes, and stops it when the
- *   last dealer has received its answer.
+ * - raw and rawRead: start the clock, send K prebuilt frame sets of the same sizes (one set per
+ *   dealer, in its own memory, as each member sends its own predictions), and stop it when the
+ *   last dealer has received its answer (from one of the two raw routers).
  *
- * Both paths do the same member-side work inside the clock (send frames, receive frames), so
+ * All paths do the same member-side work inside the clock (send frames, receive frames), so
  * the times differ only by what sits between: the real coordinator or a bare Router. The times
  * (and the members' own median encode and decode times) go back to the parent over IPC.
  */
@@ -25,7 +27,7 @@ import { CohortError } from '../shared/errors.js';
 import { decodeMessage, encodeMessage } from '../shared/protocol/codec.js';
 import { PROTOCOL_VERSION, type Message } from '../shared/protocol/messages.js';
 import { WorkerSocket } from '../shared/protocol/sockets.js';
-import { stepIndices, syntheticProbs, wireFrames, type MembersResult, type MembersSpec } from './exchange-wire.js';
+import { PATHS, stepIndices, syntheticProbs, wireFrames, type MembersResult, type MembersSpec } from './exchange-wire.js';
 import { median } from './stats.js';
 
 const RECEIVE_TIMEOUT_MS = 30_000;
@@ -114,23 +116,27 @@ async function main(spec: MembersSpec): Promise<void> {
   const { members: K, batch, classes } = spec;
   const members = Array.from({ length: K }, (_, i) => new Member(`m${i}`, spec.cohort, batch, classes, i));
   const expected = leaveOneOutTeaching(members.map((m) => m.probs), members.map(() => -1)).map((t) => t.meanProbs);
-  const rawUp = wireFrames(batch, classes).up;
-  const dealers = Array.from({ length: K }, (_, i) => {
+  // Each raw dealer sends its own buffers, as each member sends its own predictions.
+  const rawUps = Array.from({ length: K }, () => wireFrames(batch, classes).up);
+  const dealersOf = (endpoint: string) => Array.from({ length: K }, (_, i) => {
     const dealer = new Dealer({ linger: 0, routingId: `r${i}`, receiveTimeout: RECEIVE_TIMEOUT_MS });
-    dealer.connect(spec.raw);
+    dealer.connect(endpoint);
     return dealer;
   });
-  const result: MembersResult = { cohort: [], raw: [], encodeMs: NaN, decodeMs: NaN };
+  const rawDealers = { raw: dealersOf(spec.raw), rawRead: dealersOf(spec.rawRead) };
+  const result: MembersResult = { cohort: [], raw: [], rawRead: [], encodeMs: NaN, decodeMs: NaN };
   const encodeTimes: number[] = [];
   const decodeTimes: number[] = [];
   try {
     await Promise.all(members.map((m) => m.join()));
     for (let i = 0; i < spec.warmup + spec.steps; i++) {
-      for (const path of i % 2 === 0 ? (['cohort', 'raw'] as const) : (['raw', 'cohort'] as const)) {
+      // The paths take turns going first, so none always follows the same one.
+      for (const path of PATHS.map((_, j) => PATHS[(i + j) % PATHS.length])) {
         if (spec.sleepMs > 0) await sleep(spec.sleepMs);
         let ms: number;
-        if (path === 'raw') {
-          ms = (await exchange(dealers, dealers.map(() => rawUp), `from the raw ZeroMQ router at step ${i}`)).ms;
+        if (path !== 'cohort') {
+          const dealers = rawDealers[path];
+          ms = (await exchange(dealers, rawUps, `from the raw ZeroMQ router (${path}) at step ${i}`)).ms;
         } else {
           const indices = stepIndices(i, batch);
           const frames = members.map((m) => {
@@ -157,7 +163,7 @@ async function main(spec: MembersSpec): Promise<void> {
     await Promise.all(members.map((m) => m.finish()));
   } finally {
     for (const m of members) m.socket.close();
-    for (const d of dealers) d.close();
+    for (const d of [...rawDealers.raw, ...rawDealers.rawRead]) d.close();
   }
 }
 

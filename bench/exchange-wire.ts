@@ -5,6 +5,10 @@
  * spec and results passed between bench/exchange.ts and its member process
  * (bench/exchange-members.ts).
  */
+
+/** The three paths the bench alternates, step by step. */
+export const PATHS = ['cohort', 'raw', 'rawRead'] as const;
+export type ExchangePath = (typeof PATHS)[number];
 import { mulberry32 } from '../shared/data/sampler.js';
 import { encodeMessage } from '../shared/protocol/codec.js';
 
@@ -14,6 +18,8 @@ export interface MembersSpec {
   cohort: string;
   /** The raw ZeroMQ router's endpoint. */
   raw: string;
+  /** The endpoint of the raw ZeroMQ router that also reads every frame it receives once. */
+  rawRead: string;
   members: number;
   batch: number;
   classes: number;
@@ -28,6 +34,8 @@ export interface MembersResult {
   cohort: number[];
   /** The same for raw ZeroMQ. */
   raw: number[];
+  /** The same for raw ZeroMQ whose router reads every frame it receives once. */
+  rawRead: number[];
   /** Median ms one member spends encoding its predictions message (in its own process, outside the timed exchange). */
   encodeMs: number;
   /** Median ms one member spends decoding its teaching message (likewise). */
