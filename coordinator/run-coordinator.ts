@@ -502,8 +502,11 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   let pending: Promise<{ peer: Buffer; message: Message }> | undefined;
   let lastActivity = Date.now();
   let lastBeat = Date.now();
-  const abort = aborted(options.signal);
-  abort.catch(() => {});
+  // The abort signal wakes the wait below instead of being raced as one long-lived promise: each
+  // Promise.race on a promise that never settles adds a reaction to it that holds the race's
+  // result, so every message received (tensors included) would stay in memory for the whole run.
+  const onAbort = () => wake?.();
+  options.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     while (done.size + absent.size < all.length || absent.size > 0) {
       // Elastic: every other worker is done; one that does not come back is given up on.
@@ -520,9 +523,11 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
         timer = setTimeout(() => resolve('tick'), 500);
         wake = () => resolve('tick');
       });
-      const next = await Promise.race([pending, tick, abort]);
+      throwIfAborted(options.signal);
+      const next = await Promise.race([pending, tick]);
       clearTimeout(timer); // a message usually wins the race: no timer left behind per message
       wake = undefined;
+      throwIfAborted(options.signal);
       const now = Date.now();
       if (checkpointFailure) throw checkpointFailure;
       for (const lost of lostQueue.splice(0)) await workerLost(lost.name, lost.reason, lost.stillRunning);
@@ -593,6 +598,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     await broadcast(all, { type: 'shutdown', reason: failure.message }).catch(() => {});
     await socket.flush();
   } finally {
+    options.signal?.removeEventListener('abort', onAbort);
     pending?.catch(() => {}); // rejected by the close below
     socket.close();
   }
@@ -602,12 +608,8 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   return { runDir, final: finalInOrder, steps: served, dropped: socket.dropped, restarts };
 }
 
-/** A promise that rejects when `signal` aborts (never settles without a signal). */
-function aborted(signal?: AbortSignal): Promise<never> {
-  return new Promise<never>((_, reject) => {
-    const fail = () => reject(signal!.reason instanceof Error ? signal!.reason : new CohortError(String(signal!.reason)));
-    if (signal?.aborted) fail();
-    else signal?.addEventListener('abort', fail, { once: true });
-  });
+/** Throws the abort reason (an Error as is, anything else as a CohortError) once `signal` has aborted. */
+function throwIfAborted(signal?: AbortSignal): void {
+  if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new CohortError(String(signal.reason));
 }
 

@@ -3,13 +3,17 @@
  * workers: joins of another protocol version, of unknown or duplicate names, and of the wrong
  * role are refused with the reason; garbage is dropped and counted without stopping the run;
  * logits computed on different samples at the same step stop the run with an error naming
- * both workers; a DML step gives each member the mean of its peer's probabilities.
+ * both workers; a DML step gives each member the mean of its peer's probabilities; received
+ * tensors are released once their step is served (memory stays flat over many steps).
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { getHeapStatistics, setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { Packr } from 'msgpackr';
 import { Dealer } from 'zeromq';
 import { runCoordinator, type RunSummary } from '../coordinator/run-coordinator.js';
@@ -145,6 +149,44 @@ test('a DML step: each member gets the mean of its peer probabilities at T; misa
   assert.equal(shutdown.type, 'shutdown');
   a.close();
   b.close();
+});
+
+/** ZeroMQ's received buffers counted by V8 (zeromq.js reports each one as external memory until it is freed), after a full GC. */
+async function liveExternalBytes(): Promise<number> {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  for (let i = 0; i < 3; i++) {
+    gc();
+    await nextTurn(); // buffer finalizers run after the collection
+  }
+  return getHeapStatistics().external_memory;
+}
+
+test('received tensors are released once their step is served: memory stays flat over 150 steps of 64x1000 logits', async () => {
+  const { endpoint, run } = start('memory');
+  const address = await endpoint;
+  const sockets = [await worker(address, 'a'), await worker(address, 'b')];
+  for (const [i, s] of sockets.entries()) {
+    await s.send(join_(i === 0 ? 'a' : 'b'));
+    assert.equal((await next(s)).type, 'welcome');
+  }
+  const rows = 64;
+  const indices = Array.from({ length: rows }, (_, r) => r);
+  const logits = [0, 1].map((m) => Array.from({ length: rows * 1000 }, (_, k) => Math.sin(k * (m + 1))));
+  const messages = logits.map((z) => predictions(0, indices, z));
+  const step = async (n: number) => {
+    for (const [i, s] of sockets.entries()) await s.send({ ...messages[i], step: n, batch: n } as Message);
+    for (const s of sockets) assert.equal((await next(s)).type, 'teaching');
+  };
+  for (let n = 0; n < 10; n++) await step(n);
+  const before = await liveExternalBytes();
+  for (let n = 10; n < 160; n++) await step(n);
+  const grown = (await liveExternalBytes()) - before;
+  for (const [i, s] of sockets.entries()) await s.send({ type: 'done', member: i === 0 ? 'a' : 'b' });
+  await run;
+  for (const s of sockets) s.close();
+  // Each step brings in 2 x 256 KB of probabilities: kept, 150 steps would hold 75 MiB.
+  assert.ok(grown < 8 * 2 ** 20, `${(grown / 2 ** 20).toFixed(1)} MiB of received buffers still held after 150 more steps`);
 });
 
 test('a run directory that cannot be written is a clear error, before anything starts', async () => {
