@@ -188,22 +188,20 @@ class RawRouter {
 
 /**
  * The coordinator's teaching computation alone, as it runs it: each member's predictions added
- * to a reused sum, then each leave-one-out mean written over that member's predictions (warm
- * memory here: the cost of first reading freshly received bytes is in the exchange times).
+ * to reused sums, then each leave-one-out mean written over that member's predictions.
  */
 function timeTeaching(members: number, batch: number, classes: number, repeats: number): number[] {
   const probs = Array.from({ length: members }, (_, i) => syntheticProbs(batch, classes, i));
   const work = probs.map((p) => p.slice());
   const times: number[] = [];
-  let sum: Float64Array | undefined;
+  const sums = new PredictionSums(batch * classes);
   for (let i = 0; i < repeats; i++) {
     work.forEach((w, j) => w.set(probs[j]));
     const start = performance.now();
-    const sums = new PredictionSums(batch * classes, sum);
+    sums.reset();
     for (const w of work) sums.add(w, -1);
     for (const w of work) sums.leaveOneOut(w, -1, w);
     times.push(performance.now() - start);
-    sum = sums.sum;
   }
   return times;
 }

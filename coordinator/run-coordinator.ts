@@ -286,7 +286,12 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   /** Steps every member has been served (since the last rollback). */
   const servedSteps = new Set<number>();
   /** Sum buffers of served steps, for reuse. */
-  const spareSums: Float64Array[] = [];
+  /** Sums of finished steps, reset and reused by later ones (each holds a WebAssembly memory). */
+  const spareSums: PredictionSums[] = [];
+  const newSums = (size: number) => {
+    const spare = spareSums.findIndex((s) => s.size === size);
+    return spare >= 0 ? spareSums.splice(spare, 1)[0].reset() : new PredictionSums(size);
+  };
   const stepOf = (step: number): StepState => {
     let state = steps.get(step);
     if (!state) steps.set(step, (state = { members: new Map(), teachers: new Map(), served: new Set(), summed: 0 }));
@@ -304,7 +309,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     const group = PEER_ALGORITHMS.has(config.algorithm) ? state.members : state.teachers;
     for (; state.summed < sumOrder.length; state.summed++) {
       const entry = group.get(sumOrder[state.summed]);
-      if (entry) (state.sums ??= new PredictionSums(entry.probs.length, spareSums.pop())).add(entry.probs, entry.negEntropy);
+      if (entry) (state.sums ??= newSums(entry.probs.length)).add(entry.probs, entry.negEntropy);
       else if (!complete) break;
     }
   };
@@ -379,7 +384,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
     steps.delete(step);
     servedSteps.add(step);
     while (servedSteps.has(nextStep)) nextStep++;
-    if (state.sums && spareSums.length < 4) spareSums.push(state.sums.sum); // reused by a later step: less garbage
+    if (state.sums && spareSums.length < 4) spareSums.push(state.sums); // reused by a later step: less garbage
     served++;
     if (teachers.length > 0) await broadcast(teachers, { type: 'advance', step });
     if ((step + 1) % logEvery === 0 && !display.interactive) {

@@ -82,3 +82,32 @@ test("a member's teaching signal written over its own predictions is bit-identic
     });
   }
 });
+
+test('the WebAssembly sums equal plain float64 arithmetic bit for bit (sizes 0 to 1001, K = 2, 3, 16; reset and reuse; copies of added arrays)', () => {
+  const random = mulberry32(7);
+  const sums = new PredictionSums(1001);
+  for (const size of [0, 1, 3, 5, 64, 1001]) {
+    for (const K of [2, 3, 16]) {
+      const probs = Array.from({ length: K }, () => Float32Array.from({ length: size }, (_, k) => (k % 7 === 0 ? -0 : random() * 10 ** (-(k % 9)))));
+      const negEntropies = probs.map(() => -random());
+      // The reference, in the order the coordinator sums: config order, from 0.
+      const sum = new Float64Array(size);
+      for (const p of probs) for (let k = 0; k < size; k++) sum[k] += p[k];
+      const target = size === 1001 ? sums.reset() : new PredictionSums(size);
+      probs.forEach((p, i) => target.add(p, negEntropies[i]));
+      const mean = target.mean();
+      for (let k = 0; k < size; k++) assert.ok(Object.is(mean[k], Math.fround(sum[k] / K)), `mean, size ${size}, K ${K}, value ${k}`);
+      for (const [i, p] of probs.entries()) {
+        const expected = Float32Array.from(p, (v, k) => (sum[k] - v) * (1 / (K - 1)));
+        const got = target.leaveOneOut(i % 2 ? p.slice() : p, negEntropies[i]); // odd members: an equal copy, not the array added
+        assert.deepEqual(got.meanProbs, expected, `size ${size}, K ${K}, member ${i}`);
+        for (let k = 0; k < size; k++) assert.ok(Object.is(got.meanProbs[k], expected[k]), `sign of zero, size ${size}, K ${K}, member ${i}, value ${k}`);
+        const others = negEntropies.reduce((a, b) => a + b, 0) - negEntropies[i];
+        assert.equal(got.meanNegEntropy, others * (1 / (K - 1)));
+      }
+    }
+  }
+  assert.throws(() => sums.add(new Float32Array(3), 0), /predictions of 3 values, expected 1001/);
+  assert.throws(() => new PredictionSums(1).reset().leaveOneOut(new Float32Array(1), 0), /at least 2 members, got 0/);
+  assert.ok(new PredictionSums(4).mean().every(Number.isNaN), 'the mean of nothing is NaN');
+});

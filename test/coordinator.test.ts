@@ -166,27 +166,30 @@ test('received tensors are released once their step is served: memory stays flat
   const { endpoint, run } = start('memory');
   const address = await endpoint;
   const sockets = [await worker(address, 'a'), await worker(address, 'b')];
-  for (const [i, s] of sockets.entries()) {
-    await s.send(join_(i === 0 ? 'a' : 'b'));
-    assert.equal((await next(s)).type, 'welcome');
+  try {
+    for (const [i, s] of sockets.entries()) {
+      await s.send(join_(i === 0 ? 'a' : 'b'));
+      assert.equal((await next(s)).type, 'welcome');
+    }
+    const rows = 64;
+    const indices = Array.from({ length: rows }, (_, r) => r);
+    const logits = [0, 1].map((m) => Array.from({ length: rows * 1000 }, (_, k) => Math.sin(k * (m + 1))));
+    const messages = logits.map((z) => predictions(0, indices, z));
+    const step = async (n: number) => {
+      for (const [i, s] of sockets.entries()) await s.send({ ...messages[i], step: n, batch: n } as Message);
+      for (const s of sockets) assert.equal((await next(s)).type, 'teaching');
+    };
+    for (let n = 0; n < 10; n++) await step(n);
+    const before = await liveExternalBytes();
+    for (let n = 10; n < 160; n++) await step(n);
+    const grown = (await liveExternalBytes()) - before;
+    for (const [i, s] of sockets.entries()) await s.send({ type: 'done', member: i === 0 ? 'a' : 'b' });
+    await run;
+    // Each step brings in 2 x 256 KB of probabilities: kept, 150 steps would hold 75 MiB.
+    assert.ok(grown < 8 * 2 ** 20, `${(grown / 2 ** 20).toFixed(1)} MiB of received buffers still held after 150 more steps`);
+  } finally {
+    for (const s of sockets) s.close();
   }
-  const rows = 64;
-  const indices = Array.from({ length: rows }, (_, r) => r);
-  const logits = [0, 1].map((m) => Array.from({ length: rows * 1000 }, (_, k) => Math.sin(k * (m + 1))));
-  const messages = logits.map((z) => predictions(0, indices, z));
-  const step = async (n: number) => {
-    for (const [i, s] of sockets.entries()) await s.send({ ...messages[i], step: n, batch: n } as Message);
-    for (const s of sockets) assert.equal((await next(s)).type, 'teaching');
-  };
-  for (let n = 0; n < 10; n++) await step(n);
-  const before = await liveExternalBytes();
-  for (let n = 10; n < 160; n++) await step(n);
-  const grown = (await liveExternalBytes()) - before;
-  for (const [i, s] of sockets.entries()) await s.send({ type: 'done', member: i === 0 ? 'a' : 'b' });
-  await run;
-  for (const s of sockets) s.close();
-  // Each step brings in 2 x 256 KB of probabilities: kept, 150 steps would hold 75 MiB.
-  assert.ok(grown < 8 * 2 ** 20, `${(grown / 2 ** 20).toFixed(1)} MiB of received buffers still held after 150 more steps`);
 });
 
 test('a run directory that cannot be written is a clear error, before anything starts', async () => {

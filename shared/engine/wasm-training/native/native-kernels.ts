@@ -9,6 +9,7 @@
  */
 import type { TensorInfo } from '@tensorflow/tfjs-core';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { Wasm, type WasmMemory } from '../../../wasm/webassembly.js';
 import { KERNELS_WASM_BASE64 } from './kernels-wasm.js';
 
 /** batch, inH, inW, channels, outH, outW, filterH, filterW, strideH, strideW, dilationH, dilationW, padTop, padLeft */
@@ -43,17 +44,6 @@ export function nativeKernelBytes(): Uint8Array {
   return moduleBytes;
 }
 
-// The project compiles against lib ES2022 without DOM types, so the few WebAssembly JS API
-// pieces used here are typed locally.
-interface WasmMemory {
-  readonly buffer: ArrayBufferLike;
-}
-interface WasmApi {
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: Record<string, Record<string, unknown>>) => { exports: unknown };
-  Memory: abstract new (...args: never[]) => WasmMemory;
-}
-const Wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
 
 let moduleBytes: Uint8Array | undefined;
 let compiled: object | undefined;
