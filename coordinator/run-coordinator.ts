@@ -285,7 +285,6 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
 
   /** Steps every member has been served (since the last rollback). */
   const servedSteps = new Set<number>();
-  /** Sum buffers of served steps, for reuse. */
   /** Sums of finished steps, reset and reused by later ones (each holds a WebAssembly memory). */
   const spareSums: PredictionSums[] = [];
   const newSums = (size: number) => {

@@ -161,7 +161,7 @@ describe('restart policy', () => {
     assert.equal(run.code, 2, run.output);
     // Whichever sees the second death first names it: the launcher (the process exited) or the
     // coordinator's socket (the peer is gone).
-    assert.match(run.output, /cohort: error: worker a lost at .*: (its process exited with SIGKILL|unreachable \(.*\)); giving up after 1 restart\(s\)/);
+    assert.match(run.output, new RegExp(`cohort: error: worker a lost at .*: ${KILLED}; giving up after 1 restart\\(s\\)`));
   });
 });
 

@@ -44,7 +44,6 @@ export function nativeKernelBytes(): Uint8Array {
   return moduleBytes;
 }
 
-
 let moduleBytes: Uint8Array | undefined;
 let compiled: object | undefined;
 const instances = new WeakMap<WasmMemory, KernelExports>();
