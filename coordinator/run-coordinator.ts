@@ -347,23 +347,23 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
       // Every live member's predictions, and at least one peer for each.
       if (waiting.length < liveMembers.length || waiting.length < 2) return;
       accumulate(state, true);
-      await Promise.all(
-        waiting.map((n) => {
-          state.served.add(n);
-          const own = state.members.get(n)!;
-          // own.probs is not read again once the step is served: its teaching signal is written
-          // over it (no new buffer per member and step: at 256x1000 a fresh 1 MB costs page faults).
-          const teaching = state.sums!.leaveOneOut(own.probs, own.negEntropy, own.probs);
-          return send(n, {
-            type: 'teaching',
-            step,
-            teaching: { dtype: 'float32', shape: [own.probs.length / own.classes, own.classes], data: teaching.meanProbs },
-            ...(config.algorithm === 'dml' ? { peerNegEntropy: teaching.meanNegEntropy } : {}),
-            peerCount: waiting.length - 1,
-            generation,
-          });
-        }),
-      );
+      // Each member's signal goes out as soon as it is computed, so ZeroMQ's I/O thread sends
+      // it while the next one is computed (sends never reject: a failure marks the worker lost).
+      for (const n of waiting) {
+        state.served.add(n);
+        const own = state.members.get(n)!;
+        // own.probs is not read again once the step is served: its teaching signal is written
+        // over it (no new buffer per member and step: at 256x1000 a fresh 1 MB costs page faults).
+        const teaching = state.sums!.leaveOneOut(own.probs, own.negEntropy, own.probs);
+        await send(n, {
+          type: 'teaching',
+          step,
+          teaching: { dtype: 'float32', shape: [own.probs.length / own.classes, own.classes], data: teaching.meanProbs },
+          ...(config.algorithm === 'dml' ? { peerNegEntropy: teaching.meanNegEntropy } : {}),
+          peerCount: waiting.length - 1,
+          generation,
+        });
+      }
     } else if (TEACHER_ALGORITHMS.has(config.algorithm)) {
       const liveTeachers = live(teachers);
       if (waiting.length === 0 || state.teachers.size === 0 || !liveTeachers.every((n) => state.teachers.has(n))) return;

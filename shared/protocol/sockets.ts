@@ -1,12 +1,14 @@
 /**
  * Typed ZeroMQ sockets for the runtime: the coordinator's ROUTER, which serves every worker and
  * drops (and counts) what it cannot decode, and each worker's DEALER, whose routing id is its
- * member name. Both speak `Message`s through the codec and close with linger 0.
+ * member name. Both speak `Message`s through the codec and close with linger 0, and both set
+ * the process's garbage collector for streaming (gc-tuning.ts).
  */
 import { randomBytes } from 'node:crypto';
 import { Dealer, Router } from 'zeromq';
 import { CohortError } from '../errors.js';
 import { decodeMessage, DEFAULT_LIMITS, encodeMessage, type DecodeLimits, type EncodeOptions } from './codec.js';
+import { tuneGcForStreaming } from './gc-tuning.js';
 import { registerZapDomain, unregisterZapDomain, zapHandlerReady, type CoordinatorKeys, type WorkerKeys } from './curve.js';
 import type { Message } from './messages.js';
 
@@ -58,6 +60,7 @@ export class CoordinatorSocket {
   private readonly onDropped: (error: string, peer: Buffer) => void;
 
   constructor(private readonly options: CoordinatorSocketOptions = {}) {
+    tuneGcForStreaming();
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
     // mandatory: sending to an unknown worker fails instead of vanishing. No handover: a second
     // connection can never take over a live worker's routing id (each worker process has its own).
@@ -162,6 +165,7 @@ export class WorkerSocket {
     if (bytes === 0 || bytes > 200 || member.startsWith('\0')) {
       throw new CohortError(`member name ${JSON.stringify(member)} cannot be used (1 to 200 bytes, not starting with a zero byte)`);
     }
+    tuneGcForStreaming();
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
     // The routing id names the member and this process uniquely: a restarted worker is a new
     // peer, and the coordinator maps peers to members at the join.
