@@ -18,11 +18,17 @@
  * three paths in turn, step by step, and times each step the same way: from just before the
  * first member's send to the moment the last member has received its answer. So the times
  * include the same member-side socket work and differ only by what answers: the coordinator's
- * decoding, checking, summing, leave-one-out means, encoding and sending, or a Router. Each
+ * decoding, checking, summing, leave-one-out means, encoding and sending, or a Router. The
+ * ratio to raw ZeroMQ is taken per step (the three paths of a step run back to back) and its
+ * median over the steps is judged against the target, since the machine's slow spells move
+ * whole stretches of steps; the ratio of the medians is reported beside. Each
  * member's own encoding and decoding, which a worker does in its own process in parallel with
- * the others, is timed apart (outside the clock) and reported beside. `--sleep-ms` sleeps before every step (synthetic compute, all K
- * members at once), so K = 16 fits on 2 cores. The coordinator's teaching computation alone
- * (PredictionSums on the same predictions, as the coordinator uses it) is also timed apart here.
+ * the others, is timed apart (outside the clock) and reported beside. Both processes run with
+ * the garbage-collector setting every Cohort process that streams tensors gets from its sockets
+ * (shared/protocol/gc-tuning.ts), so the raw paths share it. `--sleep-ms` sleeps before every
+ * step (synthetic compute, all K members at once), so K = 16 fits on 2 cores. The
+ * coordinator's teaching computation alone (PredictionSums on the same predictions, as the
+ * coordinator uses it) is also timed apart here.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -66,13 +72,19 @@ export interface ExchangeRow {
   cohortP90Ms: number;
   rawMs: number;
   rawP90Ms: number;
-  /** cohortMs / rawMs. */
+  /**
+   * The median over timed steps of cohort / raw for the same step: the paths of a step run back
+   * to back, so a slow spell of the machine (on this VM the raw median of 30-step windows moves
+   * from 3 to 21 ms within one run) weighs on both sides of each ratio. The target is judged on it.
+   */
+  pairedRatio: number;
+  /** cohortMs / rawMs: the ratio of the medians, reported beside (it moves with those spells). */
   ratio: number;
   /** Raw ZeroMQ whose Router reads every frame it receives once. */
   rawReadMs: number;
   rawReadP90Ms: number;
-  /** cohortMs / rawReadMs. */
-  ratioRead: number;
+  /** The median per-step ratio of cohort / (raw + read). */
+  pairedRatioRead: number;
   /** Median time of the coordinator's teaching computation alone (sums and leave-one-out means, as it runs them), timed apart. */
   teachingMs: number;
   /** One member's median encode (predictions) plus decode (teaching) time, in its own process, outside the timed exchange. */
@@ -91,13 +103,18 @@ export interface ExchangeResult {
   step: { ms?: number; source: 'measured' | 'given' | 'unavailable'; backend?: string; device?: string; note?: string };
   rows: ExchangeRow[];
   targets: {
-    ratio: { limit: number; met: boolean; failing: string[] };
-    /** The same limit against raw ZeroMQ with the received bytes read once (reported beside, not the issue's target). */
-    ratioRead: { limit: number; met: boolean; failing: string[] };
+    /** The issue's target: cohort within 2x of raw ZeroMQ, per-step ratios (pairedRatio). */
+    ratio: RatioTarget;
+    /** The same limit on the ratio of the medians (reported beside). */
+    ratioOfMedians: RatioTarget;
+    /** The same limit against raw ZeroMQ with the received bytes read once (per-step ratios; reported beside). */
+    ratioRead: RatioTarget;
     stepShare: { limitPercent: number; members: number; shape: string; percent?: number; met?: boolean };
   };
   wallSeconds: number;
 }
+
+export interface RatioTarget { limit: number; met: boolean; failing: string[] }
 
 const RATIO_TARGET = 2;
 const SHARE_TARGET_PERCENT = 2;
@@ -237,13 +254,15 @@ async function measureConfig(members: number, batch: number, classes: number, o:
     const cohortMs = median(times.cohort);
     const rawMs = median(times.raw);
     const rawReadMs = median(times.rawRead);
+    const perStep = (other: number[]) => median(times.cohort.map((ms, i) => ms / other[i]));
     return {
       members, batch, classes, steps,
       bytesPerStep: members * (bytesOf(up) + bytesOf(down)),
       cohortMs, cohortP90Ms: percentile(times.cohort, 90), rawMs, rawP90Ms: percentile(times.raw, 90),
+      pairedRatio: perStep(times.raw),
       ratio: cohortMs / rawMs,
       rawReadMs, rawReadP90Ms: percentile(times.rawRead, 90),
-      ratioRead: cohortMs / rawReadMs,
+      pairedRatioRead: perStep(times.rawRead),
       teachingMs: median(teaching),
       memberCodecMs: times.encodeMs + times.decodeMs,
       times: { cohort: times.cohort, raw: times.raw, rawRead: times.rawRead },
@@ -304,10 +323,10 @@ export async function benchExchange(o: ExchangeBenchOptions, print: (line: strin
       const row = await measureConfig(members, batch, classes, o);
       if (step.ms !== undefined && batch === 128 && classes === 10) row.stepPercent = (100 * row.cohortMs) / step.ms;
       rows.push(row);
-      print(`  K=${members} ${shapeText(batch, classes)}: cohort ${row.cohortMs.toFixed(3)} ms, raw ZeroMQ ${row.rawMs.toFixed(3)} ms (x${row.ratio.toFixed(2)}), raw ZeroMQ + read ${row.rawReadMs.toFixed(3)} ms (x${row.ratioRead.toFixed(2)}), teaching compute ${row.teachingMs.toFixed(3)} ms, member encode+decode ${row.memberCodecMs.toFixed(3)} ms`);
+      print(`  K=${members} ${shapeText(batch, classes)}: cohort ${row.cohortMs.toFixed(3)} ms, raw ZeroMQ ${row.rawMs.toFixed(3)} ms (x${row.pairedRatio.toFixed(2)} per step, x${row.ratio.toFixed(2)} of the medians), raw ZeroMQ + read ${row.rawReadMs.toFixed(3)} ms (x${row.pairedRatioRead.toFixed(2)} per step), teaching compute ${row.teachingMs.toFixed(3)} ms, member encode+decode ${row.memberCodecMs.toFixed(3)} ms`);
     }
   }
-  const ratioTarget = (ratio: (r: ExchangeRow) => number) => {
+  const ratioTarget = (ratio: (r: ExchangeRow) => number): RatioTarget => {
     const failing = rows.filter((r) => ratio(r) > RATIO_TARGET).map((r) => `K=${r.members} ${shapeText(r.batch, r.classes)}`);
     return { limit: RATIO_TARGET, met: failing.length === 0, failing };
   };
@@ -320,8 +339,9 @@ export async function benchExchange(o: ExchangeBenchOptions, print: (line: strin
     step,
     rows,
     targets: {
-      ratio: ratioTarget((r) => r.ratio),
-      ratioRead: ratioTarget((r) => r.ratioRead),
+      ratio: ratioTarget((r) => r.pairedRatio),
+      ratioOfMedians: ratioTarget((r) => r.ratio),
+      ratioRead: ratioTarget((r) => r.pairedRatioRead),
       stepShare: { limitPercent: SHARE_TARGET_PERCENT, members: 4, shape: '128x10', percent: share?.stepPercent, met: share?.stepPercent === undefined ? undefined : share.stepPercent < SHARE_TARGET_PERCENT },
     },
     wallSeconds: 0,
@@ -336,16 +356,18 @@ function printTable(r: ExchangeResult, print: (line: string) => void): void {
   const ms = (v: number) => (v < 10 ? v.toFixed(3) : v.toFixed(1));
   const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(2);
   print('');
-  print('| K | logits | MiB/step (in+out) | timed steps | cohort ms (median) | cohort ms (p90) | raw ZeroMQ ms (median) | raw ZeroMQ ms (p90) | cohort / raw | raw + read ms (median) | cohort / (raw + read) | teaching compute ms | member encode+decode ms | % of CNN step |');
-  print('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  print('| K | logits | MiB/step (in+out) | timed steps | cohort ms (median) | cohort ms (p90) | raw ZeroMQ ms (median) | raw ZeroMQ ms (p90) | cohort / raw (per step) | cohort / raw (medians) | raw + read ms (median) | cohort / (raw + read) (per step) | teaching compute ms | member encode+decode ms | % of CNN step |');
+  print('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const row of r.rows) {
     const pct = row.stepPercent === undefined ? '-' : `${row.stepPercent.toFixed(2)}%`;
-    print(`| ${row.members} | ${shapeText(row.batch, row.classes)} | ${mib(row.bytesPerStep)} | ${row.steps} | ${ms(row.cohortMs)} | ${ms(row.cohortP90Ms)} | ${ms(row.rawMs)} | ${ms(row.rawP90Ms)} | ${row.ratio.toFixed(2)} | ${ms(row.rawReadMs)} | ${row.ratioRead.toFixed(2)} | ${ms(row.teachingMs)} | ${ms(row.memberCodecMs)} | ${pct} |`);
+    print(`| ${row.members} | ${shapeText(row.batch, row.classes)} | ${mib(row.bytesPerStep)} | ${row.steps} | ${ms(row.cohortMs)} | ${ms(row.cohortP90Ms)} | ${ms(row.rawMs)} | ${ms(row.rawP90Ms)} | ${row.pairedRatio.toFixed(2)} | ${row.ratio.toFixed(2)} | ${ms(row.rawReadMs)} | ${row.pairedRatioRead.toFixed(2)} | ${ms(row.teachingMs)} | ${ms(row.memberCodecMs)} | ${pct} |`);
   }
-  const { ratio, ratioRead, stepShare } = r.targets;
+  const { ratio, ratioOfMedians, ratioRead, stepShare } = r.targets;
+  const verdict = (t: RatioTarget) => (t.met ? 'met for every row' : `NOT met for ${t.failing.join(', ')}`);
   print('');
-  print(`target: cohort within ${ratio.limit}x of raw ZeroMQ: ${ratio.met ? 'met for every row' : `NOT met for ${ratio.failing.join(', ')}`}`);
-  print(`beside: cohort within ${ratioRead.limit}x of raw ZeroMQ with the received bytes read once: ${ratioRead.met ? 'met for every row' : `NOT met for ${ratioRead.failing.join(', ')}`}`);
+  print(`target: cohort within ${ratio.limit}x of raw ZeroMQ (median of the per-step ratios): ${verdict(ratio)}`);
+  print(`beside: the same on the ratio of the medians: ${verdict(ratioOfMedians)}`);
+  print(`beside: cohort within ${ratioRead.limit}x of raw ZeroMQ with the received bytes read once (per step): ${verdict(ratioRead)}`);
   print(stepShare.percent === undefined
     ? `target: under ${stepShare.limitPercent}% of the reference CNN step at K = 4, 128x10: not measured (${r.rows.some((x) => x.members === 4 && x.batch === 128 && x.classes === 10) ? 'no step time' : 'K = 4 at 128x10 not in this run'})`
     : `target: under ${stepShare.limitPercent}% of the reference CNN step at K = 4, 128x10: ${stepShare.met ? 'met' : 'NOT met'} (${stepShare.percent.toFixed(2)}% of ${r.step.ms!.toFixed(1)} ms)`);
