@@ -9,7 +9,7 @@
  * performs a marking step of 5-10 ms on the main thread. Without incremental marking the same
  * pressure costs one atomic mark-compact of the (small) heap instead. Measured with
  * `npm run bench -- exchange` (K = 4, 256x1000, 300 steps, 2-core VM): the coordinator's
- * exchange went from 8.8-15.9 ms to 4.6-6.5 ms a step.
+ * exchange went from 8.8-17.5 ms to 4.6-6.5 ms a step.
  *
  * V8 reads the flag when it decides to start a mark, so setting it at run time (before the
  * first socket) takes effect; it is set once per process and never turned back on.
