@@ -5,12 +5,11 @@
  * spec and results passed between bench/exchange.ts and its member process
  * (bench/exchange-members.ts).
  */
+import { mulberry32 } from '../shared/data/sampler.js';
+import { encodeMessage } from '../shared/protocol/codec.js';
 
 /** The three paths the bench alternates, step by step. */
 export const PATHS = ['cohort', 'raw', 'rawRead'] as const;
-export type ExchangePath = (typeof PATHS)[number];
-import { mulberry32 } from '../shared/data/sampler.js';
-import { encodeMessage } from '../shared/protocol/codec.js';
 
 /** The member process's argument (JSON). */
 export interface MembersSpec {
