@@ -6,7 +6,7 @@
  */
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { BACKEND_CHOICES, initBackend, type BackendChoice } from './shared/engine/backend.js';
+import { BACKEND_CHOICES, initBackend, shutdownBackend, type BackendChoice } from './shared/engine/backend.js';
 import { CohortError } from './shared/errors.js';
 import { isLoopbackEndpoint } from './shared/protocol/curve.js';
 
@@ -20,9 +20,9 @@ function withBackendOptions<T>(y: Argv<T>) {
     .option('backend', {
       choices: BACKEND_CHOICES,
       default: 'auto' as BackendChoice,
-      describe: 'tfjs backend: auto = tfjs-node-gpu if a GPU is visible, else tfjs-node, else wasm',
+      describe: 'tfjs backend: auto = tfjs-node-gpu if installed and a GPU is visible, else webgpu on a hardware GPU adapter, else tfjs-node, else wasm',
     })
-    .option('gpu', { type: 'number', describe: 'pin this process to GPU N (sets CUDA_VISIBLE_DEVICES=N)' });
+    .option('gpu', { type: 'number', describe: 'pin this process to GPU N (tensorflow-gpu: CUDA_VISIBLE_DEVICES=N; webgpu: the N-th hardware adapter)' });
 }
 
 function requirePositiveInteger(name: string, value: unknown): void {
@@ -293,7 +293,7 @@ async function main(): Promise<void> {
     .parseAsync();
 }
 
-main().catch((error: unknown) => {
+main().then(shutdownBackend, (error: unknown) => {
   if (error instanceof CohortError) {
     console.error(`cohort: error: ${error.message}`);
     process.exit(error.exitCode);

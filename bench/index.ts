@@ -6,7 +6,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { benchData } from './data.js';
 import { benchExchange, parseShapes } from './exchange.js';
-import { benchStep } from './step.js';
+import { benchGpuStep, benchStep } from './step.js';
 
 await yargs(hideBin(process.argv))
   .scriptName('npm run bench --')
@@ -20,10 +20,25 @@ await yargs(hideBin(process.argv))
         .option('cpu-steps', { type: 'number', default: 2, describe: 'timed steps for the pure-JS cpu backend (over a minute each)' })
         .option('rounds', { type: 'number', default: 2, describe: 'alternate PyTorch and tfjs this many times' })
         .option('backends', { type: 'string', describe: 'comma-separated subset of tensorflow-gpu,tensorflow,wasm,cpu' })
+        .option('backend', { type: 'string', choices: ['webgpu'], describe: 'webgpu: the GPU cases (reference CNN, ResNet-18 at 32 and 224) beside PyTorch on the same GPU' })
+        .option('cases', { type: 'string', describe: 'with --backend webgpu: comma-separated subset of refcnn128,resnet18s64,resnet18i64' })
         .option('torch-threads', { type: 'number', default: 2 })
         .option('profile', { type: 'boolean', default: false, describe: 'also print the kernel time breakdown' })
         .option('json', { type: 'string', describe: 'also write the results to this JSON file' }),
     async (args) => {
+      const options = {
+        steps: args.steps,
+        warmup: args.warmup,
+        cpuSteps: args['cpu-steps'],
+        rounds: args.rounds,
+        torchThreads: args['torch-threads'],
+        profile: args.profile,
+      };
+      if (args.backend === 'webgpu') {
+        const results = await benchGpuStep({ ...options, cases: args.cases?.split(',').map((s) => s.trim()) }, (line) => console.log(line));
+        if (args.json) writeFileSync(args.json, JSON.stringify(results, null, 2));
+        return;
+      }
       const results = await benchStep(
         {
           steps: args.steps,

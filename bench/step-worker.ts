@@ -1,10 +1,13 @@
 /**
- * Times training steps of the reference CNN on one backend, in its own process, and prints
- * one JSON line: {backend, device, msPerStep (median), steps, ...}. Spawned by bench/step.ts.
+ * Times training steps (and, with --forward=1, forward passes: what a teacher runs) of one
+ * model on one backend, in its own process, and prints one JSON line: {backend, device,
+ * msPerStep (median), steps, forwardMs, kernels, ...}. Spawned by bench/step.ts.
+ *   --model=reference-cnn (28x28x1) | resnet18-small32 (32x32x3, small stem) | resnet18-imagenet224
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, type BackendChoice } from '../shared/engine/backend.js';
-import { referenceCnn } from '../shared/models/reference-cnn.js';
+import { buildModel } from '../shared/models/registry.js';
+import { shutdownBackend } from '../shared/engine/backend.js';
 import { trainStep } from '../shared/training/train-step.js';
 import { median } from './stats.js';
 
@@ -16,6 +19,15 @@ const steps = Number(args.steps ?? 20);
 const warmup = Number(args.warmup ?? 3);
 const batch = Number(args.batch ?? 128);
 const profile = args.profile === '1';
+const modelName = args.model ?? 'reference-cnn';
+const forward = args.forward === '1';
+const MODELS = {
+  'reference-cnn': { name: 'reference-cnn', inputShape: [28, 28, 1], classes: 10 },
+  'resnet18-small32': { name: 'resnet18', inputShape: [32, 32, 3], classes: 10, stem: 'small' },
+  'resnet18-imagenet224': { name: 'resnet18', inputShape: [224, 224, 3], classes: 1000, stem: 'imagenet' },
+} as const;
+const spec = MODELS[modelName as keyof typeof MODELS];
+if (!spec) throw new Error(`--model: one of ${Object.keys(MODELS).join(', ')}`);
 
 const wasmThreads = Number(args['wasm-threads'] ?? 0);
 if (wasmThreads > 1) {
@@ -33,10 +45,10 @@ if (wasmThreads > 1) {
   }
 }
 const active = await initBackend({ backend });
-const model = referenceCnn({ seed: 1 });
+const model = buildModel({ ...spec, inputShape: [...spec.inputShape], seed: 1 }).model;
 const optimizer = tf.train.adam(1e-3);
-const images = tf.randomUniform([batch, 28, 28, 1]) as tf.Tensor4D;
-const labels = tf.randomUniform([batch], 0, 10, 'int32') as tf.Tensor1D;
+const images = tf.randomUniform([batch, ...spec.inputShape]) as tf.Tensor4D;
+const labels = tf.randomUniform([batch], 0, spec.classes, 'int32') as tf.Tensor1D;
 
 const times: number[] = [];
 for (let i = 0; i < warmup + steps; i++) {
@@ -45,6 +57,18 @@ for (let i = 0; i < warmup + steps; i++) {
   await loss.data();
   tf.dispose([loss, logits]);
   if (i >= warmup) times.push(performance.now() - start);
+}
+
+/** Forward passes in inference mode, as a forward-only teacher runs them. */
+const forwardTimes: number[] = [];
+if (forward) {
+  for (let i = 0; i < warmup + Math.min(steps, 20); i++) {
+    const start = performance.now();
+    const out = model.predict(images) as tf.Tensor;
+    await out.data();
+    out.dispose();
+    if (i >= warmup) forwardTimes.push(performance.now() - start);
+  }
 }
 
 let kernels: Record<string, number> | undefined;
@@ -61,7 +85,9 @@ console.log(
   JSON.stringify({
     backend: wasmThreads > 1 ? `wasm (${wasmThreads} threads)` : active.choice,
     device: active.device,
+    model: modelName,
     batch,
+    forwardMs: forward ? median(forwardTimes) : undefined,
     steps,
     msPerStep: median(times),
     minMs: Math.min(...times),
@@ -69,3 +95,4 @@ console.log(
     kernels,
   }),
 );
+shutdownBackend();

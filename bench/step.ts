@@ -130,3 +130,72 @@ function printTable(results: StepResult[], print: (line: string) => void): void 
     print(`\n${r.backend} kernel time in one profiled step: ${top.map(([k, ms]) => `${k} ${ms.toFixed(1)}ms`).join(', ')}`);
   }
 }
+
+/** The GPU cases of `--backend webgpu`: model, batch, PyTorch's case key (bench/torch_gpu_step.py). */
+const GPU_CASES = [
+  { model: 'reference-cnn', batch: 128, torch: 'refcnn128', label: 'reference CNN 28x28, batch 128' },
+  { model: 'resnet18-small32', batch: 64, torch: 'resnet18s64', label: 'ResNet-18 32x32 (small stem), batch 64' },
+  { model: 'resnet18-imagenet224', batch: 64, torch: 'resnet18i64', label: 'ResNet-18 224x224, batch 64' },
+] as const;
+
+const torchGpuScript = fileURLToPath(new URL('./torch_gpu_step.py', import.meta.url));
+
+interface TorchTime {
+  key: string;
+  variant: string;
+  stepMsMedian: number;
+  forwardMsMedian: number;
+}
+
+/** PyTorch on the GPU (CUDA), every case and variant; none when torch or CUDA is missing. */
+function torchGpu(python: string | undefined, cases: string[], print: (line: string) => void): { times: TorchTime[]; device?: string; unavailable?: string } {
+  if (!python) return { times: [], unavailable: 'python3 with torch not found' };
+  const child = spawnSync(python, [torchGpuScript, `--cases=${cases.join(',')}`, '--limit-s=300'], { encoding: 'utf8', maxBuffer: 64 << 20, env: { ...process.env, TORCH_DEVICE: 'cuda' } });
+  const results = child.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('RESULT '))
+    .map((l) => JSON.parse(l.slice(7)) as Record<string, unknown>);
+  const info = results.find((r) => r.kind === 'torch');
+  if (!info || info.device === 'cpu') return { times: [], unavailable: 'PyTorch sees no CUDA GPU' };
+  for (const r of results.filter((r) => r.kind === 'error')) print(`  pytorch error: ${String(r.where)}: ${String(r.message).slice(0, 200)}`);
+  return { times: results.filter((r) => r.kind === 'torch-time') as unknown as TorchTime[], device: `${String(info.gpu)} (torch ${String(info.torch)})` };
+}
+
+/**
+ * `npm run bench -- step --backend webgpu`: a training step and a forward pass (a teacher's
+ * work) of each GPU case on webgpu, and beside them PyTorch on the same GPU (fp32 with TF32
+ * off, default, bf16 autocast), as ratios from one run; with --profile, the top kernels of a
+ * webgpu step. On a software adapter (COHORT_WEBGPU_SOFTWARE=1) give --cases a small subset.
+ */
+export async function benchGpuStep(o: StepBenchOptions & { cases?: string[] }, print: (line: string) => void): Promise<StepResult[]> {
+  const cases = GPU_CASES.filter((c) => !o.cases || o.cases.includes(c.torch));
+  print(`GPU step benchmark on webgpu: ${cases.map((c) => c.label).join('; ')}; ${o.steps} timed steps after ${o.warmup} warm-up`);
+  const results: (StepResult & { forwardMs?: number; model?: string })[] = [];
+  for (const c of cases) {
+    const r = tfjsStep('webgpu', o, [`--model=${c.model}`, `--batch=${c.batch}`, '--forward=1']) as StepResult & { forwardMs?: number; model?: string };
+    results.push({ ...r, model: c.model });
+    print(`  ${c.label}: ${describe(r)}${r.forwardMs !== undefined ? `, forward ${r.forwardMs.toFixed(1)} ms` : ''}`);
+  }
+  const torch = torchGpu(findTorchPython(), cases.map((c) => c.torch), print);
+  print('');
+  print(`PyTorch: ${torch.unavailable ? `unavailable: ${torch.unavailable}` : torch.device}`);
+  print('| case | webgpu step ms | webgpu forward ms | PyTorch fp32 (TF32 off) step ms | x | PyTorch default step ms | x | PyTorch bf16 step ms | x | forward x fp32 |');
+  print('|---|---|---|---|---|---|---|---|---|---|');
+  for (const [i, c] of cases.entries()) {
+    const r = results[i];
+    const t = (variant: string) => torch.times.find((x) => x.key === c.torch && x.variant === variant);
+    const cell = (variant: string) => {
+      const tt = t(variant);
+      return tt && r.msPerStep !== undefined ? `${tt.stepMsMedian.toFixed(2)} | ${(r.msPerStep / tt.stepMsMedian).toFixed(2)}` : '- | -';
+    };
+    const strict = t('fp32-strict');
+    const fwd = strict && r.forwardMs !== undefined ? (r.forwardMs / strict.forwardMsMedian).toFixed(2) : '-';
+    print(`| ${c.label} | ${r.msPerStep?.toFixed(1) ?? r.unavailable} | ${r.forwardMs?.toFixed(1) ?? '-'} | ${cell('fp32-strict')} | ${cell('default')} | ${cell('bf16-amp-cl')} | ${fwd} |`);
+  }
+  for (const r of results) {
+    if (!r.kernels) continue;
+    const top = Object.entries(r.kernels).sort((a, b) => b[1] - a[1]).slice(0, 8);
+    print(`\n${r.model} top kernels of one profiled webgpu step: ${top.map(([k, ms]) => `${k} ${ms.toFixed(1)}ms`).join(', ')}`);
+  }
+  return results;
+}

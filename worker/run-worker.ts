@@ -18,7 +18,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { resolveRunConfig, runDirectory, type RunConfig, type WorkerConfig } from '../shared/config/run-config.js';
 import { openDataset } from '../shared/data/datasets.js';
 import type { Batch, BatchSource } from '../shared/data/source.js';
-import { initBackend, type BackendChoice } from '../shared/engine/backend.js';
+import { initBackend, shutdownBackend, type BackendChoice } from '../shared/engine/backend.js';
 import { CohortError } from '../shared/errors.js';
 import { loadModelWeights, saveModel } from '../shared/io/model-files.js';
 import { MetricAccumulator } from '../shared/metrics/index.js';
@@ -125,6 +125,7 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
     throw error;
   } finally {
     socket.close();
+    shutdownBackend(); // a process holding a WebGPU device does not exit
   }
 }
 

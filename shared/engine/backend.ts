@@ -1,18 +1,25 @@
 /**
- * Decides the tfjs backend of a process. `auto` prefers tfjs-node-gpu when it loads and a GPU
- * is visible, then tfjs-node, then the embedded wasm backend (made able to train convnets by
- * ./wasm-training). `--gpu N` pins the process to one GPU through CUDA_VISIBLE_DEVICES, which
- * must be set before TensorFlow's native library loads.
+ * Decides the tfjs backend of a process. The backends are one registry (BACKENDS): each entry
+ * loads and activates its backend or says why it cannot. `auto` tries, in order, tfjs-node-gpu
+ * (when installed and an NVIDIA GPU is visible), WebGPU on a hardware adapter (never a software
+ * one), tfjs-node, then the embedded wasm backend (made able to train convnets by
+ * ./wasm-training). `--gpu N` pins the process to one GPU: CUDA_VISIBLE_DEVICES for
+ * TensorFlow, set before its native library loads; the N-th hardware adapter for WebGPU
+ * (./webgpu.ts).
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
+/// <reference types="@webgpu/types" />
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-layers'; // its node bundle registers tfjs-core's gradient functions (autodiff)
 import { CohortError } from '../errors.js';
+import { chooseAdapter, describeAdapter, openDevice, probeAdapters, softwareRequested, type AdapterInfo, type WebgpuSession } from './webgpu.js';
 
-export const BACKEND_CHOICES = ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
+export const BACKEND_CHOICES = ['auto', 'tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKEND_CHOICES)[number];
+/** A backend that runs (what `auto` resolves to). */
+export type ConcreteBackend = Exclude<BackendChoice, 'auto'>;
 
 export interface BackendOptions {
   backend: BackendChoice;
@@ -24,11 +31,13 @@ export interface ActiveBackend {
   /** What was asked for. */
   requested: BackendChoice;
   /** What runs: one of the concrete choices. */
-  choice: Exclude<BackendChoice, 'auto'>;
-  /** The tfjs backend name ('tensorflow', 'wasm' or 'cpu'). */
+  choice: ConcreteBackend;
+  /** The tfjs backend name ('tensorflow', 'webgpu', 'wasm' or 'cpu'). */
   tfjsName: string;
   /** The device, in words, e.g. "GPU 1 (NVIDIA H100)" or "CPU (wasm, SIMD, 1 thread)". */
   device: string;
+  /** WebGPU only: the adapter this process got. */
+  adapter?: AdapterInfo;
 }
 
 const NATIVE_PACKAGES = {
@@ -79,7 +88,7 @@ function gpuName(index: number): string | undefined {
 
 /** Pins this process to GPU `gpu`; must run before the native backend is imported. */
 export function pinGpu(gpu: number): void {
-  if (!Number.isInteger(gpu) || gpu < 0) throw new CohortError(`--gpu must be a GPU index (0, 1, ...), got '${gpu}'`);
+  if (!Number.isInteger(gpu) || gpu < 0) throw new CohortError(`--gpu must be a GPU index (0, 1, ...), got '${gpu}'`, { code: 'BAD_GPU_INDEX' });
   process.env.CUDA_VISIBLE_DEVICES = String(gpu);
   process.env.TF_FORCE_GPU_ALLOW_GROWTH = 'true';
 }
@@ -100,7 +109,7 @@ async function importNative(choice: keyof typeof NATIVE_PACKAGES): Promise<boole
   } catch (error) {
     if (isMissingModule(error, pkg)) return false;
     const reason = (error as Error)?.message?.split('\n')[0] ?? String(error);
-    throw new CohortError(`backend '${choice}': ${pkg} is installed but failed to load: ${reason}`);
+    throw new CohortError(`backend '${choice}': ${pkg} is installed but failed to load: ${reason}`, { code: 'BACKEND_LOAD_FAILED', cause: error });
   }
 }
 
@@ -127,51 +136,151 @@ async function importWasm(): Promise<void> {
 }
 
 async function activate(tfjsName: string): Promise<void> {
-  if (!(await tf.setBackend(tfjsName))) throw new CohortError(`backend '${tfjsName}' failed to initialise`);
+  if (!(await tf.setBackend(tfjsName))) throw new CohortError(`backend '${tfjsName}' failed to initialise`, { code: 'BACKEND_LOAD_FAILED' });
   await tf.ready();
 }
+
+/** The backend's device session, when it holds one (WebGPU): closed by shutdownBackend(). */
+let session: WebgpuSession | undefined;
+
+/**
+ * Loads tfjs-backend-webgpu on the chosen adapter. The package is imported before
+ * `navigator.gpu` exists, so that its own registration (which asks the default adapter for six
+ * limits) stays out of the way and ours, with the device opened here, is the one.
+ */
+async function loadWebgpu(gpu: number | undefined): Promise<ActiveBackend> {
+  const kind = softwareRequested() ? 'software' : 'hardware';
+  const choice = chooseAdapter(kind, probeAdapters(kind), gpu);
+  const { WebGPUBackend } = await import('@tensorflow/tfjs-backend-webgpu');
+  session = await openDevice(choice);
+  const opened = session;
+  if (tf.findBackendFactory('webgpu')) tf.removeBackend('webgpu');
+  tf.registerBackend('webgpu', () => new WebGPUBackend(opened.device, opened.info as unknown as GPUAdapterInfo));
+  await activate('webgpu');
+  const pinned = gpu === undefined ? `adapter 0 of ${choice.seen}` : `--gpu ${gpu} of ${choice.seen}`;
+  return { requested: 'webgpu', choice: 'webgpu', tfjsName: 'webgpu', device: `GPU ${describeAdapter(choice.name, opened.info)}, ${pinned}`, adapter: opened.info };
+}
+
+/** Whether `auto` may take WebGPU: a hardware adapter exists (software adapters never count). */
+function hardwareAdapterPresent(): boolean {
+  try {
+    return probeAdapters('hardware').adapters.some((a) => !a.software);
+  } catch {
+    return false;
+  }
+}
+
+interface BackendEntry {
+  /** Whether `auto` takes this backend here (cheap; no error when it cannot). */
+  autoAvailable(gpus: number): Promise<boolean>;
+  /** Loads and activates the backend, or throws a CohortError that says why and what to install. */
+  load(options: { gpu?: number; gpus: number }): Promise<Omit<ActiveBackend, 'requested'>>;
+}
+
+async function loadNative(choice: keyof typeof NATIVE_PACKAGES): Promise<void> {
+  if (!(await importNative(choice))) {
+    throw new CohortError(`backend '${choice}' is not installed: ${INSTALL_HINT[choice]}`, { code: 'BACKEND_NOT_INSTALLED' });
+  }
+}
+
+/** Every backend Cohort can run on; `auto` tries them in AUTO_ORDER. */
+const BACKENDS = {
+  'tensorflow-gpu': {
+    autoAvailable: async (gpus) => gpus > 0 && (await importNative('tensorflow-gpu')),
+    async load({ gpu, gpus }) {
+      await loadNative('tensorflow-gpu');
+      if (gpus === 0) throw new CohortError(`backend 'tensorflow-gpu' found no NVIDIA GPU on this machine: use --backend webgpu, tensorflow or wasm`, { code: 'NO_GPU' });
+      await activate('tensorflow');
+      const index = gpu ?? 0;
+      const name = gpuName(index);
+      const pinned = gpu === undefined ? 'all GPUs visible, TensorFlow uses GPU 0' : `CUDA_VISIBLE_DEVICES=${gpu}`;
+      return { choice: 'tensorflow-gpu', tfjsName: 'tensorflow', device: `GPU ${index}${name ? ` (${name})` : ''}, ${pinned}` };
+    },
+  },
+  webgpu: {
+    autoAvailable: async () => hardwareAdapterPresent(),
+    load: async ({ gpu }) => loadWebgpu(gpu),
+  },
+  tensorflow: {
+    autoAvailable: async () => importNative('tensorflow'),
+    async load() {
+      await loadNative('tensorflow');
+      await activate('tensorflow');
+      return { choice: 'tensorflow', tfjsName: 'tensorflow', device: 'CPU (libtensorflow)' };
+    },
+  },
+  wasm: {
+    autoAvailable: async () => true,
+    async load() {
+      await importWasm();
+      const simd = await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT');
+      return { choice: 'wasm', tfjsName: 'wasm', device: `CPU (wasm${simd ? ', SIMD' : ', no SIMD'}, 1 thread)` };
+    },
+  },
+  cpu: {
+    autoAvailable: async () => false,
+    async load() {
+      await import('@tensorflow/tfjs-backend-cpu');
+      await activate('cpu');
+      return { choice: 'cpu', tfjsName: 'cpu', device: 'CPU (pure JavaScript: a reference for tests, hundreds of times slower than wasm)' };
+    },
+  },
+} satisfies Record<ConcreteBackend, BackendEntry>;
+
+const AUTO_ORDER: readonly ConcreteBackend[] = ['tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm'];
 
 /** Selects, loads and activates the backend; prints nothing, returns what it got. */
 export async function initBackend(options: BackendOptions): Promise<ActiveBackend> {
   const { backend: requested, gpu } = options;
   if (!(BACKEND_CHOICES as readonly string[]).includes(requested)) {
-    throw new CohortError(`unknown backend '${requested}': choose one of ${BACKEND_CHOICES.join(', ')}`);
+    throw new CohortError(`unknown backend '${requested}': choose one of ${BACKEND_CHOICES.join(', ')}`, { code: 'UNKNOWN_BACKEND' });
   }
   tf.enableProdMode(); // silences tfjs' console banners (e.g. "install tfjs-node")
   if (gpu !== undefined) pinGpu(gpu);
-
   const gpus = visibleGpuCount();
-  let choice: ActiveBackend['choice'];
+  let choice: ConcreteBackend = 'wasm';
   if (requested === 'auto') {
-    if (gpus > 0 && (await importNative('tensorflow-gpu'))) choice = 'tensorflow-gpu';
-    else if (await importNative('tensorflow')) choice = 'tensorflow';
-    else choice = 'wasm';
-  } else {
-    choice = requested;
-    if (choice === 'tensorflow-gpu' || choice === 'tensorflow') {
-      if (!(await importNative(choice))) {
-        throw new CohortError(`backend '${choice}' is not installed: ${INSTALL_HINT[choice]}`);
+    for (const candidate of AUTO_ORDER) {
+      if (await BACKENDS[candidate].autoAvailable(gpus)) {
+        choice = candidate;
+        break;
       }
     }
-    if (choice === 'tensorflow-gpu' && gpus === 0) {
-      throw new CohortError(`backend 'tensorflow-gpu' found no NVIDIA GPU on this machine: use --backend tensorflow or wasm`);
-    }
+  } else {
+    choice = requested;
   }
+  const active = await BACKENDS[choice].load({ gpu, gpus });
+  return { requested, ...active };
+}
 
-  if (choice === 'wasm') {
-    await importWasm();
-    const simd = await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT');
-    return { requested, choice, tfjsName: 'wasm', device: `CPU (wasm${simd ? ', SIMD' : ', no SIMD'}, 1 thread)` };
-  }
-  if (choice === 'cpu') {
-    await import('@tensorflow/tfjs-backend-cpu');
-    await activate('cpu');
-    return { requested, choice, tfjsName: 'cpu', device: 'CPU (pure JavaScript: a reference for tests, hundreds of times slower than wasm)' };
-  }
-  await activate('tensorflow');
-  if (choice === 'tensorflow') return { requested, choice, tfjsName: 'tensorflow', device: 'CPU (libtensorflow)' };
-  const index = gpu ?? 0;
-  const name = gpuName(index);
-  const pinned = gpu === undefined ? 'all GPUs visible, TensorFlow uses GPU 0' : `CUDA_VISIBLE_DEVICES=${gpu}`;
-  return { requested, choice, tfjsName: 'tensorflow', device: `GPU ${index}${name ? ` (${name})` : ''}, ${pinned}` };
+/**
+ * Releases what the backend holds outside the JavaScript heap: the WebGPU device, without
+ * which the process would not exit. Safe to call more than once, and on any backend.
+ */
+export function shutdownBackend(): void {
+  if (!session) return;
+  const closing = session;
+  session = undefined;
+  if (tf.getBackend() === 'webgpu') tf.engine().reset();
+  closing.close();
+}
+
+/** What the backend holds now: tensors and bytes, and on a GPU the device memory tfjs uses. */
+export interface BackendMemory {
+  tensors: number;
+  bytes: number;
+  /** Bytes of GPU buffers held by live tensors (WebGPU, tfjs-node-gpu reports none). */
+  gpuBytes?: number;
+  /** Bytes of GPU buffers allocated, including tfjs' pool of free ones. */
+  gpuBytesAllocated?: number;
+}
+
+export function backendMemory(): BackendMemory {
+  const m = tf.memory() as tf.MemoryInfo & { numBytesInGPU?: number; numBytesAllocatedInGPU?: number };
+  return {
+    tensors: m.numTensors,
+    bytes: m.numBytes,
+    ...(m.numBytesInGPU === undefined ? {} : { gpuBytes: m.numBytesInGPU }),
+    ...(m.numBytesAllocatedInGPU === undefined ? {} : { gpuBytesAllocated: m.numBytesAllocatedInGPU }),
+  };
 }
