@@ -13,7 +13,7 @@ import { datasetSchema, downscaleSchema } from '../data/datasets.js';
 import { BACKEND_CHOICES } from '../engine/backend.js';
 import { CohortError } from '../errors.js';
 import { TF_KD_VIRTUAL_DEFAULTS } from '../losses/tf-kd.js';
-import { MODEL_NAMES, resolveModelConfig, type ModelConfig } from '../models/registry.js';
+import { fixesInputSize, MODEL_NAMES, resolveModelConfig, type ModelConfig } from '../models/registry.js';
 import { parseConfig } from './parse.js';
 
 export { ALGORITHMS, type Algorithm };
@@ -150,6 +150,7 @@ export const runConfigSchema = z
     checkRole(run, 'members', entry.roles.members, issue);
     checkRole(run, 'teachers', entry.roles.teachers, issue);
     entry.check(run, issue);
+    if (run.teacherSeesDownscaled) checkTeachersSeeDownscaled(run, issue);
   });
 
 type ParsedRun = z.output<typeof runConfigSchema>;
@@ -161,6 +162,24 @@ function checkRole(run: ParsedRun, role: 'members' | 'teachers', count: RoleCoun
   const noun = (k: number) => `${role === 'members' ? 'member' : 'teacher'}${k > 1 ? 's' : ''}`;
   if (n < count.min && (role === 'teachers' || count.min > 1)) issue([role], `${run.algorithm} needs at least ${count.min} ${noun(count.min)} (${count.why}), got ${n}`);
   if (n > count.max) issue([role], count.max === 0 ? `${run.algorithm} takes no ${role} (${count.why})` : `${run.algorithm} takes at most ${count.max} ${noun(count.max)} (${count.why}), got ${n}`);
+}
+
+/**
+ * With teacherSeesDownscaled a teacher takes the students' downscaled view. A teacher whose
+ * saved weights fix its input size (the small CNNs and MLPs) cannot take a view smaller than the
+ * images they were trained on (no upsample back): refused here rather than when it loads them.
+ */
+function checkTeachersSeeDownscaled(run: ParsedRun, issue: Issue): void {
+  const view = run.members.find((m) => m.downscale)?.downscale;
+  for (const t of run.teachers) {
+    const seen = t.downscale ?? view;
+    if (!seen || seen.upsample !== 'none' || !t.checkpoint || t.model.inputShape || !fixesInputSize(t.model.name)) continue;
+    issue(
+      ['teacherSeesDownscaled'],
+      `teacher '${t.name}' (${t.model.name}) loads weights whose dense layer is sized by full-resolution images and cannot take the ${seen.size}x${seen.size} view (upsample: none): ` +
+        `upsample it back (the student's downscale.upsample: nearest or bilinear), or set teacherSeesDownscaled: false`,
+    );
+  }
 }
 
 /** What users write. */
