@@ -107,6 +107,17 @@ function signal(input: LossInput, algorithm: string): Teaching {
 /** KD from the teachers' (or the peers') mean probabilities. */
 const kdFromSignal: AlgorithmEntry['loss'] = (input, c) => kdLoss(input.logits, signal(input, c.algorithm).probs, input.labels, { T: c.temperature, alpha: c.alpha, teacherIsProbs: true });
 
+/** DML's and DML_e's. */
+const dmlDefaults = { temperature: DML_DEFAULTS.T, alpha: DML_DEFAULTS.alpha, beta: 0, warmupEpochs: noWarmup };
+
+/** KD from the teachers' mean probabilities, with KD's defaults: KD, cross-quality KD, TAKD. */
+const kdFromTeachers = {
+  roles: taught,
+  teaching: { kind: 'teachers-mean' },
+  defaults: { temperature: KD_DEFAULTS.T, alpha: KD_DEFAULTS.alpha, beta: 0, warmupEpochs: noWarmup },
+  loss: kdFromSignal,
+} satisfies Pick<AlgorithmEntry, 'roles' | 'teaching' | 'defaults' | 'loss'>;
+
 /** A linear warm-up of KD terms: 0 -> 1 over the first `warmupEpochs` epochs (1 with none). */
 export function warmupWeight(epoch: number, warmupEpochs: number): number {
   return warmupEpochs > 0 ? Math.min(1, epoch / warmupEpochs) : 1;
@@ -135,19 +146,16 @@ const ENTRIES: Record<Algorithm, AlgorithmEntry> = {
     stages: 'one run',
   },
   kd: {
-    describe: 'knowledge distillation (Hinton et al. 2015) from the teachers\' mean probabilities',
-    roles: taught,
-    teaching: { kind: 'teachers-mean' },
-    defaults: { temperature: KD_DEFAULTS.T, alpha: KD_DEFAULTS.alpha, beta: 0, warmupEpochs: noWarmup },
+    describe: "knowledge distillation (Hinton et al. 2015) from the teachers' mean probabilities",
+    ...kdFromTeachers,
     check: noChecks,
-    loss: kdFromSignal,
     stages: 'one run',
   },
   dml: {
     describe: 'deep mutual learning (Zhang et al. 2018): each member from each of its peers',
     roles: peers,
     teaching: { kind: 'peers-leave-one-out', negEntropy: true },
-    defaults: { temperature: DML_DEFAULTS.T, alpha: DML_DEFAULTS.alpha, beta: 0, warmupEpochs: noWarmup },
+    defaults: dmlDefaults,
     check: noChecks,
     loss: (input, c) => {
       const t = signal(input, c.algorithm);
@@ -159,7 +167,7 @@ const ENTRIES: Record<Algorithm, AlgorithmEntry> = {
     describe: "DML with an ensemble target: each member from its peers' mean probabilities",
     roles: peers,
     teaching: { kind: 'peers-leave-one-out', negEntropy: false },
-    defaults: { temperature: DML_DEFAULTS.T, alpha: DML_DEFAULTS.alpha, beta: 0, warmupEpochs: noWarmup },
+    defaults: dmlDefaults,
     check: noChecks,
     loss: kdFromSignal,
     stages: 'one run',
@@ -175,13 +183,10 @@ const ENTRIES: Record<Algorithm, AlgorithmEntry> = {
   },
   cross_quality_kd: {
     describe: 'KD of a low-resolution student from a full-resolution teacher',
-    roles: taught,
-    teaching: { kind: 'teachers-mean' },
-    defaults: { temperature: KD_DEFAULTS.T, alpha: KD_DEFAULTS.alpha, beta: 0, warmupEpochs: noWarmup },
+    ...kdFromTeachers,
     check: (run, issue) => {
       if (!run.members.some((m) => m.downscale)) issue(['members'], 'cross_quality_kd needs at least one member with a downscale (the low-resolution student)');
     },
-    loss: kdFromSignal,
     stages: 'one run',
   },
   byot: {
@@ -202,11 +207,8 @@ const ENTRIES: Record<Algorithm, AlgorithmEntry> = {
   },
   takd: {
     describe: 'teacher-assistant KD (Mirzadeh et al. 2020): a chain of KD runs, teacher -> assistant(s) -> student',
-    roles: taught,
-    teaching: { kind: 'teachers-mean' },
-    defaults: { temperature: KD_DEFAULTS.T, alpha: KD_DEFAULTS.alpha, beta: 0, warmupEpochs: noWarmup },
+    ...kdFromTeachers,
     check: noChecks,
-    loss: kdFromSignal,
     stages: { algorithm: 'kd', of: takdStages },
   },
 };
