@@ -15,6 +15,8 @@ import {
   BYOT_DEFAULTS,
   byotLoss,
   crossEntropy,
+  DKD_DEFAULTS,
+  dkdLoss,
   DML_DEFAULTS,
   dmlLossFromPeerSummary,
   KD_DEFAULTS,
@@ -24,7 +26,7 @@ import {
 } from '../losses/index.js';
 
 /** The algorithms' names (a run config's `algorithm`), in the table's order. */
-export const ALGORITHMS = ['baseline', 'kd', 'dml', 'dml_e', 'tfkd_virtual', 'cross_quality_kd', 'byot', 'takd'] as const;
+export const ALGORITHMS = ['baseline', 'kd', 'dml', 'dml_e', 'tfkd_virtual', 'cross_quality_kd', 'byot', 'takd', 'dkd'] as const;
 export type Algorithm = (typeof ALGORITHMS)[number];
 
 /** How many workers of a role a run takes, and why (the config's error messages say it). */
@@ -210,6 +212,20 @@ const ENTRIES: Record<Algorithm, AlgorithmEntry> = {
     ...kdFromTeachers,
     check: noChecks,
     stages: { algorithm: 'kd', of: takdStages },
+  },
+  dkd: {
+    describe: 'decoupled KD (Zhao et al. 2022): target-class and non-target-class KD, weighted apart',
+    roles: taught,
+    teaching: { kind: 'teachers-mean' },
+    // The paper warms up over 20 of its 240 epochs: 20 epochs, or the same 1/12 of a shorter run
+    // (a 4-epoch run over its first third of an epoch), so that short runs distil too.
+    defaults: { temperature: DKD_DEFAULTS.T, alpha: DKD_DEFAULTS.alpha, beta: DKD_DEFAULTS.beta, warmupEpochs: (epochs) => Math.min(20, (20 / 240) * epochs) },
+    check: noChecks,
+    loss: (input, c) => {
+      const w = warmupWeight(input.epoch, c.warmupEpochs);
+      return dkdLoss(input.logits, signal(input, c.algorithm).probs, input.labels, { T: c.temperature, alpha: w * c.alpha, beta: w * c.beta, teacherIsProbs: true });
+    },
+    stages: 'one run',
   },
 };
 

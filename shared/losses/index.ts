@@ -4,5 +4,6 @@ export { kdLoss, ensembleTeacher, KD_DEFAULTS, type KdOptions, type EnsembleOpti
 export { dmlLoss, dmlEnsembleLoss, dmlLossFromPeerSummary, summarizePeers, DML_DEFAULTS, type PeerSummary } from './dml.js';
 export { tfKdVirtualLoss, virtualTeacher, TF_KD_VIRTUAL_DEFAULTS, type TfKdVirtualOptions } from './tf-kd.js';
 export { byotLoss, BYOT_DEFAULTS, type ByotOptions } from './byot.js';
+export { dkdLoss, DKD_DEFAULTS, type DkdOptions } from './dkd.js';
 export { klDivergence, softmaxT, logSoftmaxT, logOf, stopGradient } from './primitives.js';
 export type { DistillationOptions } from './options.js';
