@@ -148,9 +148,8 @@ async function main(): Promise<void> {
         const { loadRunConfig } = await import('./shared/config/run-config.js');
         const { runCoordinator } = await import('./coordinator/run-coordinator.js');
         const config = loadRunConfig(args.config);
-        if (config.algorithm === 'takd') {
-          throw new CohortError('takd runs as a chain of KD stages: start it with `cohort train`, or run each stage as its own kd config with `cohort coordinator`');
-        }
+        const { requireOneRun } = await import('./shared/algorithms/registry.js');
+        requireOneRun(config, 'run each stage as its own STAGE config with `cohort coordinator`');
         const { loadCoordinatorKeys } = await import('./shared/protocol/curve.js');
         requireSecurity('coordinator', args.bind, args.keys, args.insecure);
         const curve = args.keys === undefined ? undefined : loadCoordinatorKeys(args.keys);

@@ -14,6 +14,7 @@ export {
   tfKdVirtualLoss,
   virtualTeacher,
   byotLoss,
+  dkdLoss,
   klDivergence,
   stopGradient,
   type CrossEntropyOptions,
@@ -22,6 +23,7 @@ export {
   type PeerSummary,
   type TfKdVirtualOptions,
   type ByotOptions,
+  type DkdOptions,
   type DistillationOptions,
 } from './shared/losses/index.js';
 export {

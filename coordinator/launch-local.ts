@@ -4,9 +4,9 @@
  * the config's GPU), whose output is relayed line by line with its name in front. A worker that
  * exits before the run is complete is reported to the coordinator and, with the `restart` or
  * `elastic` recovery policy, started again after a backoff (the coordinator rolls the cohort
- * back to the last checkpoint, or lets the others go on, and stops the run after `maxRestarts`). TAKD runs as a chain
- * of KD stages, one run each: the teacher teaches the first member (the assistant), whose final
- * weights then teach the next, and so on.
+ * back to the last checkpoint, or lets the others go on, and stops the run after `maxRestarts`). An algorithm made of
+ * stages runs them one after the other (TAKD: a chain of KD runs, the teacher teaching the first
+ * member, the assistant, whose final weights then teach the next, and so on).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -14,6 +14,7 @@ import { existsSync } from 'node:fs';
 import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateKeys, loadCoordinatorKeys, type CoordinatorKeys } from '../shared/protocol/curve.js';
+import { algorithmEntry } from '../shared/algorithms/registry.js';
 import { runDirectory, type RunConfig } from '../shared/config/run-config.js';
 import { createProgressDisplay } from './progress-display.js';
 import { runCoordinator, type CoordinatorControl, type RunSummary } from './run-coordinator.js';
@@ -45,27 +46,15 @@ function relay(child: ChildProcess, name: string, log: (line: string) => void): 
   }
 }
 
-/** The KD stages of a TAKD run: stage i trains members[i] from stage i - 1's member (stage 0: the teachers). */
-export function takdStages(config: RunConfig): RunConfig[] {
-  return config.members.map((member, i) => {
-    const name = `${config.name}-stage${i + 1}`;
-    const previous = config.members[i - 1];
-    const teachers =
-      i === 0
-        ? config.teachers
-        : [{ ...previous, checkpoint: join(runDirectory({ runDir: config.runDir, name: `${config.name}-stage${i}` }), previous.name, 'final') }];
-    return { ...config, name, algorithm: 'kd', members: [member], teachers };
-  });
-}
-
 export async function trainLocally(options: LaunchOptions): Promise<RunSummary> {
   const { config } = options;
   const log = options.log ?? ((line: string) => console.log(line));
-  if (config.algorithm !== 'takd') return trainOnce(options);
+  const plan = algorithmEntry(config.algorithm).stages;
+  if (plan === 'one run') return trainOnce(options);
   let summary: RunSummary | undefined;
-  const stages = takdStages(config);
+  const stages = plan.of(config);
   for (const [i, stage] of stages.entries()) {
-    log(`takd: stage ${i + 1}/${stages.length}: ${stage.teachers.map((t) => t.name).join(' + ')} -> ${stage.members[0].name}`);
+    log(`${config.algorithm}: stage ${i + 1}/${stages.length}: ${stage.teachers.map((t) => t.name).join(' + ')} -> ${stage.members.map((m) => m.name).join(' + ')}`);
     summary = await trainOnce({ ...options, config: stage });
   }
   return summary!;

@@ -19,6 +19,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import { requireOneRun } from '../shared/algorithms/registry.js';
 import { runDirectory, type RunConfig } from '../shared/config/run-config.js';
 import { CohortError } from '../shared/errors.js';
 import { generateKeys, loadCoordinatorKeys, type CoordinatorKeys } from '../shared/protocol/curve.js';
@@ -215,9 +216,7 @@ function runKeys(dir: string): CoordinatorKeys {
 }
 
 export async function launchOverSsh(options: SshLaunchOptions): Promise<RunSummary> {
-  if (options.config.algorithm === 'takd') {
-    throw new CohortError('takd runs as a chain of KD stages: start it with `cohort train`, or launch each stage as its own kd config');
-  }
+  requireOneRun(options.config, 'launch each stage as its own STAGE config');
   // Workers write checkpoints and final weights under the run directory: the same absolute path everywhere.
   const config: RunConfig = { ...options.config, runDir: resolve(options.config.runDir) };
   const slots = assignSlots(config, options.hosts, options.gpusPerHost);

@@ -3,7 +3,8 @@
  * the run config (checking protocol version, run id and role), sends each the config, and then
  * serves steps. At step s it gathers the members' logits (and the teachers', which run ahead
  * by at most `teacherWindow` steps), checks that all were computed on the same samples, and
- * sends each member one teaching tensor: for DML and DML_e the mean of its peers' probabilities
+ * sends each member one teaching tensor, as its algorithm's teaching rule says
+ * (shared/algorithms/registry.ts): for DML and DML_e the mean of its peers' probabilities
  * (plus, for DML, their mean negative entropy), for KD-style algorithms the teachers' mean
  * probabilities. It writes every evaluation, and the cohort ensemble's, as JSON lines in the
  * run directory. A message that does not parse is counted and dropped, never fatal.
@@ -20,6 +21,7 @@
  */
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { algorithmEntry } from '../shared/algorithms/registry.js';
 import { runDirectory, type RunConfig } from '../shared/config/run-config.js';
 import { CohortError } from '../shared/errors.js';
 import { fileErrorReason, writeFileAtomic } from '../shared/io/atomic-write.js';
@@ -104,9 +106,6 @@ interface StepState {
   summed: number;
 }
 
-const PEER_ALGORITHMS = new Set(['dml', 'dml_e']);
-const TEACHER_ALGORITHMS = new Set(['kd', 'cross_quality_kd', 'takd']);
-
 function float32(frame: TensorFrame): Float32Array {
   if (frame.dtype !== 'float32') throw new CohortError(`expected a float32 tensor, got ${frame.dtype}`);
   return frame.data;
@@ -127,6 +126,8 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   const logEvery = options.logEvery ?? 50;
   const members = config.members.map((m) => m.name);
   const teachers = config.teachers.map((t) => t.name);
+  /** What each member is sent at a step (its algorithm's teaching rule). */
+  const rule = algorithmEntry(config.algorithm).teaching;
   const roleOf = new Map<string, 'member' | 'teacher'>([...members.map((n) => [n, 'member'] as const), ...teachers.map((n) => [n, 'teacher'] as const)]);
   const runDir = runDirectory(config);
   const wireConfig = JSON.parse(JSON.stringify(config)) as unknown;
@@ -303,9 +304,9 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
    * the config-order prefix has arrived, or, with `complete` (the step is being served), all
    * that are there.
    */
-  const sumOrder = PEER_ALGORITHMS.has(config.algorithm) ? members : TEACHER_ALGORITHMS.has(config.algorithm) ? teachers : [];
+  const sumOrder = rule.kind === 'peers-leave-one-out' ? members : rule.kind === 'teachers-mean' ? teachers : [];
   const accumulate = (state: StepState, complete = false) => {
-    const group = PEER_ALGORITHMS.has(config.algorithm) ? state.members : state.teachers;
+    const group = rule.kind === 'peers-leave-one-out' ? state.members : state.teachers;
     for (; state.summed < sumOrder.length; state.summed++) {
       const entry = group.get(sumOrder[state.summed]);
       if (entry) (state.sums ??= newSums(entry.probs.length)).add(entry.probs, entry.negEntropy);
@@ -343,7 +344,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   const serve = async (step: number, state: StepState) => {
     const liveMembers = live(members);
     const waiting = liveMembers.filter((n) => state.members.has(n) && !state.served.has(n));
-    if (PEER_ALGORITHMS.has(config.algorithm)) {
+    if (rule.kind === 'peers-leave-one-out') {
       // Every live member's predictions, and at least one peer for each.
       if (waiting.length < liveMembers.length || waiting.length < 2) return;
       accumulate(state, true);
@@ -359,12 +360,12 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
           type: 'teaching',
           step,
           teaching: { dtype: 'float32', shape: [own.probs.length / own.classes, own.classes], data: teaching.meanProbs },
-          ...(config.algorithm === 'dml' ? { peerNegEntropy: teaching.meanNegEntropy } : {}),
+          ...(rule.negEntropy ? { peerNegEntropy: teaching.meanNegEntropy } : {}),
           peerCount: waiting.length - 1,
           generation,
         });
       }
-    } else if (TEACHER_ALGORITHMS.has(config.algorithm)) {
+    } else if (rule.kind === 'teachers-mean') {
       const liveTeachers = live(teachers);
       if (waiting.length === 0 || state.teachers.size === 0 || !liveTeachers.every((n) => state.teachers.has(n))) return;
       accumulate(state, true);

@@ -1,7 +1,7 @@
 /**
  * One code path trains every algorithm: `cohort train` (real worker processes, wasm) runs a few
  * steps of baseline, DML_e, Tf-KD_virtual, cross-quality KD (a 14x14 student beside a 28x28
- * teacher) and BYOT (a multi-exit ResNet-18), and each member's evaluation is recorded.
+ * teacher), BYOT (a multi-exit ResNet-18) and DKD, and each member's evaluation is recorded.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -23,6 +23,7 @@ const cases: [string, Record<string, unknown>][] = [
   ['tfkd_virtual', { members: [member('solo', mlp)], virtualTeacher: { a: 0.9, smooth: true }, temperature: 4 }],
   ['cross_quality_kd', { members: [member('small', { name: 'cnn-student' }, { downscale: { size: 14, upsample: 'none' } })], teachers: [member('teacher', { name: 'cnn-teacher' })] }],
   // A ResNet-18 is slow on one CPU core: a small IDX dataset (16 test images) keeps its evaluation short.
+  ['dkd', { members: [member('student', mlp)], teachers: [member('teacher', { name: 'mlp-teacher' })] }],
   ['byot', { members: [member('resnet', { name: 'multi-exit-resnet18', stem: 'small' })], batchSize: 8, trainLimit: 24, dataset: { name: 'idx', train: randomIdx(root, 'train', 32), test: randomIdx(root, 'test', 16) } }],
 ];
 

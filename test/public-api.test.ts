@@ -14,6 +14,7 @@ test('the package root exports every loss and metric by name', () => {
     'dmlEnsembleLoss',
     'tfKdVirtualLoss',
     'byotLoss',
+    'dkdLoss',
     'topKAccuracy',
     'negativeLogLikelihood',
     'predictiveEntropy',

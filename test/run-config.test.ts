@@ -6,9 +6,10 @@
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
 import { loadRunConfig, resolveRunConfig } from '../shared/config/run-config.js';
 import { CohortError } from '../shared/errors.js';
 import { learningRateAt } from '../shared/training/lr-schedule.js';
@@ -86,6 +87,15 @@ describe('algorithm rules', () => {
   test('baseline takes no teachers', () => fails({ ...minimal, algorithm: 'baseline', teachers: [member('t')] }, /config\.teachers: baseline takes no teachers/));
   test('BYOT needs a multi-exit model', () => fails({ ...minimal, algorithm: 'byot' }, /config\.members\[0\]\.model\.name: byot needs a multi-exit model/));
   test('cross-quality KD needs a downscaled member', () => fails({ ...minimal, algorithm: 'cross_quality_kd', teachers: [member('t')] }, /cross_quality_kd needs at least one member with a downscale/));
+  test("teacherSeesDownscaled with the study's CNN teacher: refused for a 14x14 view it cannot take, accepted upsampled back", () => {
+    const study = parseYaml(readFileSync(join(ROOT, 'examples', 'study', '10-cross-quality-kd.yaml'), 'utf8'));
+    fails({ ...study, teacherSeesDownscaled: true }, /^invalid config config:\n {2}config\.teacherSeesDownscaled: teacher 'teacher' \(cnn-teacher\) loads weights whose dense layer is sized by full-resolution images and cannot take the 14x14 view \(upsample: none\): upsample it back \(the student's downscale\.upsample: nearest or bilinear\), or set teacherSeesDownscaled: false$/);
+    const upsampled = { ...study, teacherSeesDownscaled: true, members: [{ ...study.members[0], downscale: { size: 14, upsample: 'bilinear' } }] };
+    assert.equal(resolveRunConfig(upsampled).teacherSeesDownscaled, true);
+    // A teacher that can take any size (global pooling), or one without saved weights, is not refused.
+    assert.ok(resolveRunConfig({ ...study, teacherSeesDownscaled: true, teachers: [{ ...study.teachers[0], model: { name: 'resnet18', inputShape: [28, 28, 1], classes: 10 } }] }));
+    assert.ok(resolveRunConfig({ ...study, teacherSeesDownscaled: true, teachers: [{ ...study.teachers[0], checkpoint: undefined }] }));
+  });
   test('names are unique across members and teachers', () => fails({ ...minimal, algorithm: 'kd', teachers: [member('a')] }, /config\.teachers\[0\]\.name: 'a' is used twice/));
 });
 

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { takdStages } from '../coordinator/launch-local.js';
+import { takdStages } from '../shared/algorithms/registry.js';
 import { resolveRunConfig } from '../shared/config/run-config.js';
 import { runCli } from './helpers/cli.js';
 import { parseMetricsLines } from '../shared/metrics/records.js';

@@ -10,11 +10,14 @@
  *   teacher sees the downscaled view too. Checked against the teacher's and the student's
  *   models applied here to the full and to the downscaled batch (downscaled here with the
  *   transform's `applyDownscale`): the predictions match the expected view within 1e-6 and are
- *   far from the other view's.
+ *   far from the other view's;
+ * - teacherSeesDownscaled with the study's CNN teacher, whose saved weights were made at 28x28:
+ *   the 14x14 view upsampled back (bilinear) is what it sees; with no upsample the config is
+ *   refused (test/run-config.test.ts).
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
@@ -22,6 +25,8 @@ import { resolveRunConfig, type RunConfig } from '../shared/config/run-config.js
 import { openDataset } from '../shared/data/datasets.js';
 import { applyDownscale, type DownscaleSpec } from '../shared/data/transforms.js';
 import { initBackend } from '../shared/engine/backend.js';
+import { loadModelWeights, saveModel } from '../shared/io/model-files.js';
+import { buildModel } from '../shared/models/index.js';
 import type { Message } from '../shared/protocol/messages.js';
 import { finalLogits } from '../shared/training/objective.js';
 import { temperedPredictions } from '../shared/training/predictions.js';
@@ -172,6 +177,8 @@ async function predictionsOf(config: RunConfig, name: string, x: tf.Tensor4D, tr
   const all = [...config.members, ...config.teachers];
   const index = all.findIndex((w) => w.name === name);
   const built = buildWorkerModel(config, all[index], index, x.shape.slice(1) as [number, number, number], 10);
+  const checkpoint = config.teachers.find((t) => t.name === name)?.checkpoint;
+  if (checkpoint) loadModelWeights(built.model, checkpoint);
   const logits = tf.tidy(() => finalLogits(built.model.apply(x, { training }) as tf.Tensor, built.exits));
   const { probs, negEntropy } = temperedPredictions(logits, config.temperature);
   const data = (await probs.data()) as Float32Array;
@@ -192,7 +199,12 @@ const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
  * fake coordinator relays the teacher's predictions to the student as its teaching signal and
  * advances the teacher, to the end of the epoch. Returns every step's predictions of both.
  */
-async function crossQualityRun(name: string, downscale: DownscaleSpec, teacherSeesDownscaled: boolean) {
+async function crossQualityRun(
+  name: string,
+  downscale: DownscaleSpec,
+  teacherSeesDownscaled: boolean,
+  models: { student: Record<string, unknown>; teacher: Record<string, unknown>; checkpoint?: string } = { student: { name: 'mlp-student' }, teacher: { name: 'mlp-teacher', dropout: 0 } },
+) {
   const raw = {
     name,
     algorithm: 'cross_quality_kd',
@@ -202,8 +214,8 @@ async function crossQualityRun(name: string, downscale: DownscaleSpec, teacherSe
     seed: 5,
     temperature: 2,
     teacherSeesDownscaled,
-    members: [{ name: 'student', model: { name: 'mlp-student' }, backend: 'wasm', downscale, optimizer: { name: 'sgd', lr: 0.01, momentum: 0.9 } }],
-    teachers: [{ name: 'teacher', model: { name: 'mlp-teacher', dropout: 0 }, backend: 'wasm' }],
+    members: [{ name: 'student', model: models.student, backend: 'wasm', downscale, optimizer: { name: 'sgd', lr: 0.01, momentum: 0.9 } }],
+    teachers: [{ name: 'teacher', model: models.teacher, backend: 'wasm', ...(models.checkpoint ? { checkpoint: models.checkpoint } : {}) }],
     exchange: { teacherWindow: 2 },
     recovery,
     runDir: join(root, 'runs'),
@@ -303,5 +315,18 @@ test('cross-quality KD with teacherSeesDownscaled and a bilinear upsample: the s
   // only the input tells them apart.
   const downscale: DownscaleSpec = { size: 14, upsample: 'bilinear' };
   const run = await crossQualityRun('cq-bilinear', downscale, true);
+  await checkCrossQuality(run, downscale, 'down');
+});
+
+test("teacherSeesDownscaled with the study's CNN teacher (saved weights made at 28x28) and a 14x14 student: it sees the view upsampled back", { timeout: 120_000 }, async () => {
+  // The study's teacher (examples/study/10-cross-quality-kd.yaml): cnn-teacher, its final
+  // weights saved at 28x28 (its dense layer takes 3x3x128 features); the student cnn-student.
+  const checkpoint = join(root, 'study-teacher', 'final');
+  mkdirSync(checkpoint, { recursive: true });
+  const teacher = buildModel({ name: 'cnn-teacher', inputShape: [28, 28, 1], classes: 10, dropout: 0, seed: 11 });
+  await saveModel(teacher.model, checkpoint);
+  teacher.model.dispose();
+  const downscale: DownscaleSpec = { size: 14, upsample: 'bilinear' };
+  const run = await crossQualityRun('cq-study-teacher', downscale, true, { student: { name: 'cnn-student' }, teacher: { name: 'cnn-teacher', dropout: 0 }, checkpoint });
   await checkCrossQuality(run, downscale, 'down');
 });

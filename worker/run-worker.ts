@@ -303,7 +303,7 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
             await trainMetrics.add(logits, y);
             const teaching = objective.needsTeaching ? await receiveTeaching(session, step) : undefined;
             try {
-              return objective.loss(outputs, y, teaching);
+              return objective.loss(outputs, y, teaching, (step + 1) / stepsPerEpoch);
             } finally {
               teaching?.probs.dispose();
             }

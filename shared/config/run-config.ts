@@ -8,26 +8,15 @@ import { readFileSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { algorithmEntry, ALGORITHMS, type Algorithm, type RoleCount } from '../algorithms/registry.js';
 import { datasetSchema, downscaleSchema } from '../data/datasets.js';
 import { BACKEND_CHOICES } from '../engine/backend.js';
 import { CohortError } from '../errors.js';
-import { MODEL_NAMES, resolveModelConfig, type ModelConfig } from '../models/registry.js';
+import { TF_KD_VIRTUAL_DEFAULTS } from '../losses/tf-kd.js';
+import { fixesInputSize, MODEL_NAMES, resolveModelConfig, type ModelConfig } from '../models/registry.js';
 import { parseConfig } from './parse.js';
 
-export const ALGORITHMS = ['baseline', 'kd', 'dml', 'dml_e', 'tfkd_virtual', 'cross_quality_kd', 'byot', 'takd'] as const;
-export type Algorithm = (typeof ALGORITHMS)[number];
-
-/** Temperature and soft-term weight by algorithm (distillistic's and the papers' defaults). */
-export const DISTILLATION_DEFAULTS: Record<Algorithm, { temperature: number; alpha: number }> = {
-  baseline: { temperature: 1, alpha: 0 },
-  kd: { temperature: 20, alpha: 0.5 },
-  cross_quality_kd: { temperature: 20, alpha: 0.5 },
-  takd: { temperature: 20, alpha: 0.5 },
-  dml: { temperature: 1, alpha: 0.5 },
-  dml_e: { temperature: 1, alpha: 0.5 },
-  tfkd_virtual: { temperature: 1, alpha: 0.5 },
-  byot: { temperature: 3, alpha: 0.3 },
-};
+export { ALGORITHMS, type Algorithm };
 
 const name = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected 1-64 letters, digits, _ . or -');
 
@@ -98,14 +87,18 @@ export const runConfigSchema = z
     seed: z.int().default(42),
     /** Use only the first N training samples of each epoch (smoke runs). */
     trainLimit: z.int().positive().optional(),
-    /** Default by algorithm (DISTILLATION_DEFAULTS). */
+    /** Default by algorithm (its entry in shared/algorithms/registry.ts). */
     temperature: z.number().positive().optional(),
     alpha: z.number().min(0).max(1).optional(),
-    /** BYOT feature-hint weight. */
-    beta: z.number().min(0).default(0),
+    /** A second loss weight (BYOT: the feature hint's); default by algorithm. */
+    beta: z.number().min(0).optional(),
+    /** Epochs over which an algorithm's KD terms are warmed up linearly from 0 (default by algorithm; 0: none). */
+    warmupEpochs: z.number().min(0).optional(),
     labelSmoothing: z.number().min(0).lt(1).default(0),
     /** Tf-KD_virtual: the virtual teacher's probability on the true class, and whether it is softened by T. */
-    virtualTeacher: z.strictObject({ a: z.number().gt(0).lt(1).default(0.9), smooth: z.boolean().default(false) }).default({ a: 0.9, smooth: false }),
+    virtualTeacher: z
+      .strictObject({ a: z.number().gt(0).lt(1).default(TF_KD_VIRTUAL_DEFAULTS.a), smooth: z.boolean().default(TF_KD_VIRTUAL_DEFAULTS.smoothTeacher) })
+      .default({ a: TF_KD_VIRTUAL_DEFAULTS.a, smooth: TF_KD_VIRTUAL_DEFAULTS.smoothTeacher }),
     /** Cross-quality KD: feed the teacher the student's downscaled images (distillistic) instead of full resolution. */
     teacherSeesDownscaled: z.boolean().default(false),
     evalEvery: z.int().positive().default(1),
@@ -153,43 +146,48 @@ export const runConfigSchema = z
     names.forEach((n, i) => {
       if (names.indexOf(n) !== i) issue(i < run.members.length ? ['members', i, 'name'] : ['teachers', i - run.members.length, 'name'], `'${n}' is used twice; worker names must be unique`);
     });
-    const needs = (min: number, what: 'members' | 'teachers', why: string) => {
-      if (run[what].length < min) issue([what], `${run.algorithm} needs at least ${min} ${what === 'members' ? 'member' : 'teacher'}${min > 1 ? 's' : ''} (${why}), got ${run[what].length}`);
-    };
-    const none = (what: 'teachers', why: string) => {
-      if (run[what].length > 0) issue([what], `${run.algorithm} takes no teachers (${why})`);
-    };
-    switch (run.algorithm) {
-      case 'dml':
-      case 'dml_e':
-        needs(2, 'members', 'peers learn from each other');
-        none('teachers', 'the peers teach each other');
-        break;
-      case 'kd':
-      case 'cross_quality_kd':
-      case 'takd':
-        needs(1, 'teachers', 'the student learns from it');
-        break;
-      case 'baseline':
-      case 'tfkd_virtual':
-      case 'byot':
-        none('teachers', 'each member trains alone');
-        break;
-    }
-    if (run.algorithm === 'byot') {
-      run.members.forEach((m, i) => {
-        if (!m.model.name.startsWith('multi-exit-')) issue(['members', i, 'model', 'name'], `byot needs a multi-exit model (multi-exit-resnet18/34/50), got '${m.model.name}'`);
-      });
-    }
-    if (run.algorithm === 'cross_quality_kd' && !run.members.some((m) => m.downscale)) {
-      issue(['members'], 'cross_quality_kd needs at least one member with a downscale (the low-resolution student)');
-    }
+    const entry = algorithmEntry(run.algorithm);
+    checkRole(run, 'members', entry.roles.members, issue);
+    checkRole(run, 'teachers', entry.roles.teachers, issue);
+    entry.check(run, issue);
+    if (run.teacherSeesDownscaled) checkTeachersSeeDownscaled(run, issue);
   });
+
+type ParsedRun = z.output<typeof runConfigSchema>;
+type Issue = (path: (string | number)[], message: string) => void;
+
+/** The algorithm's count of members or teachers (one member is the schema's own minimum). */
+function checkRole(run: ParsedRun, role: 'members' | 'teachers', count: RoleCount, issue: Issue): void {
+  const n = run[role].length;
+  const noun = (k: number) => `${role === 'members' ? 'member' : 'teacher'}${k > 1 ? 's' : ''}`;
+  if (n < count.min && (role === 'teachers' || count.min > 1)) issue([role], `${run.algorithm} needs at least ${count.min} ${noun(count.min)} (${count.why}), got ${n}`);
+  if (n > count.max) issue([role], count.max === 0 ? `${run.algorithm} takes no ${role} (${count.why})` : `${run.algorithm} takes at most ${count.max} ${noun(count.max)} (${count.why}), got ${n}`);
+}
+
+/**
+ * With teacherSeesDownscaled a teacher takes the students' downscaled view. A teacher whose
+ * saved weights fix its input size (the small CNNs and MLPs) cannot take a view smaller than the
+ * images they were trained on (no upsample back): refused here rather than when it loads them.
+ */
+function checkTeachersSeeDownscaled(run: ParsedRun, issue: Issue): void {
+  const view = run.members.find((m) => m.downscale)?.downscale;
+  for (const t of run.teachers) {
+    const seen = t.downscale ?? view;
+    if (!seen || seen.upsample !== 'none' || !t.checkpoint || t.model.inputShape || !fixesInputSize(t.model.name)) continue;
+    issue(
+      ['teacherSeesDownscaled'],
+      `teacher '${t.name}' (${t.model.name}) loads weights whose dense layer is sized by full-resolution images and cannot take the ${seen.size}x${seen.size} view (upsample: none): ` +
+        `upsample it back (the student's downscale.upsample: nearest or bilinear), or set teacherSeesDownscaled: false`,
+    );
+  }
+}
 
 /** What users write. */
 export type RunConfigInput = z.input<typeof runConfigSchema>;
+/** A config as the schema parses it, before the algorithm's defaults are filled in. */
+export type ParsedRunConfig = ParsedRun;
 /** A validated run config with every default filled in. */
-export type RunConfig = z.output<typeof runConfigSchema> & { temperature: number; alpha: number };
+export type RunConfig = ParsedRun & { temperature: number; alpha: number; beta: number; warmupEpochs: number };
 export type WorkerConfig = z.output<typeof workerSchema>;
 export type TeacherConfig = z.output<typeof teacherSchema>;
 
@@ -201,8 +199,14 @@ export function runDirectory(config: Pick<RunConfig, 'runDir' | 'name'>): string
 /** Validates a parsed config object and fills the algorithm's defaults. */
 export function resolveRunConfig(value: unknown): RunConfig {
   const run = parseConfig(runConfigSchema, value, 'config');
-  const defaults = DISTILLATION_DEFAULTS[run.algorithm];
-  return { ...run, temperature: run.temperature ?? defaults.temperature, alpha: run.alpha ?? defaults.alpha };
+  const defaults = algorithmEntry(run.algorithm).defaults;
+  return {
+    ...run,
+    temperature: run.temperature ?? defaults.temperature,
+    alpha: run.alpha ?? defaults.alpha,
+    beta: run.beta ?? defaults.beta,
+    warmupEpochs: run.warmupEpochs ?? defaults.warmupEpochs(run.epochs),
+  };
 }
 
 /** Reads a .yaml/.yml/.json run config file. */

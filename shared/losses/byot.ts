@@ -2,8 +2,11 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { CohortError } from '../errors.js';
 import { crossEntropy } from './cross-entropy.js';
-import { distillationOptions, type DistillationOptions } from './options.js';
+import { checkNonNegative, distillationOptions, type DistillationOptions } from './options.js';
 import { klDivergence, stopGradient, temper } from './primitives.js';
+
+/** The authors' later code (and `algorithm: byot`'s defaults). */
+export const BYOT_DEFAULTS = { T: 3, alpha: 0.3, beta: 0 } as const;
 
 export interface ByotOptions extends DistillationOptions {
   /** Weight of the feature hint ||f_exit - f_deepest||^2 (default 0: the authors' later code drops it). */
@@ -17,9 +20,8 @@ export interface ByotOptions extends DistillationOptions {
  * Defaults T = 3, alpha = 0.3, beta = 0 (the authors' later code).
  */
 export function byotLoss(exitLogits: tf.Tensor2D[], exitFeatures: tf.Tensor[], labels: tf.Tensor1D, options: ByotOptions = {}): tf.Scalar {
-  const { T, alpha } = distillationOptions(options, 'byotLoss', { T: 3, alpha: 0.3 });
-  const beta = options.beta ?? 0;
-  if (!Number.isFinite(beta) || beta < 0) throw new CohortError(`byotLoss: beta must be a non-negative number, got ${beta}`);
+  const { T, alpha } = distillationOptions(options, 'byotLoss', BYOT_DEFAULTS);
+  const beta = checkNonNegative(options.beta ?? BYOT_DEFAULTS.beta, 'beta', 'byotLoss');
   if (exitLogits.length === 0) throw new CohortError('byotLoss: needs at least one exit');
   if (beta > 0 && exitFeatures.length !== exitLogits.length) {
     throw new CohortError(`byotLoss: ${exitFeatures.length} feature tensors for ${exitLogits.length} exits`);

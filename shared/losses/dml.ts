@@ -8,6 +8,9 @@ import { crossEntropy } from './cross-entropy.js';
 import { distillationOptions, type DistillationOptions } from './options.js';
 import { blend, klDivergence, logOf, logSoftmaxT, negativeEntropy, softmaxT, stopGradient, temper } from './primitives.js';
 
+/** The original DML's CE + KL, scaled by 1/2 (and `algorithm: dml`'s and `dml_e`'s defaults). */
+export const DML_DEFAULTS = { T: 1, alpha: 0.5 } as const;
+
 function requirePeers(peers: tf.Tensor2D[], where: string): void {
   if (peers.length === 0) throw new CohortError(`${where}: needs at least one peer`);
 }
@@ -19,7 +22,7 @@ function requirePeers(peers: tf.Tensor2D[], where: string): void {
  */
 export function dmlLoss(member: tf.Tensor2D, peers: tf.Tensor2D[], labels: tf.Tensor1D, options: DistillationOptions = {}): tf.Scalar {
   requirePeers(peers, 'dmlLoss');
-  const { T, alpha } = distillationOptions(options, 'dmlLoss', { T: 1, alpha: 0.5 });
+  const { T, alpha } = distillationOptions(options, 'dmlLoss', DML_DEFAULTS);
   return tf.tidy(() => {
     const student = temper(member, T);
     const kl = tf.addN(peers.map((z) => klDivergence(temper(z, T), student))); // peers detached by klDivergence
@@ -60,7 +63,7 @@ export function dmlLossFromPeerSummary(
   labels: tf.Tensor1D,
   options: DistillationOptions = {},
 ): tf.Scalar {
-  const { T, alpha } = distillationOptions(options, 'dmlLossFromPeerSummary', { T: 1, alpha: 0.5 });
+  const { T, alpha } = distillationOptions(options, 'dmlLossFromPeerSummary', DML_DEFAULTS);
   return tf.tidy(() => {
     const logQ = logSoftmaxT(member, T);
     const crossTerm = tf.mean(tf.sum(tf.mul(stopGradient(peers.meanProbs), logQ), 1));
@@ -75,7 +78,7 @@ export function dmlLossFromPeerSummary(
  */
 export function dmlEnsembleLoss(member: tf.Tensor2D, peers: tf.Tensor2D[], labels: tf.Tensor1D, options: DistillationOptions = {}): tf.Scalar {
   requirePeers(peers, 'dmlEnsembleLoss');
-  const { T, alpha } = distillationOptions(options, 'dmlEnsembleLoss', { T: 1, alpha: 0.5 });
+  const { T, alpha } = distillationOptions(options, 'dmlEnsembleLoss', DML_DEFAULTS);
   return tf.tidy(() => {
     const target = logOf(tf.div(tf.addN(peers.map((z) => softmaxT(z, T))), peers.length) as tf.Tensor2D); // detached by klDivergence
     return blend(crossEntropy(member, labels), klDivergence(target, temper(member, T)), alpha, T);

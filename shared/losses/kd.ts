@@ -7,6 +7,9 @@ import { crossEntropy } from './cross-entropy.js';
 import { distillationOptions, type DistillationOptions, checkTemperature } from './options.js';
 import { blend, klDivergence, logOf, softmaxT, temper } from './primitives.js';
 
+/** distillistic's defaults (and `algorithm: kd`'s). */
+export const KD_DEFAULTS = { T: 20, alpha: 0.5 } as const;
+
 export interface KdOptions extends DistillationOptions {
   /** The teacher is already a probability distribution [B, C] (e.g. an ensemble), used as is. */
   teacherIsProbs?: boolean;
@@ -18,7 +21,7 @@ export interface KdOptions extends DistillationOptions {
  * `teacher` itself. Defaults T = 20, alpha = 0.5 (distillistic's).
  */
 export function kdLoss(student: tf.Tensor2D, teacher: tf.Tensor2D, labels: tf.Tensor1D, options: KdOptions = {}): tf.Scalar {
-  const { T, alpha } = distillationOptions(options, 'kdLoss', { T: 20, alpha: 0.5 });
+  const { T, alpha } = distillationOptions(options, 'kdLoss', KD_DEFAULTS);
   return tf.tidy(() => {
     const target = options.teacherIsProbs ? logOf(teacher) : temper(teacher, T); // detached by klDivergence
     return blend(crossEntropy(student, labels), klDivergence(target, temper(student, T)), alpha, T);

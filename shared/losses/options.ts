@@ -23,6 +23,11 @@ export function checkFraction(value: number, name: string, where: string): numbe
   return value;
 }
 
+export function checkNonNegative(value: number, name: string, where: string): number {
+  if (!Number.isFinite(value) || value < 0) throw new CohortError(`${where}: ${name} must be a non-negative number, got ${value}`);
+  return value;
+}
+
 /** T and alpha with their defaults, validated. */
 export function distillationOptions(options: DistillationOptions, where: string, defaults: { T: number; alpha: number }) {
   return {

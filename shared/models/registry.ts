@@ -20,6 +20,8 @@ interface ZooEntry {
   /** Smallest input side the network accepts for a given stem. */
   minSide: (stem: Stem) => number;
   exits: number;
+  /** Its weights fix its input size (a dense layer on the flattened features): saved weights load only at the size they were trained at. */
+  fixedInputSize: boolean;
   build: (c: ResolvedModelConfig) => tfl.LayersModel;
 }
 
@@ -29,6 +31,7 @@ const resnetEntry = (depth: ResNetDepth, multiExit: boolean): ZooEntry => ({
   dropout: 0,
   minSide: resnetDownsampling,
   exits: multiExit ? RESNET_EXITS : 1,
+  fixedInputSize: false,
   build: (c) => (multiExit ? multiExitResNet : resnet)({ depth, inputShape: c.inputShape, classes: c.classes, stem: c.stem, seed: c.seed }),
 });
 
@@ -39,6 +42,7 @@ const ZOO = {
     dropout: 0,
     minSide: () => 10,
     exits: 1,
+    fixedInputSize: true,
     build: (c) => referenceCnn({ inputShape: c.inputShape, classes: c.classes, seed: c.seed }),
   },
   'cnn-teacher': {
@@ -47,6 +51,7 @@ const ZOO = {
     dropout: CNN_TEACHER.dropout,
     minSide: () => 8,
     exits: 1,
+    fixedInputSize: true,
     build: (c) => smallCnn({ ...CNN_TEACHER, inputShape: c.inputShape, classes: c.classes, dropout: c.dropout, seed: c.seed, name: 'cnn_teacher' }),
   },
   'cnn-student': {
@@ -55,6 +60,7 @@ const ZOO = {
     dropout: CNN_STUDENT.dropout,
     minSide: () => 4,
     exits: 1,
+    fixedInputSize: true,
     build: (c) => smallCnn({ ...CNN_STUDENT, inputShape: c.inputShape, classes: c.classes, dropout: c.dropout, seed: c.seed, name: 'cnn_student' }),
   },
   'mlp-teacher': {
@@ -63,6 +69,7 @@ const ZOO = {
     dropout: 0.5,
     minSide: () => 1,
     exits: 1,
+    fixedInputSize: true,
     build: (c) => mlp({ inputShape: c.inputShape, classes: c.classes, hidden: 1200, inputDropout: c.dropout > 0 ? 0.2 : 0, hiddenDropout: c.dropout, seed: c.seed, name: 'mlp_teacher' }),
   },
   'mlp-student': {
@@ -71,6 +78,7 @@ const ZOO = {
     dropout: 0,
     minSide: () => 1,
     exits: 1,
+    fixedInputSize: true,
     build: (c) => mlp({ inputShape: c.inputShape, classes: c.classes, hidden: 800, inputDropout: 0, hiddenDropout: c.dropout, seed: c.seed, name: 'mlp_student' }),
   },
   resnet18: resnetEntry(18, false),
@@ -82,6 +90,7 @@ const ZOO = {
     dropout: 0.2,
     minSide: mobileNetV2Downsampling,
     exits: 1,
+    fixedInputSize: false,
     build: (c) => mobileNetV2({ inputShape: c.inputShape, classes: c.classes, stem: c.stem, dropout: c.dropout, seed: c.seed }),
   },
   'multi-exit-resnet18': resnetEntry(18, true),
@@ -172,6 +181,11 @@ export function exitModel(built: CohortModel, exit = built.exits): tfl.LayersMod
 /** Trainable parameters (what PyTorch's parameters() counts; batch-norm running statistics are not). */
 export function trainableParameterCount(model: tfl.LayersModel): number {
   return model.trainableWeights.reduce((n, w) => n + (w.shape as number[]).reduce((a, b) => a * b, 1), 0);
+}
+
+/** Whether the model's saved weights fix its input size (see ZooEntry.fixedInputSize). */
+export function fixesInputSize(name: ModelName): boolean {
+  return ZOO[name].fixedInputSize;
 }
 
 /** One line per model, for `--help` and error messages. */

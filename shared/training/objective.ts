@@ -1,75 +1,34 @@
 /**
- * What one cohort member minimises, by algorithm: the local losses (baseline, Tf-KD_virtual,
- * BYOT) and the ones that need a teaching signal from the coordinator (DML: the mean of the
- * peers' probabilities and their mean negative entropy; DML_e, KD, cross-quality KD, TAKD: the
- * teacher's probabilities). The worker and the single-process reference loop both use this.
+ * What one cohort member minimises at a step: its algorithm's loss (shared/algorithms/
+ * registry.ts), and whether the step waits for the coordinator's teaching signal. The worker and
+ * the single-process reference loop both use this.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { Algorithm, RunConfig } from '../config/run-config.js';
-import { byotLoss, crossEntropy, dmlLossFromPeerSummary, kdLoss, tfKdVirtualLoss } from '../losses/index.js';
+import { algorithmEntry, type LossConfig, type Teaching } from '../algorithms/registry.js';
 
-/** What the coordinator sends a member at a step. */
-export interface Teaching {
-  /** [batch, classes] probabilities: the peers' mean (DML, DML_e) or the teacher's (KD). */
-  probs: tf.Tensor2D;
-  /** DML: batch mean of the peers' mean sum_c p log p. */
-  peerNegEntropy?: number;
-}
+export type { Teaching };
 
 export interface Objective {
   /** Whether each step waits for the coordinator's teaching signal. */
   needsTeaching: boolean;
-  /** The loss of the model's outputs (logits, or for multi-exit models E logits then E features). */
-  loss(outputs: tf.Tensor | tf.Tensor[], labels: tf.Tensor1D, teaching?: Teaching): tf.Scalar;
+  /**
+   * The loss of the model's outputs (logits, or for multi-exit models E logits then E features)
+   * at a step; `epoch`: epochs done once this step is ((step + 1) / steps per epoch), which
+   * warm-ups read (default: past any warm-up).
+   */
+  loss(outputs: tf.Tensor | tf.Tensor[], labels: tf.Tensor1D, teaching?: Teaching, epoch?: number): tf.Scalar;
 }
-
-const NEEDS_TEACHING: Record<Algorithm, boolean> = {
-  baseline: false,
-  tfkd_virtual: false,
-  byot: false,
-  dml: true,
-  dml_e: true,
-  kd: true,
-  cross_quality_kd: true,
-  takd: true,
-};
 
 /** The logits a member reports: the deepest exit of a multi-exit model. */
 export function finalLogits(outputs: tf.Tensor | tf.Tensor[], exits: number): tf.Tensor2D {
   return (Array.isArray(outputs) ? outputs[exits - 1] : outputs) as tf.Tensor2D;
 }
 
-export function objectiveFor(config: Pick<RunConfig, 'algorithm' | 'temperature' | 'alpha' | 'beta' | 'labelSmoothing' | 'virtualTeacher'>, exits = 1): Objective {
-  const { algorithm, temperature: T, alpha, labelSmoothing } = config;
-  const needsTeaching = NEEDS_TEACHING[algorithm];
-  const require = (teaching: Teaching | undefined): Teaching => {
-    if (!teaching) throw new Error(`${algorithm}: a step needs the coordinator's teaching signal`);
-    return teaching;
-  };
+export function objectiveFor(config: LossConfig, exits = 1): Objective {
+  const entry = algorithmEntry(config.algorithm);
   return {
-    needsTeaching,
-    loss(outputs, labels, teaching) {
-      const logits = finalLogits(outputs, exits);
-      switch (algorithm) {
-        case 'baseline':
-          return crossEntropy(logits, labels, { labelSmoothing });
-        case 'tfkd_virtual':
-          return tfKdVirtualLoss(logits, labels, { a: config.virtualTeacher.a, smoothTeacher: config.virtualTeacher.smooth, T, alpha });
-        case 'byot': {
-          const all = outputs as tf.Tensor[];
-          return byotLoss(all.slice(0, exits) as tf.Tensor2D[], all.slice(exits), labels, { T, alpha, beta: config.beta });
-        }
-        case 'dml': {
-          const t = require(teaching);
-          return dmlLossFromPeerSummary(logits, { meanProbs: t.probs, meanNegEntropy: t.peerNegEntropy ?? 0 }, labels, { T, alpha });
-        }
-        case 'dml_e':
-        case 'kd':
-        case 'cross_quality_kd':
-        case 'takd':
-          return kdLoss(logits, require(teaching).probs, labels, { T, alpha, teacherIsProbs: true });
-      }
-    },
+    needsTeaching: entry.teaching.kind !== 'none',
+    loss: (outputs, labels, teaching, epoch = Infinity) => entry.loss({ outputs, logits: finalLogits(outputs, exits), labels, exits, teaching, epoch }, config),
   };
 }
 
