@@ -34,7 +34,7 @@ test('a backend that is not installed is a CohortError naming the install comman
 });
 
 test('an unknown backend name is rejected with the list of choices', async () => {
-  await assert.rejects(initBackend({ backend: 'metal' as never }), /unknown backend 'metal': choose one of auto, tensorflow-gpu, tensorflow, wasm, cpu/);
+  await assert.rejects(initBackend({ backend: 'metal' as never }), /unknown backend 'metal': choose one of auto, tensorflow-gpu, webgpu, tensorflow, wasm, cpu/);
 });
 
 test('--gpu N pins the process through CUDA_VISIBLE_DEVICES before any native library loads', () => {
