@@ -23,6 +23,7 @@ import { mulberry32 } from '../shared/data/sampler.js';
 import { seededInitializers } from '../shared/models/initializers.js';
 import { makeOptimizer } from '../shared/training/objective.js';
 import { optimizerState, restoreOptimizerState } from '../shared/training/optimizer-state.js';
+import { weightDifferences } from './helpers/weight-differences.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-optimizer-state-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -79,21 +80,6 @@ async function weightsOf(m: tfl.LayersModel): Promise<Float32Array[]> {
   return Promise.all(m.getWeights().map(async (w) => (await w.data()) as Float32Array));
 }
 
-/** Entries of `actual` that differ from `expected`, in words (for the failure message). */
-function differences(actual: Float32Array[], expected: Float32Array[]): string {
-  let differ = 0;
-  let total = 0;
-  let largest = 0;
-  actual.forEach((a, i) =>
-    a.forEach((v, j) => {
-      total++;
-      if (!Object.is(v, expected[i][j])) differ++;
-      largest = Math.max(largest, Math.abs(v - expected[i][j]));
-    }),
-  );
-  return `${differ} of ${total} entries differ, the largest by ${largest}`;
-}
-
 for (const backend of ['wasm', 'cpu'] as const) {
   describe(`optimizer state restored from a checkpoint (${backend})`, () => {
     before(async () => {
@@ -115,7 +101,7 @@ for (const backend of ['wasm', 'cpu'] as const) {
         assert.equal((await loadMemberCheckpoint(dir, restored, optimizer)).step, N);
         trainSteps(restored, optimizer, N, N + M);
         const actual = await weightsOf(restored);
-        assert.deepEqual(actual, expected, differences(actual, expected));
+        assert.deepEqual(actual, expected, weightDifferences(actual, expected));
         tf.dispose([reference, restored].flatMap((m) => m.weights.map((w) => w.read())));
         refOptimizer.dispose();
         optimizer.dispose();
@@ -135,7 +121,7 @@ for (const backend of ['wasm', 'cpu'] as const) {
         const optimizer = makeOptimizer(config);
         trainSteps(uninterrupted, optimizer, 0, N + M);
         const [actual, expected] = [await weightsOf(reference), await weightsOf(uninterrupted)];
-        assert.deepEqual(actual, expected, differences(actual, expected));
+        assert.deepEqual(actual, expected, weightDifferences(actual, expected));
         refOptimizer.dispose();
         optimizer.dispose();
       });
@@ -156,7 +142,7 @@ for (const backend of ['wasm', 'cpu'] as const) {
       await restoreOptimizerState(optimizer, older);
       trainSteps(restored, optimizer, N, N + M);
       const [actual, expected] = [await weightsOf(restored), await weightsOf(reference)];
-      assert.deepEqual(actual, expected, differences(actual, expected));
+      assert.deepEqual(actual, expected, weightDifferences(actual, expected));
       tf.dispose([...weights, ...older.map((o) => o.tensor)]);
       refOptimizer.dispose();
       optimizer.dispose();
