@@ -22,6 +22,7 @@ import { ROOT } from './helpers/cli.js';
 import { dmlReplayWeights } from './helpers/dml-reference.js';
 import { killAt, train, type Run } from './helpers/faults.js';
 import { freePort } from './helpers/net.js';
+import { asRoot, cannotRun, tool, unmet } from './helpers/requirements.js';
 import { weightDifferences } from './helpers/weight-differences.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-faults-'));
@@ -269,11 +270,9 @@ describe('a full disk', () => {
     // 5.1 MB of momentum) fits, the one of step 10 does not.
     const runDir = join(root, 'runs', 'disk-full');
     mkdirSync(runDir, { recursive: true });
+    if (cannotRun(t, unmet(tool('mount', 'mount'), asRoot))) return;
     const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=48m', 'tmpfs', runDir], { encoding: 'utf8' });
-    if (mounted.status !== 0) {
-      t.skip(`cannot mount a small tmpfs here (${(mounted.stderr || mounted.error?.message || '').trim()}); run the tests as root to include this one`);
-      return;
-    }
+    if (mounted.status !== 0 && cannotRun(t, `cannot mount a small tmpfs here (${(mounted.stderr || mounted.error?.message || '').trim()})`)) return;
     try {
       const path = config('disk-full');
       const full = await train([path]);
