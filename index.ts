@@ -2,7 +2,14 @@
  * Cohort's public library API (the package root, `import { kdLoss } from 'cohort'`): the
  * distillation losses and the metrics (pure functions on tfjs tensors), the model zoo and the
  * data pipeline. The command line is cli.ts.
+ *
+ * It works with no setup: importing it registers tfjs's pure-JavaScript cpu backend, which tfjs
+ * starts on the first tensor operation when no other backend is set. `await initBackend(...)`
+ * chooses a faster one (wasm, libtensorflow); a backend the caller registers (tfjs-node) takes
+ * precedence over the cpu one by tfjs's priorities.
  */
+import '@tensorflow/tfjs-backend-cpu';
+
 export {
   crossEntropy,
   kdLoss,

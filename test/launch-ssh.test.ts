@@ -9,7 +9,7 @@
  * reported to the coordinator and restarted over ssh. Also: the recovery policy `fail` stops
  * the run with one line and leaves no worker behind, unreachable hosts and a missing remote
  * command are refused before anything starts. Without a usable sshd the ssh tests say why and
- * are skipped.
+ * are skipped (under CI=true they fail: test/helpers/requirements.ts).
  */
 import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -21,6 +21,7 @@ import { assignSlots, parseHosts, remoteCohortWords, remoteWorkerCommand, shellQ
 import { generateKeys } from '../shared/protocol/curve.js';
 import { ROOT, runCli, type CliResult } from './helpers/cli.js';
 import { freePort } from './helpers/net.js';
+import { asRoot, cannotRun, tool, unmet } from './helpers/requirements.js';
 import { randomIdx } from './helpers/fake-coordinator.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-launch-'));
@@ -138,11 +139,9 @@ interface Sshd {
 
 async function startSshd(): Promise<Sshd | string> {
   const sshd = '/usr/sbin/sshd';
-  if (!existsSync(sshd)) return 'no /usr/sbin/sshd: apt-get install openssh-server (.ci/run installs it)';
-  for (const tool of ['ssh', 'ssh-keygen']) {
-    if (spawnSync(tool, ['-V']).error) return `no ${tool}: apt-get install openssh-client`;
-  }
-  if (process.getuid?.() !== 0) return 'sshd needs root here (privilege separation); CI runs as root';
+  // sshd needs root here (privilege separation).
+  const missing = unmet(tool(sshd, 'openssh-server'), tool('ssh', 'openssh-client'), tool('ssh-keygen', 'openssh-client'), asRoot);
+  if (missing) return missing;
   const dir = join(root, 'sshd');
   mkdirSync(dir, { mode: 0o700 });
   for (const key of ['host_key', 'client_key']) {
@@ -238,11 +237,7 @@ cd ${shellQuote(ROOT)} && exec ${shellQuote(process.execPath)} --import tsx cli.
   });
   after(() => sshd?.process.kill());
 
-  const skipped = (t: TestContext) => {
-    if (sshd) return false;
-    t.skip(`sshd unavailable: ${why}`);
-    return true;
-  };
+  const skipped = (t: TestContext) => !sshd && cannotRun(t, `a test sshd: ${why}`);
   const launch = (config: string, hosts: string, extra: string[] = []) =>
     runCli(['launch', config, '--hosts', hosts, '--gpus-per-host', '1', '--listen', '127.0.0.1', '--port', '0', '--advertise', '127.0.0.1', '--remote-cohort', remoteCohort, ...sshd!.sshOptions.flatMap((o) => ['--ssh-option', o]), ...extra], {}, 240_000);
   const readEvidence = () =>

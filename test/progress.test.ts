@@ -16,6 +16,7 @@ import { createProgressDisplay, formatDuration, progressFields, type ProgressUpd
 import { loadFashionMnist } from '../shared/data/fashion-mnist.js';
 import { parseMetricsLines, type EvalRecord, type StepRecord } from '../shared/metrics/records.js';
 import { ROOT, runCli } from './helpers/cli.js';
+import { cannotRun, tool, unmet } from './helpers/requirements.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-progress-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -89,13 +90,10 @@ describe('a real run', () => {
   });
 
   test('on a terminal: one line per worker, redrawn in place, and no plain progress lines', { timeout: 180_000 }, (t) => {
+    if (cannotRun(t, unmet(tool('script', 'bsdutils')))) return; // gives the run a terminal
     // A wide terminal, so that the lines are not cut to 80 columns.
     const command = `stty cols 200; ${process.execPath} --import tsx cli.ts train ${config('tty')} --insecure`;
     const run = spawnSync('script', ['-qec', command, '/dev/null'], { cwd: ROOT, encoding: 'utf8', timeout: 170_000, env: { ...process.env, COLUMNS: '160' } });
-    if (run.error) {
-      t.skip(`no 'script' command to give the run a terminal (${run.error.message}); Debian's bsdutils has it`);
-      return;
-    }
     assert.equal(run.status, 0, run.stdout);
     const out = run.stdout;
     assert.match(out, /\x1b\[1A/, 'the cursor moves up to redraw');

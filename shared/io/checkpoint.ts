@@ -10,10 +10,11 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type * as tf from '@tensorflow/tfjs-core';
+import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { CohortError } from '../errors.js';
 import { failpoint } from '../faults/failpoints.js';
+import { optimizerState, restoreOptimizerState } from '../training/optimizer-state.js';
 import { fileErrorReason, writeFileAtomic, writeFileAtomicAsync } from './atomic-write.js';
 import { loadModelWeights, loadNamedTensors, saveModel, saveNamedTensors } from './model-files.js';
 
@@ -49,7 +50,12 @@ export async function saveMemberCheckpoint(dir: string, model: tfl.LayersModel, 
   try {
     mkdirSync(dir, { recursive: true });
     await saveModel(model, dir);
-    await saveNamedTensors(await optimizer.getWeights(), dir, 'optimizer');
+    const optimizerTensors = await optimizerState(optimizer);
+    try {
+      await saveNamedTensors(optimizerTensors, dir, 'optimizer');
+    } finally {
+      tf.dispose(optimizerTensors.map((n) => n.tensor));
+    }
     failpoint('checkpoint-before-state', state.step);
     writeFileAtomic(join(dir, 'state.json'), Buffer.from(`${JSON.stringify(state)}\n`));
   } catch (error) {
@@ -58,7 +64,7 @@ export async function saveMemberCheckpoint(dir: string, model: tfl.LayersModel, 
   }
 }
 
-/** Restores weights and optimizer state from `dir`; returns the member state. */
+/** Restores weights and optimizer state (exactly: optimizer-state.ts) from `dir`; returns the member state. */
 export async function loadMemberCheckpoint(dir: string, model: tfl.LayersModel, optimizer: tf.Optimizer): Promise<MemberState> {
   const statePath = join(dir, 'state.json');
   if (!existsSync(statePath)) throw new CohortError(`incomplete member checkpoint ${dir} (no state.json)`);
@@ -66,7 +72,7 @@ export async function loadMemberCheckpoint(dir: string, model: tfl.LayersModel, 
   loadModelWeights(model, dir);
   const named = loadNamedTensors(dir, 'optimizer');
   try {
-    await optimizer.setWeights(named);
+    await restoreOptimizerState(optimizer, named);
   } finally {
     for (const { tensor } of named) tensor.dispose();
   }

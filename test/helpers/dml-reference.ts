@@ -17,6 +17,7 @@ import { openDataset } from '../../shared/data/datasets.js';
 import type { CohortModel } from '../../shared/models/index.js';
 import { setDropoutStep } from '../../shared/models/seeded-dropout.js';
 import { finalLogits, makeOptimizer, objectiveFor } from '../../shared/training/objective.js';
+import { optimizerState, restoreOptimizerState } from '../../shared/training/optimizer-state.js';
 import { temperedPredictions } from '../../shared/training/predictions.js';
 import { buildWorkerModel } from '../../worker/run-worker.js';
 
@@ -46,14 +47,13 @@ export async function dmlReplayWeights(config: RunConfig, absence?: Absence): Pr
   let snapshot: Snapshot | undefined;
   const restore = async () => {
     members[away].model.setWeights(snapshot!.weights);
-    await optimizers[away].setWeights(snapshot!.optimizer);
+    await restoreOptimizerState(optimizers[away], snapshot!.optimizer);
   };
   let step = 0;
   for (let epoch = 0; epoch < config.epochs; epoch++) {
     for await (const batch of train.epoch(epoch)) {
       if (absence && step === absence.restoreStep) {
-        const optimizer = (await optimizers[away].getWeights()).map((n) => ({ name: n.name, tensor: n.tensor.clone() }));
-        snapshot = { weights: members[away].model.weights.map((w) => w.read().clone()), optimizer };
+        snapshot = { weights: members[away].model.weights.map((w) => w.read().clone()), optimizer: await optimizerState(optimizers[away]) };
       }
       if (absence && step === absence.until) await restore();
       const live = members.map((_, i) => !(absence && i === away && step >= absence.from && step < absence.until));
