@@ -1,0 +1,83 @@
+/**
+ * A heterogeneous cohort: a real `cohort train` DML run whose member a trains on webgpu (Mesa
+ * llvmpipe, COHORT_WEBGPU_SOFTWARE=1) and member b on wasm, coordinator and workers as separate
+ * processes; its final weights match the same run with both members on cpu within float
+ * tolerance. The worker on webgpu must also exit by itself (its device destroyed) for the run to
+ * end. Skips locally without an adapter, fails under CI=true.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { probeAdapters } from '../shared/engine/webgpu.js';
+import { readSavedWeights } from '../shared/io/model-files.js';
+import { runCli } from './helpers/cli.js';
+import { cannotRun } from './helpers/requirements.js';
+
+const root = mkdtempSync(join(tmpdir(), 'cohort-webgpu-cohort-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+
+function adapterMissing(): string | undefined {
+  try {
+    return probeAdapters('software').adapters.some((a) => a.software) ? undefined : 'needs a software WebGPU adapter (apt-get install libegl1 libegl-mesa0 libegl-dev libgl1-mesa-dri)';
+  } catch (error) {
+    return `listing WebGPU adapters failed: ${(error as Error).message}`;
+  }
+}
+
+const STEPS = 6;
+const BATCH = 16;
+
+function config(name: string, backends: [string, string]) {
+  const member = (n: string, backend: string) => ({ name: n, model: { name: 'reference-cnn', inputShape: [28, 28, 1] }, backend, optimizer: { name: 'sgd', lr: 0.05, momentum: 0.9 } });
+  return {
+    name,
+    algorithm: 'dml',
+    dataset: { name: 'fashion-mnist', cacheDir: join(root, 'cache') },
+    epochs: 1,
+    batchSize: BATCH,
+    trainLimit: STEPS * BATCH,
+    seed: 5,
+    runDir: join(root, 'runs'),
+    members: [member('a', backends[0]), member('b', backends[1])],
+    // llvmpipe is ~70x slower than wasm; a step's silence must not read as a lost worker.
+    recovery: { livenessMs: 120_000 },
+    exchange: { timeoutMs: 300_000 },
+  };
+}
+
+async function train(name: string, backends: [string, string]) {
+  const path = join(root, `${name}.json`);
+  writeFileSync(path, JSON.stringify(config(name, backends)));
+  const result = await runCli(['train', path, '--insecure'], { COHORT_WEBGPU_SOFTWARE: '1' }, 600_000);
+  assert.equal(result.code, 0, `${name}:\n${result.stdout}\n${result.stderr}`);
+  return result.stdout;
+}
+
+test('DML with one member on webgpu and one on wasm ends with the weights of the same run on cpu', { timeout: 900_000 }, async (t) => {
+  if (cannotRun(t, adapterMissing())) return;
+  const mixed = await train('mixed', ['webgpu', 'wasm']);
+  assert.match(mixed, /a: backend webgpu on GPU llvmpipe/);
+  assert.match(mixed, /b: backend wasm on CPU/);
+  await train('cpu', ['cpu', 'cpu']);
+  for (const member of ['a', 'b']) {
+    const got = await readSavedWeights(join(root, 'runs', 'mixed', member, 'final'));
+    const want = await readSavedWeights(join(root, 'runs', 'cpu', member, 'final'));
+    assert.equal(got.length, want.length);
+    let num = 0;
+    let den = 0;
+    let worst = 0;
+    got.forEach(({ values }, k) => {
+      for (let e = 0; e < values.length; e++) {
+        const d = values[e] - want[k].values[e];
+        num += d * d;
+        den += want[k].values[e] ** 2;
+        worst = Math.max(worst, Math.abs(d));
+      }
+    });
+    const relative = Math.sqrt(num / den);
+    t.diagnostic(`${member}: weights relative difference ${relative.toExponential(2)}, largest ${worst.toExponential(2)}`);
+    assert.ok(relative < 1e-5, `${member}: weights differ by ${relative.toExponential(2)} relative`);
+  }
+});
