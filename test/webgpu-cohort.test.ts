@@ -11,7 +11,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { probeAdapters } from '../shared/engine/webgpu.js';
+import { readFileSync } from 'node:fs';
 import { readSavedWeights } from '../shared/io/model-files.js';
+import { parseMetricsLines } from '../shared/metrics/records.js';
 import { runCli } from './helpers/cli.js';
 import { cannotRun } from './helpers/requirements.js';
 
@@ -42,6 +44,7 @@ function config(name: string, backends: [string, string]) {
     runDir: join(root, 'runs'),
     members: [member('a', backends[0]), member('b', backends[1])],
     // llvmpipe is ~70x slower than wasm; a step's silence must not read as a lost worker.
+    progressEvery: 2,
     recovery: { livenessMs: 120_000 },
     exchange: { timeoutMs: 300_000 },
   };
@@ -60,6 +63,11 @@ test('DML with one member on webgpu and one on wasm ends with the weights of the
   const mixed = await train('mixed', ['webgpu', 'wasm']);
   assert.match(mixed, /a: backend webgpu on GPU llvmpipe/);
   assert.match(mixed, /b: backend wasm on CPU/);
+  // The worker on webgpu reports its GPU memory in its step records; the one on wasm has none.
+  const steps = parseMetricsLines(readFileSync(join(root, 'runs', 'mixed', 'metrics.jsonl'), 'utf8')).records.filter((r) => r.kind === 'step');
+  const memory = (worker: string) => steps.filter((r) => r.worker === worker).map((r) => (r as { memory?: { gpuBytes?: number; tensors: number } }).memory);
+  assert.ok(memory('a').length > 0 && memory('a').every((m) => m !== undefined && m.gpuBytes! > 0), 'a reports GPU bytes');
+  assert.ok(memory('b').every((m) => m !== undefined && m.gpuBytes === undefined && m.tensors > 0), 'b reports tensors, no GPU bytes');
   await train('cpu', ['cpu', 'cpu']);
   for (const member of ['a', 'b']) {
     const got = await readSavedWeights(join(root, 'runs', 'mixed', member, 'final'));

@@ -18,7 +18,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { resolveRunConfig, runDirectory, type RunConfig, type WorkerConfig } from '../shared/config/run-config.js';
 import { openDataset } from '../shared/data/datasets.js';
 import type { Batch, BatchSource } from '../shared/data/source.js';
-import { initBackend, shutdownBackend, type BackendChoice } from '../shared/engine/backend.js';
+import { backendMemory, initBackend, shutdownBackend, type BackendChoice } from '../shared/engine/backend.js';
 import { CohortError } from '../shared/errors.js';
 import { loadModelWeights, saveModel } from '../shared/io/model-files.js';
 import { MetricAccumulator } from '../shared/metrics/index.js';
@@ -265,6 +265,7 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
         imagesPerSecond: seconds > 0 ? since.images / seconds : 0,
         stepMs: (1000 * seconds) / since.steps,
         ...(lr === undefined ? {} : { lr }),
+        memory: backendMemory(),
         generation: session.generation,
       });
       Object.assign(since, { time: performance.now(), steps: 0, images: 0 });

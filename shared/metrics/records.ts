@@ -16,6 +16,7 @@
  * Accuracies and ECE are fractions (0.9 = 90%); NLL in nats; times in ms.
  */
 import { z } from 'zod';
+import { workerMemorySchema } from '../protocol/messages.js';
 
 const fraction = z.number().min(0).max(1);
 const count = z.int().nonnegative();
@@ -62,6 +63,8 @@ export const stepRecordSchema = z.object({
   /** Mean wall time per step since the previous record. */
   stepMs: z.number().nonnegative(),
   lr: z.number().optional(),
+  /** The worker's backend memory at this record (GPU bytes on webgpu). */
+  memory: workerMemorySchema.optional(),
 });
 
 export const evalRecordSchema = z.object({

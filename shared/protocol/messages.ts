@@ -7,6 +7,15 @@
  */
 import { z } from 'zod';
 
+/** What a worker's backend holds (shared/engine/backend.ts backendMemory()): sent with progress, kept in step records. */
+export const workerMemorySchema = z.object({
+  tensors: z.number().int().nonnegative(),
+  bytes: z.number().nonnegative(),
+  /** WebGPU: bytes of GPU buffers held by live tensors, and allocated (with tfjs' pool of free ones). */
+  gpuBytes: z.number().nonnegative().optional(),
+  gpuBytesAllocated: z.number().nonnegative().optional(),
+});
+
 /** Bumped on any change that an older peer would misread; checked on every message. */
 export const PROTOCOL_VERSION = 1;
 
@@ -182,6 +191,8 @@ export const messageSchemas = {
     /** Mean wall time per step since the previous progress message. */
     stepMs: float,
     lr: float.optional(),
+    /** The worker's backend memory (tf.memory()), GPU bytes on webgpu. */
+    memory: workerMemorySchema.optional(),
     generation: count.optional(),
   }),
   /** Coordinator → worker: stop cleanly. */
