@@ -39,6 +39,8 @@ const modelSchema = z
     stem: z.enum(['imagenet', 'small']).optional(),
     dropout: z.number().min(0).lt(1).optional(),
     seed: z.int().optional(),
+    /** torchvision weights: a state dict saved as safetensors (resnet18/34/50, mobilenetv2). */
+    weights: z.string().min(1).optional(),
   })
   .superRefine((model, ctx) => {
     try {
