@@ -12,6 +12,7 @@ import { datasetSchema, downscaleSchema } from '../data/datasets.js';
 import { BACKEND_CHOICES } from '../engine/backend.js';
 import { CohortError } from '../errors.js';
 import { MODEL_NAMES, resolveModelConfig, type ModelConfig } from '../models/registry.js';
+import { checkTeacherSource, onnxTeacherKeys } from './onnx-teacher.js';
 import { parseConfig } from './parse.js';
 
 export const ALGORITHMS = ['baseline', 'kd', 'dml', 'dml_e', 'tfkd_virtual', 'cross_quality_kd', 'byot', 'takd'] as const;
@@ -83,10 +84,15 @@ const workerSchema = z.strictObject({
   augmentSeed: z.int().optional(),
 });
 
-const teacherSchema = workerSchema.extend({
-  /** A saved member (its run directory's checkpoint) whose weights this forward-only teacher loads. */
-  checkpoint: z.string().min(1).optional(),
-});
+const teacherSchema = workerSchema
+  .extend({
+    /** A zoo network, or (instead) an `onnx` model file. */
+    model: modelSchema.optional(),
+    /** A saved member (its run directory's checkpoint) whose weights this forward-only teacher loads. */
+    checkpoint: z.string().min(1).optional(),
+    ...onnxTeacherKeys,
+  })
+  .superRefine((teacher, ctx) => checkTeacherSource(teacher, (path, message) => ctx.addIssue({ code: 'custom', path, message })));
 
 export const runConfigSchema = z
   .strictObject({
