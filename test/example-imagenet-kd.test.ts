@@ -4,7 +4,8 @@
  * ResNet-18 student with `cohort train` on a small generated image folder, with the paths,
  * sizes and step count scaled down here and the weights made by test/fixtures/torchvision_reference.py
  * (seeded random, 3 classes). The two sources are the same teacher: both runs record the same
- * teacher accuracy and end with the same student weights (within 1e-4), which moved in training.
+ * teacher accuracy and test NLL (within 1e-4 relative) and end with the same student weights
+ * (within 1e-4), which moved in training.
  * Skipped locally without python3-torch, required under CI=true.
  */
 import { after, before, test } from 'node:test';
@@ -48,7 +49,7 @@ test('the ImageNet KD examples (ResNet-50 teacher from safetensors and from ONNX
   const ref = torchvisionReference(python, 'resnet50', join(root, 'weights'), { classes: CLASSES.length, size: 64, onnx: true });
   const train = await imageFolder(join(root, 'train'), 4, 1);
   const val = await imageFolder(join(root, 'val'), 2, 2);
-  const runs: { name: string; student: Float32Array[]; teacherAccuracy: number }[] = [];
+  const runs: { name: string; student: Float32Array[]; teacherAccuracy: number; teacherNll: number }[] = [];
   let initial: Float32Array[] = [];
   for (const file of ['kd-imagenet-torchvision.yaml', 'kd-imagenet-torchvision-onnx.yaml']) {
     const example = parseYaml(readFileSync(join(ROOT, 'examples', file), 'utf8'));
@@ -72,10 +73,13 @@ test('the ImageNet KD examples (ResNet-50 teacher from safetensors and from ONNX
     const fresh = buildWorkerModel(config, config.members[0], 0, [64, 64, 3], CLASSES.length);
     initial = await Promise.all(fresh.model.weights.map(async (w) => (await w.read().data()) as Float32Array));
     fresh.model.dispose();
-    runs.push({ name: file, student, teacherAccuracy: teacherEval.accuracy });
+    runs.push({ name: file, student, teacherAccuracy: teacherEval.accuracy, teacherNll: teacherEval.nll });
   }
   const [fromSafetensors, fromOnnx] = runs;
   assert.equal(fromOnnx.teacherAccuracy, fromSafetensors.teacherAccuracy);
+  // The test NLL is continuous in the logits: the two teachers agree to float rounding.
+  const nll = Math.abs(fromOnnx.teacherNll - fromSafetensors.teacherNll) / fromSafetensors.teacherNll;
+  assert.ok(nll < 1e-4, `teacher NLL ${fromSafetensors.teacherNll} (safetensors) vs ${fromOnnx.teacherNll} (ONNX)`);
   let worst = 0;
   let moved = 0;
   fromSafetensors.student.forEach((values, k) => {
@@ -86,5 +90,5 @@ test('the ImageNet KD examples (ResNet-50 teacher from safetensors and from ONNX
   });
   assert.ok(moved > 1e-3, `the student did not train (largest change ${moved})`);
   assert.ok(worst < 1e-4, `student weights differ by ${worst} between the two teachers`);
-  console.log(`# students after the safetensors and the ONNX teacher: largest weight difference ${worst.toExponential(2)}`);
+  console.log(`# teacher test NLL ${fromSafetensors.teacherNll} (safetensors) / ${fromOnnx.teacherNll} (ONNX); students: largest weight difference ${worst.toExponential(2)}, largest change ${moved.toExponential(2)}`);
 });
