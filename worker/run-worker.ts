@@ -34,8 +34,8 @@ import { asyncVariableGrads } from '../shared/training/async-grads.js';
 import { evaluate } from '../shared/training/evaluate.js';
 import { learningRateAt } from '../shared/training/lr-schedule.js';
 import { temperedPredictions } from '../shared/training/predictions.js';
-import { openOnnxTeacher } from './onnx-teacher.js';
 import { finalLogits, makeOptimizer, objectiveFor, setLearningRate, type Objective } from '../shared/training/objective.js';
+import { openOnnxTeacher } from './onnx-teacher.js';
 
 export interface WorkerOptions {
   /** The coordinator's address, e.g. tcp://10.0.0.5:5555. */

@@ -10,7 +10,8 @@ import { MetricAccumulator, type MetricSummary } from '../metrics/index.js';
 
 /**
  * Metrics of `model` over one full epoch of `source` (epoch 0: the order of an unshuffled split).
- * `model` may be a function giving the logits (an ONNX teacher). `onBatch` sees every batch with its logits before they are freed (a worker sends them on).
+ * `model` may be a function giving the logits (an ONNX teacher). `onBatch` sees every batch
+ * with its logits before they are freed (a worker sends them on).
  */
 export async function evaluate(
   model: tfl.LayersModel | ((images: tf.Tensor4D) => Promise<tf.Tensor2D>),
