@@ -54,6 +54,7 @@ export {
   type ModelConfig,
   type CohortModel,
 } from './shared/models/index.js';
+export { loadTorchvisionWeights, TORCHVISION_MODELS } from './shared/models/torchvision-weights.js';
 export {
   openDataset,
   ImageFolderLoader,

@@ -7,6 +7,7 @@ import { hideBin } from 'yargs/helpers';
 import { benchData } from './data.js';
 import { benchExchange, parseShapes } from './exchange.js';
 import { benchGpuStep, benchStep } from './step.js';
+import { benchTeacher } from './teacher.js';
 
 await yargs(hideBin(process.argv))
   .scriptName('npm run bench --')
@@ -119,6 +120,22 @@ await yargs(hideBin(process.argv))
         },
         (line) => console.log(line),
       );
+      if (args.json) writeFileSync(args.json, JSON.stringify(results, null, 2));
+    },
+  )
+  .command(
+    'teacher',
+    'one ResNet-50 forward pass as a CPU teacher: Cohort on wasm, onnxruntime-node (CPU provider) and PyTorch, side by side',
+    (y) =>
+      y
+        .option('batch', { type: 'number', default: 32 })
+        .option('size', { type: 'number', default: 224 })
+        .option('reps', { type: 'number', default: 3, describe: 'timed passes per teacher (median reported)' })
+        .option('warmup', { type: 'number', default: 1 })
+        .option('torch-threads', { type: 'number', default: 2 })
+        .option('json', { type: 'string', describe: 'also write the results to this JSON file' }),
+    async (args) => {
+      const results = await benchTeacher({ batch: args.batch, size: args.size, reps: args.reps, warmup: args.warmup, torchThreads: args['torch-threads'] }, (line) => console.log(line));
       if (args.json) writeFileSync(args.json, JSON.stringify(results, null, 2));
     },
   )

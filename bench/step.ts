@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { isInstalled, visibleGpuCount } from '../shared/engine/backend.js';
 import { median } from './stats.js';
+import { findTorchPython } from './torch-python.js';
 
 export interface StepResult {
   backend: string;
@@ -32,15 +33,6 @@ export interface StepBenchOptions {
 
 const workerPath = fileURLToPath(new URL('./step-worker.ts', import.meta.url));
 const torchScript = fileURLToPath(new URL('./torch_step.py', import.meta.url));
-
-/** The Python interpreter that can import torch: Debian's first (pyenv shims may shadow it). */
-function findTorchPython(): string | undefined {
-  for (const python of ['/usr/bin/python3', 'python3']) {
-    const probe = spawnSync(python, ['-c', 'import torch'], { stdio: 'ignore' });
-    if (probe.status === 0) return python;
-  }
-  return undefined;
-}
 
 function runJson(command: string, args: string[], label: string): StepResult {
   const child = spawnSync(command, args, { encoding: 'utf8', maxBuffer: 64 << 20 });

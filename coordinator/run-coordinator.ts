@@ -22,6 +22,7 @@
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { algorithmEntry } from '../shared/algorithms/registry.js';
+import { workerModelName } from '../shared/config/onnx-teacher.js';
 import { runDirectory, type RunConfig } from '../shared/config/run-config.js';
 import { CohortError } from '../shared/errors.js';
 import { fileErrorReason, writeFileAtomic } from '../shared/io/atomic-write.js';
@@ -223,7 +224,7 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<RunSu
   };
 
   // The metrics file describes itself: which run, algorithm and workers, from which step.
-  const worker = (w: RunConfig['members'][number]) => ({ name: w.name, model: w.model.name });
+  const worker = (w: RunConfig['members'][number] | RunConfig['teachers'][number]) => ({ name: w.name, model: workerModelName(w) });
   writeRecord({ kind: 'run', run: config.name, algorithm: config.algorithm, members: config.members.map(worker), teachers: config.teachers.map(worker), epochs: config.epochs, batchSize: config.batchSize, startStep: resumeAt.step });
 
   const onJoin = async (peer: Buffer, m: MessageOf<'join'>) => {

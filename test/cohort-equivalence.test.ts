@@ -93,7 +93,7 @@ function baseConfig(name: string, algorithm: string): Record<string, unknown> {
 async function referenceWeights(config: RunConfig, loss: (members: tf.Tensor2D[], teachers: tf.Tensor2D[], i: number, y: tf.Tensor1D) => tf.Scalar): Promise<Float32Array[][]> {
   const dataset = await openDataset(config.dataset);
   const train = dataset.loader({ split: 'train', batchSize: config.batchSize, seed: config.seed, limit: config.trainLimit });
-  const build = (w: RunConfig['members'][number], index: number): CohortModel => buildWorkerModel(config, w, index, train.imageShape, 10);
+  const build = (w: RunConfig['members'][number] | RunConfig['teachers'][number], index: number): CohortModel => buildWorkerModel(config, w, index, train.imageShape, 10);
   const members = config.members.map(build);
   const teachers = config.teachers.map((t, j) => build(t, config.members.length + j));
   const optimizers = config.members.map((m) => makeOptimizer(m.optimizer));

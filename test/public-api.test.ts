@@ -30,6 +30,7 @@ test('the package root exports every loss and metric by name', () => {
     'buildModel',
     'exitModel',
     'trainableParameterCount',
+    'loadTorchvisionWeights',
     'openDataset',
     'trainTransform',
     'evalTransform',

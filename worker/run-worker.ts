@@ -15,7 +15,9 @@ import { mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { resolveRunConfig, runDirectory, type RunConfig, type WorkerConfig } from '../shared/config/run-config.js';
+import type * as tfl from '@tensorflow/tfjs-layers';
+import { workerModelName } from '../shared/config/onnx-teacher.js';
+import { resolveRunConfig, runDirectory, type RunConfig, type TeacherConfig, type WorkerConfig } from '../shared/config/run-config.js';
 import { openDataset } from '../shared/data/datasets.js';
 import type { Batch, BatchSource } from '../shared/data/source.js';
 import { backendMemory, initBackend, shutdownBackend, type BackendChoice } from '../shared/engine/backend.js';
@@ -33,6 +35,7 @@ import { evaluate } from '../shared/training/evaluate.js';
 import { learningRateAt } from '../shared/training/lr-schedule.js';
 import { temperedPredictions } from '../shared/training/predictions.js';
 import { finalLogits, makeOptimizer, objectiveFor, setLearningRate, type Objective } from '../shared/training/objective.js';
+import { openOnnxTeacher } from './onnx-teacher.js';
 
 export interface WorkerOptions {
   /** The coordinator's address, e.g. tcp://10.0.0.5:5555. */
@@ -60,7 +63,7 @@ export function finalWeightsDir(config: RunConfig, member: string): string {
 }
 
 /** Which worker of the config `name` is, and its role. */
-export function findWorker(config: RunConfig, name: string): { worker: WorkerConfig; index: number; role: 'member' | 'teacher' } {
+export function findWorker(config: RunConfig, name: string): { worker: WorkerConfig | TeacherConfig; index: number; role: 'member' | 'teacher' } {
   const m = config.members.findIndex((w) => w.name === name);
   if (m >= 0) return { worker: config.members[m], index: m, role: 'member' };
   const t = config.teachers.findIndex((w) => w.name === name);
@@ -69,7 +72,8 @@ export function findWorker(config: RunConfig, name: string): { worker: WorkerCon
   throw new CohortError(`no member or teacher named '${name}' in the run config (known: ${known})`);
 }
 
-export function buildWorkerModel(config: RunConfig, worker: WorkerConfig, index: number, imageShape: [number, number, number], classes: number): CohortModel {
+export function buildWorkerModel(config: RunConfig, worker: WorkerConfig | TeacherConfig, index: number, imageShape: [number, number, number], classes: number): CohortModel {
+  if (!worker.model) throw new CohortError(`${worker.name} has no zoo model (it is an ONNX teacher: ${workerModelName(worker)})`);
   return buildModel({ inputShape: imageShape, classes, ...worker.model, seed: worker.model.seed ?? memberWeightSeed(config.seed, index) });
 }
 
@@ -180,15 +184,21 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
     if (teacherCheckpoint) loadModelWeights(model.model, teacherCheckpoint);
     return { built: model, optimizer: makeOptimizer(worker.optimizer) };
   };
-  let { built, optimizer } = initialState();
+  // An ONNX teacher runs in onnxruntime and has no tfjs network (nor optimizer): the `!`s below
+  // are on member-only paths.
+  const onnx = await openOnnxTeacher(worker, dataset, train.imageShape, log);
+  let { built, optimizer } = onnx ? { built: undefined, optimizer: undefined } : initialState();
   if (teacherCheckpoint) log(`${worker.name}: loaded weights from ${teacherCheckpoint}`);
-  const objective = objectiveFor(config, built.exits);
+  const objective = objectiveFor(config, built?.exits ?? 1);
   /** Back to the initial state, for a rollback to step 0. */
   const reinitialise = () => {
-    built.model.dispose();
-    optimizer.dispose();
+    built?.model.dispose();
+    optimizer?.dispose();
     ({ built, optimizer } = initialState());
   };
+  /** A teacher's eval-mode logits of a batch. */
+  const teacherLogits = async (x: tf.Tensor4D): Promise<tf.Tensor2D> =>
+    onnx ? onnx.logits(x) : tf.tidy(() => finalLogits(built!.model.apply(x, { training: false }) as tf.Tensor, built!.exits));
   let lastLoss: number | undefined;
   /**
    * Restores the global checkpoint `dir` of step `checkpointStep` (members; teachers keep their
@@ -204,7 +214,7 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
       if (step > 0) log(`${worker.name}: rejoining with its initial weights at step ${step}`);
       return step;
     }
-    const state = await loadMemberCheckpoint(join(dir, worker.name), built.model, optimizer);
+    const state = await loadMemberCheckpoint(join(dir, worker.name), built!.model, optimizer!);
     if (state.step !== checkpointStep) throw new CohortError(`${worker.name}: checkpoint ${dir} holds step ${state.step}, expected ${checkpointStep}`);
     lastLoss = state.lastLoss;
     log(`${worker.name}: restored checkpoint ${dir} (step ${checkpointStep})${step !== checkpointStep ? `; rejoining the cohort at step ${step}` : ''}`);
@@ -238,8 +248,14 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
   } finally {
     clearInterval(heartbeat);
     await Promise.all([train.close(), test.close()]);
-    optimizer.dispose();
-    built.model.dispose();
+    optimizer?.dispose();
+    built?.model.dispose();
+    await onnx?.dispose();
+  }
+
+  /** What evaluation runs: the deepest exit of the tfjs network, or the ONNX model. */
+  function evalForward(): tfl.LayersModel | ((x: tf.Tensor4D) => Promise<tf.Tensor2D>) {
+    return onnx ? (x) => onnx.logits(x) : exitModel(built!);
   }
 
   /** Trains from global step `start` to the end, evaluates, saves, says done and awaits shutdown. */
@@ -271,7 +287,7 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
       Object.assign(since, { time: performance.now(), steps: 0, images: 0 });
     };
     // An elastic rejoin after the others trained the last step: evaluate what it has.
-    if (start >= totalSteps && role === 'member') await evaluateAndReport(built, test, config.epochs - 1, session, exchange);
+    if (start >= totalSteps && role === 'member') await evaluateAndReport(evalForward(), test, config.epochs - 1, session, exchange);
     for (let epoch = Math.floor(start / stepsPerEpoch); epoch < config.epochs; epoch++) {
       /** Running metrics of this epoch's training batches (what distillistic logs). */
       const trainMetrics = new MetricAccumulator({ bins: 15 });
@@ -288,18 +304,18 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
               const message = await receiveLive(session);
               if (!control(session, message)) throw new CohortError(`${worker.name}: unexpected ${message.type} message while waiting for the students to finish step ${step - config.exchange.teacherWindow}`);
             }
-            const logits = tf.tidy(() => finalLogits(built.model.apply(x, { training: false }) as tf.Tensor, built.exits));
+            const logits = await teacherLogits(x);
             await sendPredictions(session, step, batch, logits, config.temperature, undefined, exchange);
             logits.dispose();
             await reportProgress(epoch, step, batch.labels.length, batch.batch === stepsPerEpoch - 1);
             continue;
           }
           lr = learningRateAt(worker.schedule, worker.optimizer.lr, { step, stepsPerEpoch, totalSteps });
-          setLearningRate(optimizer, lr);
+          setLearningRate(optimizer!, lr);
           setDropoutStep(step); // dropout masks are a function of the step: restored with it
           const { value, grads } = await asyncVariableGrads(async () => {
-            const outputs = built.model.apply(x, { training: true }) as tf.Tensor | tf.Tensor[];
-            const logits = finalLogits(outputs, built.exits);
+            const outputs = built!.model.apply(x, { training: true }) as tf.Tensor | tf.Tensor[];
+            const logits = finalLogits(outputs, built!.exits);
             await sendPredictions(session, step, batch, logits, config.temperature, lastLoss, exchange);
             await trainMetrics.add(logits, y);
             const teaching = objective.needsTeaching ? await receiveTeaching(session, step) : undefined;
@@ -309,7 +325,7 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
               teaching?.probs.dispose();
             }
           });
-          optimizer.applyGradients(grads);
+          optimizer!.applyGradients(grads);
           lastLoss = (await value.data())[0];
           tf.dispose([value, ...Object.values(grads)]);
         } finally {
@@ -318,18 +334,18 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
         await reportProgress(epoch, step, batch.labels.length, batch.batch === stepsPerEpoch - 1, trainMetrics);
         if ((step + 1) % config.checkpoint.everySteps === 0 && step + 1 < totalSteps) {
           const dir = join(checkpointDir(runDir, step + 1), worker.name);
-          await saveMemberCheckpoint(dir, built.model, optimizer, { step: step + 1, lastLoss });
+          await saveMemberCheckpoint(dir, built!.model, optimizer!, { step: step + 1, lastLoss });
           await session.socket.send({ type: 'checkpointed', step: step + 1, generation: session.generation });
         }
       }
       if ((epoch + 1) % config.evalEvery === 0 || epoch === config.epochs - 1) {
-        await evaluateAndReport(built, test, epoch, session, exchange, role === 'member' ? trainMetrics : undefined);
+        await evaluateAndReport(evalForward(), test, epoch, session, exchange, role === 'member' ? trainMetrics : undefined);
       }
     }
     if (role === 'member') {
       const dir = finalWeightsDir(config, worker.name);
       mkdirSync(dir, { recursive: true });
-      await saveModel(built.model, dir);
+      await saveModel(built!.model, dir);
       log(`${worker.name}: final weights saved to ${dir}`);
     }
     await session.socket.send({ type: 'done', member: worker.name, generation: session.generation });
@@ -456,14 +472,14 @@ async function awaitShutdown(session: Session): Promise<void> {
 }
 
 async function evaluateAndReport(
-  built: CohortModel,
+  model: tfl.LayersModel | ((x: tf.Tensor4D) => Promise<tf.Tensor2D>),
   test: BatchSource,
   epoch: number,
   session: Session,
   exchange: { float16: boolean },
   trainMetrics?: MetricAccumulator,
 ): Promise<void> {
-  const r = await evaluate(exitModel(built), test, async (batch, logits) => {
+  const r = await evaluate(model, test, async (batch, logits) => {
     const data = (await logits.data()) as Float32Array;
     await session.socket.send(
       {

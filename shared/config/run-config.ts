@@ -14,6 +14,7 @@ import { BACKEND_CHOICES } from '../engine/backend.js';
 import { CohortError } from '../errors.js';
 import { TF_KD_VIRTUAL_DEFAULTS } from '../losses/tf-kd.js';
 import { fixesInputSize, MODEL_NAMES, resolveModelConfig, type ModelConfig } from '../models/registry.js';
+import { checkTeacherSource, onnxTeacherKeys } from './onnx-teacher.js';
 import { parseConfig } from './parse.js';
 
 export { ALGORITHMS, type Algorithm };
@@ -28,6 +29,8 @@ const modelSchema = z
     stem: z.enum(['imagenet', 'small']).optional(),
     dropout: z.number().min(0).lt(1).optional(),
     seed: z.int().optional(),
+    /** torchvision weights: a state dict saved as safetensors (resnet18/34/50, mobilenetv2). */
+    weights: z.string().min(1).optional(),
   })
   .superRefine((model, ctx) => {
     try {
@@ -70,10 +73,15 @@ const workerSchema = z.strictObject({
   augmentSeed: z.int().optional(),
 });
 
-const teacherSchema = workerSchema.extend({
-  /** A saved member (its run directory's checkpoint) whose weights this forward-only teacher loads. */
-  checkpoint: z.string().min(1).optional(),
-});
+const teacherSchema = workerSchema
+  .extend({
+    /** A zoo network, or (instead) an `onnx` model file. */
+    model: modelSchema.optional(),
+    /** A saved member (its run directory's checkpoint) whose weights this forward-only teacher loads. */
+    checkpoint: z.string().min(1).optional(),
+    ...onnxTeacherKeys,
+  })
+  .superRefine((teacher, ctx) => checkTeacherSource(teacher, (path, message) => ctx.addIssue({ code: 'custom', path, message })));
 
 export const runConfigSchema = z
   .strictObject({
@@ -173,10 +181,10 @@ function checkTeachersSeeDownscaled(run: ParsedRun, issue: Issue): void {
   const view = run.members.find((m) => m.downscale)?.downscale;
   for (const t of run.teachers) {
     const seen = t.downscale ?? view;
-    if (!seen || seen.upsample !== 'none' || !t.checkpoint || t.model.inputShape || !fixesInputSize(t.model.name)) continue;
+    if (!seen || seen.upsample !== 'none' || !t.checkpoint || !t.model || t.model.inputShape || !fixesInputSize(t.model.name)) continue;
     issue(
       ['teacherSeesDownscaled'],
-      `teacher '${t.name}' (${t.model.name}) loads weights whose dense layer is sized by full-resolution images and cannot take the ${seen.size}x${seen.size} view (upsample: none): ` +
+      `teacher '${t.name}' (${t.model!.name}) loads weights whose dense layer is sized by full-resolution images and cannot take the ${seen.size}x${seen.size} view (upsample: none): ` +
         `upsample it back (the student's downscale.upsample: nearest or bilinear), or set teacherSeesDownscaled: false`,
     );
   }

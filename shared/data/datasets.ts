@@ -14,7 +14,7 @@ import { ImageFolderLoader } from './image-loader.js';
 import { loadIdxDataset, pixelStatistics } from './idx-dataset.js';
 import { MemoryLoader } from './memory-loader.js';
 import type { BatchSource, ImageDataset } from './source.js';
-import { evalTransform, trainTransform, type DownscaleSpec } from './transforms.js';
+import { evalTransform, IMAGENET_NORMALIZATION, trainTransform, type DownscaleSpec } from './transforms.js';
 
 const positiveInt = z.int().positive();
 const perChannel = (value: z.ZodNumber) => z.union([value, z.array(value).min(1)]);
@@ -94,6 +94,8 @@ export interface LoaderOptions {
 export interface Dataset {
   readonly name: DatasetName;
   readonly classNames: readonly string[];
+  /** How pixels are normalised, (pixel / 255 - mean) / std per channel (what a teacher with other statistics re-normalises from). */
+  readonly normalization: Normalization;
   /** A batch source over one split, for one worker. */
   loader(options: LoaderOptions): BatchSource;
 }
@@ -136,6 +138,7 @@ function memoryDataset(
   return {
     name,
     classNames,
+    normalization,
     loader: (options) =>
       new MemoryLoader({
         data: splits[options.split],
@@ -168,6 +171,7 @@ function imageFolderDataset(config: ImageFolderConfig, log: (line: string) => vo
   return {
     name: 'image-folder',
     classNames: train.classes,
+    normalization: IMAGENET_NORMALIZATION,
     loader: (options) =>
       new ImageFolderLoader({
         root: options.split === 'train' ? config.train : config.test,

@@ -11,7 +11,7 @@ import { seededInitializers, type SeededInitializers } from './initializers.js';
 import type { Stem } from './resnet.js';
 
 /** (expansion t, channels c, repeats n, first stride s), from the paper's Table 2. */
-const INVERTED_RESIDUALS: [number, number, number, number][] = [
+export const INVERTED_RESIDUALS: [number, number, number, number][] = [
   [1, 16, 1, 1],
   [6, 24, 2, 2],
   [6, 32, 3, 2],

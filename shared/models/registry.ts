@@ -10,6 +10,7 @@ import { multiExitResNet, RESNET_EXITS } from './multi-exit-resnet.js';
 import { referenceCnn } from './reference-cnn.js';
 import { resnet, resnetDownsampling, type ResNetDepth, type Stem } from './resnet.js';
 import { CNN_STUDENT, CNN_TEACHER, smallCnn } from './small-cnn.js';
+import { isTorchvisionModel, loadTorchvisionWeights, TORCHVISION_MODELS } from './torchvision-weights.js';
 
 interface ZooEntry {
   /** 'grey28': Fashion-MNIST-sized inputs; 'imagenet': RGB ResNet/MobileNet family. */
@@ -114,9 +115,11 @@ export interface ModelConfig {
   dropout?: number;
   /** Seed of the weight initialisers: equal seeds give bit-identical weights. */
   seed?: number;
+  /** torchvision weights (a state dict saved as safetensors) loaded after building: resnet18/34/50 and mobilenetv2, 'imagenet' stem. */
+  weights?: string;
 }
 
-export type ResolvedModelConfig = Required<Omit<ModelConfig, 'seed'>> & { seed?: number };
+export type ResolvedModelConfig = Required<Omit<ModelConfig, 'seed' | 'weights'>> & { seed?: number; weights?: string };
 
 /** A built network and how to read its outputs. */
 export interface CohortModel {
@@ -147,7 +150,12 @@ export function resolveModelConfig(config: ModelConfig): ResolvedModelConfig {
   if (!Array.isArray(inputShape) || inputShape.length !== 3 || !inputShape.every(isPositiveInteger)) {
     fail(`inputShape must be [height, width, channels] of positive integers, got ${JSON.stringify(config.inputShape)}`);
   }
-  const stem: Stem = config.stem ?? (Math.min(inputShape[0], inputShape[1]) >= 128 ? 'imagenet' : 'small');
+  if (config.weights !== undefined) {
+    if (typeof config.weights !== 'string' || config.weights.length === 0) fail(`weights must be the path of a safetensors file, got ${JSON.stringify(config.weights)}`);
+    if (!isTorchvisionModel(config.name)) fail(`weights (torchvision's) load into ${TORCHVISION_MODELS.join(', ')} only, not '${config.name}'`);
+    if (config.stem === 'small') fail(`weights (torchvision's) need the 'imagenet' stem, got stem 'small'`);
+  }
+  const stem: Stem = config.stem ?? (config.weights !== undefined || Math.min(inputShape[0], inputShape[1]) >= 128 ? 'imagenet' : 'small');
   const minSide = entry.minSide(stem);
   if (Math.min(inputShape[0], inputShape[1]) < minSide) {
     fail(`'${config.name}'${grey ? '' : ` with the '${stem}' stem`} needs inputs of at least ${minSide}x${minSide}, got ${inputShape[0]}x${inputShape[1]}`);
@@ -157,14 +165,16 @@ export function resolveModelConfig(config: ModelConfig): ResolvedModelConfig {
   const dropout = config.dropout ?? entry.dropout;
   if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1)) fail(`dropout must be in [0, 1), got ${String(config.dropout)}`);
   if (config.seed !== undefined && !Number.isInteger(config.seed)) fail(`seed must be an integer, got ${String(config.seed)}`);
-  return { name: config.name, classes, inputShape: inputShape as [number, number, number], stem, dropout, seed: config.seed };
+  return { name: config.name, classes, inputShape: inputShape as [number, number, number], stem, dropout, seed: config.seed, ...(config.weights === undefined ? {} : { weights: config.weights }) };
 }
 
-/** Builds the network a config names (weights freshly initialised from its seed). */
+/** Builds the network a config names (weights freshly initialised from its seed, or torchvision's from `weights`). */
 export function buildModel(config: ModelConfig): CohortModel {
   const resolved = resolveModelConfig(config);
   const entry: ZooEntry = ZOO[resolved.name];
-  return { model: entry.build(resolved), config: resolved, exits: entry.exits };
+  const model = entry.build(resolved);
+  if (resolved.weights !== undefined) loadTorchvisionWeights(model, resolved.weights, resolved.name);
+  return { model, config: resolved, exits: entry.exits };
 }
 
 /** One exit of a multi-exit network as a model of its own (1-based; default the deepest): the

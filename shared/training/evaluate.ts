@@ -10,10 +10,11 @@ import { MetricAccumulator, type MetricSummary } from '../metrics/index.js';
 
 /**
  * Metrics of `model` over one full epoch of `source` (epoch 0: the order of an unshuffled split).
- * `onBatch` sees every batch with its logits before they are freed (a worker sends them on).
+ * `model` may be a function giving the logits (an ONNX teacher). `onBatch` sees every batch
+ * with its logits before they are freed (a worker sends them on).
  */
 export async function evaluate(
-  model: tfl.LayersModel,
+  model: tfl.LayersModel | ((images: tf.Tensor4D) => Promise<tf.Tensor2D>),
   source: BatchSource,
   onBatch?: (batch: Batch, logits: tf.Tensor2D) => Promise<void>,
 ): Promise<MetricSummary> {
@@ -22,7 +23,7 @@ export async function evaluate(
   for await (const batch of source.epoch(0)) {
     const images = tf.tensor4d(batch.images, batch.shape);
     const labels = tf.tensor1d(batch.labels, 'int32');
-    const logits = model.apply(images, { training: false }) as tf.Tensor2D;
+    const logits = typeof model === 'function' ? await model(images) : (model.apply(images, { training: false }) as tf.Tensor2D);
     await metrics.add(logits, labels);
     await onBatch?.(batch, logits);
     tf.dispose([images, labels, logits]);
