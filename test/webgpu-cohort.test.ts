@@ -15,6 +15,7 @@ import { readFileSync } from 'node:fs';
 import { readSavedWeights } from '../shared/io/model-files.js';
 import { parseMetricsLines } from '../shared/metrics/records.js';
 import { runCli } from './helpers/cli.js';
+import { randomIdx } from './helpers/fake-coordinator.js';
 import { cannotRun } from './helpers/requirements.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-webgpu-cohort-'));
@@ -36,7 +37,8 @@ function config(name: string, backends: [string, string]) {
   return {
     name,
     algorithm: 'dml',
-    dataset: { name: 'fashion-mnist', cacheDir: join(root, 'cache') },
+    // Random 28x28 images: a small test split keeps the evaluation on cpu and llvmpipe short.
+    dataset: { name: 'idx', train: randomIdx(root, 'train', STEPS * BATCH, 21), test: randomIdx(root, 'test', 32, 22), classes: 10 },
     epochs: 1,
     batchSize: BATCH,
     trainLimit: STEPS * BATCH,

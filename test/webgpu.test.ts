@@ -23,8 +23,8 @@ import { trainStep } from '../shared/training/train-step.js';
 import { runCli } from './helpers/cli.js';
 import { randomValues, relativeError, seeded } from './helpers/backends.js';
 import { replay, traceKernels, type KernelCall } from './helpers/kernel-trace.js';
+import { requiredHere } from './helpers/requirements.js';
 
-const CI = process.env.CI === 'true';
 process.env.COHORT_WEBGPU_SOFTWARE = '1';
 
 function softwareProbe(): { probe?: AdapterProbe; missing: string | false } {
@@ -37,8 +37,8 @@ function softwareProbe(): { probe?: AdapterProbe; missing: string | false } {
   }
 }
 const { missing } = softwareProbe();
-/** Skips locally without an adapter; under CI the tests run and fail. */
-const needsAdapter = { skip: missing && !CI ? missing : false };
+/** Skips locally without an adapter; under CI=true the tests run and fail (test/helpers/requirements.ts). */
+const needsAdapter = { skip: missing && !requiredHere() ? missing : false };
 
 // --- adapter choice, without an adapter -------------------------------------------------------
 
@@ -109,7 +109,7 @@ test('display devices are read from sysfs in PCI bus order (the order nvidia-smi
 
 // --- on the software adapter -------------------------------------------------------------------
 
-test('asking for webgpu where no hardware adapter exists is one error line naming Dawn\'s reason and what to install', { skip: missing && !CI ? missing : probeAdapters('hardware').adapters.some((a) => !a.software) && 'this machine has a hardware adapter' }, async () => {
+test('asking for webgpu where no hardware adapter exists is one error line naming Dawn\'s reason and what to install', { skip: missing && !requiredHere() ? missing : probeAdapters('hardware').adapters.some((a) => !a.software) && 'this machine has a hardware adapter' }, async () => {
   const result = await runCli(['eval', 'no-such-run', '--backend', 'webgpu'], { COHORT_WEBGPU_SOFTWARE: '' });
   assert.equal(result.code, 2, result.stderr);
   const lines = result.stderr.trim().split('\n').filter((l) => l.startsWith('cohort:'));

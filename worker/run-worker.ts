@@ -32,9 +32,9 @@ import type { WorkerKeys } from '../shared/protocol/curve.js';
 import { ReceiveTimeout, WorkerSocket } from '../shared/protocol/sockets.js';
 import { asyncVariableGrads } from '../shared/training/async-grads.js';
 import { evaluate } from '../shared/training/evaluate.js';
-import { learningRateAt } from '../shared/training/lr-schedule.js';
+import { learningRateAt, momentumAt } from '../shared/training/lr-schedule.js';
 import { temperedPredictions } from '../shared/training/predictions.js';
-import { finalLogits, makeOptimizer, objectiveFor, setLearningRate, type Objective } from '../shared/training/objective.js';
+import { cyclesMomentum, finalLogits, makeOptimizer, objectiveFor, setLearningRate, setMomentum, type Objective } from '../shared/training/objective.js';
 import { openOnnxTeacher } from './onnx-teacher.js';
 
 export interface WorkerOptions {
@@ -312,6 +312,8 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
           }
           lr = learningRateAt(worker.schedule, worker.optimizer.lr, { step, stepsPerEpoch, totalSteps });
           setLearningRate(optimizer!, lr);
+          const momentum = cyclesMomentum(worker.optimizer) ? momentumAt(worker.schedule, { step, stepsPerEpoch, totalSteps }) : undefined;
+          if (momentum !== undefined) setMomentum(optimizer!, momentum);
           setDropoutStep(step); // dropout masks are a function of the step: restored with it
           const { value, grads } = await asyncVariableGrads(async () => {
             const outputs = built!.model.apply(x, { training: true }) as tf.Tensor | tf.Tensor[];

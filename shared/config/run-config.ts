@@ -16,6 +16,7 @@ import { TF_KD_VIRTUAL_DEFAULTS } from '../losses/tf-kd.js';
 import { fixesInputSize, MODEL_NAMES, resolveModelConfig, type ModelConfig } from '../models/registry.js';
 import { checkTeacherSource, onnxTeacherKeys } from './onnx-teacher.js';
 import { parseConfig } from './parse.js';
+import { cyclesMomentum } from '../training/objective.js';
 
 export { ALGORITHMS, type Algorithm };
 
@@ -41,12 +42,15 @@ const modelSchema = z
   });
 
 const optimizerSchema = z.strictObject({
-  name: z.enum(['adam', 'sgd']).default('adam'),
+  /** adamw: PyTorch's AdamW (decoupled weight decay; OneCycle cycles its beta1). */
+  name: z.enum(['adam', 'adamw', 'sgd']).default('adam'),
   lr: z.number().positive().default(1e-3),
   /** SGD only. */
   momentum: z.number().min(0).lt(1).default(0.9),
   beta1: z.number().min(0).lt(1).default(0.9),
   beta2: z.number().min(0).lt(1).default(0.999),
+  /** AdamW only: decoupled weight decay (PyTorch's default 0.01). */
+  weightDecay: z.number().min(0).default(0.01),
 });
 
 const scheduleSchema = z.discriminatedUnion('kind', [
@@ -56,13 +60,22 @@ const scheduleSchema = z.discriminatedUnion('kind', [
   /** Cosine decay from lr to minLr over the run, per step. */
   z.strictObject({ kind: z.literal('cosine'), minLr: z.number().min(0).default(0) }),
   /** PyTorch OneCycleLR (cosine, per step): lr / divFactor up to lr over pctStart of the run, then down to lr / divFactor / finalDivFactor. */
-  z.strictObject({ kind: z.literal('onecycle'), pctStart: z.number().gt(0).lt(1).default(0.1), divFactor: z.number().gt(1).default(25), finalDivFactor: z.number().gt(1).default(1e4) }),
+  z.strictObject({
+    kind: z.literal('onecycle'),
+    pctStart: z.number().gt(0).lt(1).default(0.1),
+    divFactor: z.number().gt(1).default(25),
+    finalDivFactor: z.number().gt(1).default(1e4),
+    /** Cycle the momentum inversely to the rate, as PyTorch does by default (AdamW's beta1, SGD's momentum); default: on where the optimizer can (not tfjs's Adam). */
+    cycleMomentum: z.boolean().optional(),
+    baseMomentum: z.number().gt(0).lt(1).default(0.85),
+    maxMomentum: z.number().gt(0).lt(1).default(0.95),
+  }),
 ]);
 
 const workerSchema = z.strictObject({
   name,
   model: modelSchema,
-  optimizer: optimizerSchema.default({ name: 'adam', lr: 1e-3, momentum: 0.9, beta1: 0.9, beta2: 0.999 }),
+  optimizer: optimizerSchema.default({ name: 'adam', lr: 1e-3, momentum: 0.9, beta1: 0.9, beta2: 0.999, weightDecay: 0.01 }),
   schedule: scheduleSchema.default({ kind: 'constant' }),
   backend: z.enum(BACKEND_CHOICES).default('auto'),
   /** GPU index this worker is pinned to (CUDA_VISIBLE_DEVICES). */
@@ -159,10 +172,18 @@ export const runConfigSchema = z
     checkRole(run, 'teachers', entry.roles.teachers, issue);
     entry.check(run, issue);
     if (run.teacherSeesDownscaled) checkTeachersSeeDownscaled(run, issue);
+    run.members.forEach((m, i) => checkMomentumCycle(m, ['members', i], issue));
   });
 
 type ParsedRun = z.output<typeof runConfigSchema>;
 type Issue = (path: (string | number)[], message: string) => void;
+
+/** OneCycle's cycleMomentum: true needs an optimizer whose momentum can move (not tfjs's Adam). */
+function checkMomentumCycle(worker: z.output<typeof workerSchema>, path: (string | number)[], issue: Issue): void {
+  if (worker.schedule.kind === 'onecycle' && worker.schedule.cycleMomentum === true && !cyclesMomentum(worker.optimizer)) {
+    issue([...path, 'schedule', 'cycleMomentum'], `${worker.optimizer.name}${worker.optimizer.name === 'sgd' ? ' without momentum' : ''} has no momentum to cycle (tfjs's Adam fixes beta1): use optimizer adamw, or sgd with momentum`);
+  }
+}
 
 /** The algorithm's count of members or teachers (one member is the schema's own minimum). */
 function checkRole(run: ParsedRun, role: 'members' | 'teachers', count: RoleCount, issue: Issue): void {

@@ -4,6 +4,7 @@
  * the single-process reference loop both use this.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { AdamW } from './adamw.js';
 import { algorithmEntry, type LossConfig, type Teaching } from '../algorithms/registry.js';
 
 export type { Teaching };
@@ -32,10 +33,33 @@ export function objectiveFor(config: LossConfig, exits = 1): Objective {
   };
 }
 
+/** A member's optimizer config (shared/config/run-config.ts optimizerSchema). */
+export interface OptimizerConfig {
+  name: 'adam' | 'adamw' | 'sgd';
+  lr: number;
+  momentum: number;
+  beta1: number;
+  beta2: number;
+  /** AdamW's decoupled weight decay (PyTorch's default 0.01). */
+  weightDecay?: number;
+}
+
 /** A tfjs optimizer from a member's optimizer config. */
-export function makeOptimizer(o: { name: 'adam' | 'sgd'; lr: number; momentum: number; beta1: number; beta2: number }): tf.Optimizer {
+export function makeOptimizer(o: OptimizerConfig): tf.Optimizer {
   if (o.name === 'sgd') return o.momentum > 0 ? tf.train.momentum(o.lr, o.momentum) : tf.train.sgd(o.lr);
+  if (o.name === 'adamw') return new AdamW({ lr: o.lr, beta1: o.beta1, beta2: o.beta2, weightDecay: o.weightDecay ?? 0.01 });
   return tf.train.adam(o.lr, o.beta1, o.beta2);
+}
+
+/** Whether OneCycle can cycle this optimizer's momentum (AdamW's beta1, SGD's momentum); tfjs's Adam fixes beta1 at construction. */
+export function cyclesMomentum(o: Pick<OptimizerConfig, 'name' | 'momentum'>): boolean {
+  return o.name === 'adamw' || (o.name === 'sgd' && o.momentum > 0);
+}
+
+/** Sets the momentum OneCycle gives this step: AdamW's beta1, or SGD momentum's momentum. */
+export function setMomentum(optimizer: tf.Optimizer, momentum: number): void {
+  if (optimizer instanceof AdamW) optimizer.beta1 = momentum;
+  else (optimizer as unknown as { setMomentum(m: number): void }).setMomentum(momentum);
 }
 
 /**

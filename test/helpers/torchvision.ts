@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestContext } from 'node:test';
 import { findTorchPython } from '../../bench/torch-python.js';
+import { cannotRun } from './requirements.js';
 
 export const TORCH_PYTHON = findTorchPython('torch, torchvision');
 const script = fileURLToPath(new URL('../fixtures/torchvision_reference.py', import.meta.url));
@@ -15,9 +16,7 @@ const script = fileURLToPath(new URL('../fixtures/torchvision_reference.py', imp
 /** The Python with torch, or undefined after skipping `t` (locally; under CI=true a missing torch fails the test). */
 export function torchOrSkip(t: TestContext): string | undefined {
   if (TORCH_PYTHON) return TORCH_PYTHON;
-  const reason = 'python3 with torch and torchvision not found (apt-get install python3-torch python3-torchvision)';
-  if (process.env.CI === 'true') throw new Error(`${reason}; required under CI=true`);
-  t.skip(reason);
+  cannotRun(t, 'needs python3 with torch and torchvision (apt-get install python3-torch python3-torchvision)');
   return undefined;
 }
 
