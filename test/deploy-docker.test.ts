@@ -1,10 +1,13 @@
 /**
  * The container images (deploy/docker/*.Dockerfile), checked without a Docker engine: each
  * Dockerfile is parsed with dockerfile-ast (the parser of the VS Code Docker extension) and we
- * assert the base images (the GPU image on CUDA 11.2 + cuDNN 8, which libtensorflow 2.9.1 of
- * tfjs-node-gpu 4.22.0 needs; Node 20, which package.json asks for), that `cohort` (the
- * package's bin) is the entry point, how npm installs (optional dependencies in the GPU image,
- * with a check that tfjs-node-gpu really got its library), a non-root numeric USER, and that
+ * assert the base images (the CUDA 11 GPU image on CUDA 11.2 + cuDNN 8, which libtensorflow
+ * 2.9.1 of tfjs-node-gpu 4.22.0 needs; the WebGPU image on Debian with the Vulkan loader and
+ * nothing of CUDA, asking the NVIDIA container toolkit for the driver's Vulkan files; Node 20,
+ * which package.json asks for), that `cohort` (the package's bin) is the entry point, how npm
+ * installs (optional dependencies in the CUDA 11 image, with a check that tfjs-node-gpu really
+ * got its library; install scripts off in the others, with a check that Dawn's binding is
+ * there and loads in the WebGPU image), a non-root numeric USER, and that
  * every COPY source exists in the repository, is not filtered out by the image's
  * .dockerignore, and that together they hold every file the CLI imports (the build compiles
  * them).
@@ -16,7 +19,12 @@ import { dirname, join, relative } from 'node:path';
 import { DockerfileParser, type Dockerfile, type Instruction } from 'dockerfile-ast';
 import { ROOT } from './helpers/cli.js';
 
-const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string>; engines: { node: string }; optionalDependencies: Record<string, string> };
+const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
+  bin: Record<string, string>;
+  engines: { node: string };
+  dependencies: Record<string, string>;
+  optionalDependencies: Record<string, string>;
+};
 
 interface Stage {
   name: string | null;
@@ -51,10 +59,20 @@ function parse(file: string): Image {
 const words = (i: Instruction) => i.getArguments().map((a) => a.getValue());
 const runs = (stage: Stage) => stage.instructions.filter((i) => i.getKeyword() === 'RUN').map((i) => words(i).join(' '));
 const jsonForm = (i: Instruction) => (i as unknown as { getJSONStrings(): { getJSONValue(): string }[] }).getJSONStrings().map((s) => s.getJSONValue());
+const envs = (stage: Stage) =>
+  new Map(
+    stage.instructions
+      .filter((i) => i.getKeyword() === 'ENV')
+      .flatMap((i) => (i as unknown as { getProperties(): { getName(): string; getValue(): string | null }[] }).getProperties().map((p) => [p.getName(), p.getValue() ?? ''] as const)),
+  );
+/** The packages of the stage's `apt-get install` commands. */
+const aptPackages = (stage: Stage) =>
+  runs(stage).flatMap((r) => [...r.matchAll(/apt-get install((?: -\S+)*)((?: [a-z0-9][a-z0-9.+-]*)+)/g)].flatMap((m) => m[2].trim().split(' ')));
 const flags = (i: Instruction) => (i as unknown as { getFlags(): { getName(): string; getValue(): string | null }[] }).getFlags().map((f) => [f.getName(), f.getValue()] as const);
 
 const gpu = parse('deploy/docker/gpu.Dockerfile');
 const cpu = parse('deploy/docker/cpu.Dockerfile');
+const webgpu = parse('deploy/docker/webgpu.Dockerfile');
 
 test('the GPU image: CUDA 11.2 with cuDNN 8 for tfjs-node-gpu 4.22.0 (libtensorflow 2.9.1), Node.js 20', () => {
   // The CUDA and cuDNN versions follow from these two pins; a change here means re-checking them.
@@ -106,7 +124,65 @@ test('the CPU image: Node.js 20, tfjs-node (optional, by build argument) and nev
   assert.equal(arg && words(arg)[0], 'TFJS_NODE=true');
 });
 
-for (const image of [gpu, cpu]) {
+test('the WebGPU image: Node.js 20 on Debian bookworm with the Vulkan loader, nothing of CUDA, and the driver\'s Vulkan files asked of the NVIDIA container toolkit', () => {
+  assert.equal(webgpu.args.get('NODE_IMAGE'), 'node:20-bookworm-slim');
+  assert.deepEqual(webgpu.stages.map((s) => [s.name, s.base]), [['build', 'node:20-bookworm-slim'], [null, 'node:20-bookworm-slim']]);
+  assert.ok(!webgpu.args.has('CUDA_IMAGE'));
+  for (const stage of webgpu.stages) {
+    assert.doesNotMatch(stage.base, /cuda|nvidia/i, 'no CUDA base image');
+    for (const p of aptPackages(stage)) assert.doesNotMatch(p, /cuda|cudnn|nvidia|tensorrt/i, `apt package ${p}`);
+  }
+  // The two packages the backend needs are regular dependencies: `npm ci` always installs them.
+  for (const name of ['webgpu', '@tensorflow/tfjs-backend-webgpu']) {
+    assert.ok(pkg.dependencies[name], `${name} is a dependency`);
+    assert.equal(pkg.optionalDependencies[name], undefined, `${name} is not optional`);
+  }
+  const final = webgpu.stages.at(-1)!;
+  const packages = aptPackages(final);
+  assert.ok(packages.includes('libvulkan1'), 'the Vulkan loader, which Dawn opens');
+  assert.ok(packages.includes('tini'));
+  // What the NVIDIA driver's Vulkan library (libGLX_nvidia.so.0, from the host) links against.
+  for (const p of ['libglvnd0', 'libx11-6', 'libxext6']) assert.ok(packages.includes(p), `${p} is installed`);
+  // The toolkit mounts the driver's Vulkan ICD only for the graphics capability.
+  const env = envs(final);
+  const capabilities = (env.get('NVIDIA_DRIVER_CAPABILITIES') ?? '').split(',');
+  for (const c of ['graphics', 'compute', 'utility']) assert.ok(capabilities.includes(c), `NVIDIA_DRIVER_CAPABILITIES has ${c}: ${capabilities.join(',')}`);
+  assert.equal(env.get('NVIDIA_VISIBLE_DEVICES'), 'all');
+  assert.equal(env.get('NODE_ENV'), 'production');
+  assert.equal(env.get('COHORT_CACHE_DIR'), envs(cpu.stages.at(-1)!).get('COHORT_CACHE_DIR'));
+  // The same user as the CUDA 11 image: one securityContext fits the workers on either.
+  const user = (image: Image) => words(image.stages.at(-1)!.instructions.filter((i) => i.getKeyword() === 'USER').at(-1)!)[0];
+  assert.equal(user(webgpu), user(gpu));
+});
+
+test('the WebGPU image: npm ci from the registry alone (install scripts off), Dawn\'s binding checked, no libtensorflow', () => {
+  const install = runs(webgpu.stages[0]).find((r) => r.includes('npm ci'));
+  assert.ok(install, 'the build stage runs npm ci');
+  assert.match(install, /npm ci --include=optional --ignore-scripts/);
+  assert.doesNotMatch(install, /npm rebuild|TFJS_NODE/, 'no install script downloads libtensorflow');
+  assert.ok(!webgpu.stages[0].instructions.some((i) => i.getKeyword() === 'ARG' && /^TFJS_NODE/.test(words(i)[0])), 'no tfjs-node mirror to point at');
+  // Dawn's binding for the build's platform, where the webgpu package loads it from, and it loads.
+  assert.match(install, /&& test -f "node_modules\/webgpu\/dist\/linux-\$\(node -p process\.arch\)\/dawn\.node" &&/);
+  assert.match(readFileSync(join(ROOT, 'node_modules', 'webgpu', 'index.js'), 'utf8'), /join\(__dirname, 'dist', `\$\{process\.platform\}-\$\{arch\}`, 'dawn\.node'\)/);
+  if (process.platform === 'linux') assert.ok(existsSync(join(ROOT, 'node_modules', 'webgpu', 'dist', `linux-${process.arch}`, 'dawn.node')));
+  assert.match(install, /&& node -e "import\('webgpu'\)/);
+  // Built with the dev dependencies, then pruned; neither tfjs-node package stays (without their
+  // install scripts they have no libtensorflow, and `auto` would try tfjs-node-gpu on a GPU).
+  assert.ok(install.indexOf('npm run build') < install.indexOf('npm prune --omit=dev'));
+  assert.match(install, /rm -rf node_modules\/@tensorflow\/tfjs-node-gpu node_modules\/@tensorflow\/tfjs-node( |$)/);
+  // Only this platform's binding is kept.
+  assert.match(install, /find node_modules\/webgpu\/dist -mindepth 1 -maxdepth 1 ! -name "linux-\$\(node -p process\.arch\)" -exec rm -rf \{\} \+/);
+});
+
+test('deploy/docker/README.md names every image and says when each GPU image fits', () => {
+  const readme = readFileSync(join(ROOT, 'deploy', 'docker', 'README.md'), 'utf8');
+  for (const file of readdirSync(join(ROOT, 'deploy', 'docker')).filter((f) => f.endsWith('.Dockerfile'))) assert.ok(readme.includes(`deploy/docker/${file}`), `README names ${file}`);
+  assert.match(readme, /NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics/);
+  assert.match(readme, /VK_DRIVER_FILES/);
+  assert.match(readme, /vulkaninfo/);
+});
+
+for (const image of [gpu, cpu, webgpu]) {
   const final = image.stages.at(-1)!;
 
   test(`${image.file}: the entry point is cohort (the package's bin), under tini, as a non-root user`, () => {

@@ -9,12 +9,15 @@
  *   the Service selects the coordinator's pods and targets its port, the workers connect to the
  *   Service, each worker pod has one GPU, the Job has one completion per member and teacher of
  *   run.yaml and retries each at most recovery.maxRestarts times, the pods run as the images'
- *   user;
+ *   user; the workers run `--backend webgpu` on the WebGPU image with the `graphics` driver
+ *   capability, and the overlay deploy/kubernetes-cuda11 turns them into tensorflow-gpu workers on
+ *   the CUDA 11 image (its image and patch applied as kustomize would, the result validated
+ *   again);
  * - the args given to `cohort` exist in the real CLI's `--help`, `cohort keys` writes the
  *   files the Secret generators read and each half loads as the coordinator's / a worker's
  *   keys, the coordinator's wrapper script adds --resume exactly when a complete checkpoint
  *   exists and idles after a completed run (run with a stand-in `cohort`), and
- *   `cohort worker --member-index N --config run.yaml` joins as the N-th worker (a real worker
+ *   the Job's own worker args (env references resolved) join as the N-th worker (a real worker
  *   process against a bare ZeroMQ ROUTER).
  */
 import { after, test } from 'node:test';
@@ -22,11 +25,12 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Ajv, type ValidateFunction } from 'ajv';
 import { parseAllDocuments } from 'yaml';
 import { Router } from 'zeromq';
 import { loadRunConfig, runDirectory } from '../shared/config/run-config.js';
+import { BACKEND_CHOICES } from '../shared/engine/backend.js';
 import { decodeMessage } from '../shared/protocol/codec.js';
 import { generateKeys, loadCoordinatorKeys, loadWorkerKeys } from '../shared/protocol/curve.js';
 import { ROOT, runCli } from './helpers/cli.js';
@@ -175,6 +179,7 @@ const SCHEMAS: Record<string, unknown> = {
       secretGenerator: { type: 'array', items: closed({ name: dnsName, files: { type: 'array', items: str }, type: str }, ['name']) },
       generatorOptions: closed({ disableNameSuffixHash: { type: 'boolean' } }),
       images: { type: 'array', items: closed({ name: str, newName: str, newTag: str }, ['name']) },
+      patches: { type: 'array', items: closed({ path: str, target: closed({ kind: str, name: str }) }, ['path']) },
     },
     ['apiVersion', 'kind', 'resources'],
   ),
@@ -208,7 +213,11 @@ interface Kustomization {
   configMapGenerator: { name: string; files: string[] }[];
   secretGenerator: { name: string; files: string[] }[];
   images: { name: string; newName?: string; newTag?: string }[];
+  patches?: { path: string }[];
 }
+
+/** The Dockerfile of each image name the manifests use. */
+const DOCKERFILES: Record<string, string> = { 'cohort-cpu': 'cpu.Dockerfile', 'cohort-webgpu': 'webgpu.Dockerfile', 'cohort-gpu': 'gpu.Dockerfile' };
 
 function yamlDocs(file: string): unknown[] {
   const docs = parseAllDocuments(readFileSync(join(DIR, file), 'utf8'));
@@ -235,8 +244,52 @@ const [coordinator] = coordinatorPod.containers;
 const [worker] = workerPod.containers;
 const config = loadRunConfig(join(DIR, 'run.yaml'));
 
-/** The uid:gid the images run as (USER in the Dockerfiles). */
-function imageUser(file: string): [number, number] {
+/** A container's args with its env references ($(NAME), from plain values) resolved. */
+function resolvedArgs(c: Container, extra: Record<string, string> = {}): string[] {
+  const values = new Map<string, string>(Object.entries(extra));
+  for (const e of c.env ?? []) if (e.value !== undefined && !values.has(e.name)) values.set(e.name, e.value);
+  return (c.args ?? []).map((a) =>
+    a.replace(/\$\((\w+)\)/g, (_, name: string) => {
+      assert.ok(values.has(name), `$(${name}) in the args of ${c.name} has a value`);
+      return values.get(name)!;
+    }),
+  );
+}
+const argValue = (args: string[], option: string) => args[args.indexOf(option) + 1];
+
+/** Kustomize's image transformer: `name[:tag]` whose name is an entry's name gets newName/newTag. */
+function transformImage(image: string, images: Kustomization['images']): string {
+  const at = image.lastIndexOf(':');
+  const [name, tag] = at > image.lastIndexOf('/') ? [image.slice(0, at), image.slice(at + 1)] : [image, undefined];
+  const entry = images.find((i) => i.name === name);
+  if (!entry) return image;
+  const newTag = entry.newTag ?? tag;
+  return `${entry.newName ?? name}${newTag ? `:${newTag}` : ''}`;
+}
+
+/** A strategic merge patch for the fields used: objects merge, lists of named objects merge by name (containers, env). */
+function strategicMerge(base: unknown, patch: unknown): unknown {
+  type Named = { name: string };
+  const named = (x: unknown): x is Named => typeof x === 'object' && x !== null && typeof (x as Named).name === 'string';
+  if (Array.isArray(base) && Array.isArray(patch) && base.every(named) && patch.every(named)) {
+    const merged = base.map((b) => {
+      const p = patch.find((x) => x.name === b.name);
+      return p === undefined ? b : strategicMerge(b, p);
+    });
+    return [...merged, ...patch.filter((p) => !base.some((b) => b.name === p.name))];
+  }
+  if (typeof base === 'object' && base !== null && !Array.isArray(base) && typeof patch === 'object' && patch !== null && !Array.isArray(patch)) {
+    const out: Record<string, unknown> = { ...(base as Record<string, unknown>) };
+    for (const [k, v] of Object.entries(patch)) out[k] = k in out ? strategicMerge(out[k], v) : v;
+    return out;
+  }
+  return patch;
+}
+
+/** The uid:gid an image runs as (USER in its Dockerfile): a file name, or an image of DOCKERFILES. */
+function imageUser(image: string): [number, number] {
+  const file = image.endsWith('.Dockerfile') ? image : DOCKERFILES[image.split(':')[0]];
+  assert.ok(file, `${image}: an image of deploy/docker`);
   const user = /^USER (\d+):(\d+)$/m.exec(readFileSync(join(ROOT, 'deploy', 'docker', file), 'utf8'));
   assert.ok(user, `${file} has a numeric USER`);
   return [Number(user[1]), Number(user[2])];
@@ -287,13 +340,13 @@ test('volumes, Secrets, the ConfigMap and the claim: every reference resolves', 
         assert.ok(secrets.has(v.secret.secretName), `${label}: Secret ${v.secret.secretName} is generated by kustomization.yaml`);
         // 0440 with fsGroup: readable by the non-root user through its group, by nobody else.
         assert.equal(v.secret.defaultMode, 0o440);
-        assert.equal(pod.securityContext?.fsGroup, imageUser('gpu.Dockerfile')[1]);
+        assert.equal(pod.securityContext?.fsGroup, imageUser(pod.containers[0].image)[1]);
       }
       if (v.configMap) assert.ok(configMaps.has(v.configMap.name), `${label}: ConfigMap ${v.configMap.name} is generated`);
       if (v.persistentVolumeClaim) assert.equal(v.persistentVolumeClaim.claimName, pvc.metadata.name);
     }
     // The pods run as the images' user, which is not root.
-    const [uid, gid] = imageUser(label === 'workers' ? 'gpu.Dockerfile' : 'cpu.Dockerfile');
+    const [uid, gid] = imageUser(pod.containers[0].image);
     assert.deepEqual([pod.securityContext?.runAsNonRoot, pod.securityContext?.runAsUser, pod.securityContext?.runAsGroup], [true, uid, gid]);
   }
   assert.deepEqual(pvc.spec.accessModes, ['ReadWriteMany'], 'one volume mounted by every pod, on any node');
@@ -303,10 +356,14 @@ test('volumes, Secrets, the ConfigMap and the claim: every reference resolves', 
   const filesOf = (name: string) => kustomization.secretGenerator.find((s) => s.name === name)!.files.map((f) => f.split('/').pop());
   assert.deepEqual(filesOf(coordinatorSecret).sort(), ['authorized_keys', 'coordinator.key']);
   assert.deepEqual(filesOf(workerSecret).sort(), ['coordinator.pub', 'worker.key']);
-  // Images: the coordinator on the CPU image, the workers on the GPU image, both named in the kustomization.
+  // Images: the coordinator on the CPU image, the workers on the WebGPU image, both named in the kustomization.
   const imageNames = new Set(kustomization.images.map((i) => i.name));
   assert.equal(coordinator.image.split(':')[0], 'cohort-cpu');
-  assert.equal(worker.image.split(':')[0], 'cohort-gpu');
+  assert.equal(worker.image.split(':')[0], 'cohort-webgpu');
+  for (const i of kustomization.images) {
+    const file = DOCKERFILES[i.newName ?? i.name];
+    assert.ok(file && existsSync(join(ROOT, 'deploy', 'docker', file)), `image ${i.name} is built by deploy/docker`);
+  }
   for (const c of [coordinator, worker]) assert.ok(imageNames.has(c.image.split(':')[0]), `${c.image} is in the kustomization's images`);
   // keys/ never reaches git.
   assert.match(readFileSync(join(DIR, '.gitignore'), 'utf8'), /^keys\/$/m);
@@ -376,13 +433,65 @@ test('the workers: an indexed Job, one pod per member and teacher, one GPU each,
   assert.ok(ref, `--member-index ${index} is an env reference`);
   const env = worker.env!.find((e) => e.name === ref[1]);
   assert.equal(env?.valueFrom?.fieldRef.fieldPath, "metadata.annotations['batch.kubernetes.io/job-completion-index']");
-  assert.equal(config.members[0].backend, 'tensorflow-gpu');
+  // The backend: the Job's --backend (COHORT_BACKEND) is the members' backend in run.yaml.
+  const backend = argValue(resolvedArgs(worker, { COHORT_MEMBER_INDEX: '0' }), '--backend');
+  for (const w of [...config.members, ...config.teachers]) assert.equal(w.backend, backend, `${w.name} runs on the workers' backend`);
   // The coordinator resumes from the shared volume: COHORT_RUN_DIR is the run's directory there.
   const runDir = coordinator.env!.find((e) => e.name === 'COHORT_RUN_DIR')!.value;
   assert.equal(runDir, runDirectory(config));
   const shared = coordinator.volumeMounts!.find((m) => m.name === 'shared')!.mountPath;
   assert.ok(runDir!.startsWith(`${shared}/`), `the run directory ${runDir} is on the shared volume ${shared}`);
   assert.equal(worker.volumeMounts!.find((m) => m.name === 'shared')!.mountPath, shared, 'workers write checkpoints at the same path');
+});
+
+test("the workers: --backend webgpu on the WebGPU image, with the graphics driver capability that mounts the driver's Vulkan files", () => {
+  const args = resolvedArgs(worker, { COHORT_MEMBER_INDEX: '0' });
+  assert.equal(argValue(args, '--backend'), 'webgpu');
+  assert.equal(worker.image, 'cohort-webgpu:0.1.0');
+  assert.deepEqual(kustomization.images.find((i) => i.name === 'cohort-webgpu'), { name: 'cohort-webgpu', newName: 'cohort-webgpu', newTag: '0.1.0' });
+  // One GPU per pod, seen as adapter 0.
+  assert.equal(worker.resources!.limits!['nvidia.com/gpu'], 1);
+  assert.equal(argValue(args, '--gpu'), '0');
+  const env = new Map((worker.env ?? []).map((e) => [e.name, e.value]));
+  const capabilities = (env.get('NVIDIA_DRIVER_CAPABILITIES') ?? '').split(',');
+  for (const c of ['graphics', 'compute', 'utility']) assert.ok(capabilities.includes(c), `NVIDIA_DRIVER_CAPABILITIES has ${c}`);
+  // Which GPU the pod gets is the device plugin's to say.
+  assert.ok(!env.has('NVIDIA_VISIBLE_DEVICES'));
+  // The image asks for the same capabilities.
+  assert.match(readFileSync(join(ROOT, 'deploy', 'docker', 'webgpu.Dockerfile'), 'utf8'), /^\s*NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics\b/m);
+});
+
+test('deploy/kubernetes-cuda11: the same run with tensorflow-gpu workers on the CUDA 11 image', () => {
+  const overlayDir = join(ROOT, 'deploy', 'kubernetes-cuda11');
+  const overlay = parseAllDocuments(readFileSync(join(overlayDir, 'kustomization.yaml'), 'utf8'))[0].toJS() as Kustomization;
+  const ajv = new Ajv({ allErrors: true, strict: true, strictRequired: false });
+  const validKustomization = ajv.compile(SCHEMAS.Kustomization as object);
+  assert.ok(validKustomization(overlay), ajv.errorsText(validKustomization.errors));
+  assert.equal(overlay.resources.length, 1);
+  assert.equal(resolve(overlayDir, overlay.resources[0]), DIR, 'everything else from the base');
+  // kustomize refuses a base that contains the overlay ("cycle detected: ... contains visited root").
+  assert.ok(!overlayDir.startsWith(`${DIR}/`), 'the overlay is not inside the base');
+  // Built as kustomize would: the base's images, then the overlay's, then its patches.
+  const patches = (overlay.patches ?? []).map((p) => parseAllDocuments(readFileSync(join(overlayDir, p.path), 'utf8'))[0].toJS() as K8sObject);
+  assert.deepEqual(patches.map((p) => `${p.apiVersion} ${p.kind} ${p.metadata.name}`), [`${job.apiVersion} ${job.kind} ${job.metadata.name}`]);
+  let built = structuredClone(job);
+  for (const c of built.spec.template!.spec.containers) c.image = transformImage(transformImage(c.image, kustomization.images), overlay.images);
+  for (const p of patches) built = strategicMerge(built, p) as K8sObject;
+  const validJob = ajv.compile(SCHEMAS.Job as object);
+  assert.ok(validJob(built), ajv.errorsText(validJob.errors));
+  const pod = built.spec.template!.spec;
+  assert.equal(pod.containers.length, 1);
+  const [cuda] = pod.containers;
+  assert.equal(cuda.image, 'cohort-gpu:0.1.0');
+  const args = resolvedArgs(cuda, { COHORT_MEMBER_INDEX: '0' });
+  assert.equal(argValue(args, '--backend'), 'tensorflow-gpu');
+  const base = resolvedArgs(worker, { COHORT_MEMBER_INDEX: '0' });
+  assert.deepEqual(args.filter((a) => a !== 'tensorflow-gpu'), base.filter((a) => a !== 'webgpu'), 'nothing else changes');
+  assert.equal(cuda.env!.filter((e) => e.name === 'COHORT_BACKEND').length, 1, 'the env entry is replaced, not doubled');
+  // The CUDA 11 image runs as the same user: the pod's securityContext still fits.
+  const [uid, gid] = imageUser(cuda.image);
+  assert.deepEqual([pod.securityContext?.runAsUser, pod.securityContext?.runAsGroup, pod.securityContext?.fsGroup], [uid, gid, gid]);
+  assert.equal(cuda.resources!.limits!['nvidia.com/gpu'], 1);
 });
 
 test("every option the manifests pass to cohort is one the real CLI accepts", { timeout: 120_000 }, async () => {
@@ -396,6 +505,9 @@ test("every option the manifests pass to cohort is one the real CLI accepts", { 
   assert.equal(worker.args![0], 'worker');
   for (const a of worker.args!.filter((x) => x.startsWith('--'))) assert.ok(workerOptions.has(a), `cohort worker has ${a}`);
   assert.ok(Number.isInteger(Number(worker.args![worker.args!.indexOf('--timeout') + 1])));
+  // The backend the Job passes is one of the CLI's choices (yargs refuses others).
+  const backend = argValue(resolvedArgs(worker, { COHORT_MEMBER_INDEX: '0' }), '--backend');
+  assert.ok((BACKEND_CHOICES as readonly string[]).includes(backend), backend);
 });
 
 test("the coordinator's wrapper: --resume only with a complete checkpoint, and idle once the run is complete", () => {
@@ -430,12 +542,28 @@ test("the coordinator's wrapper: --resume only with a complete checkpoint, and i
   assert.match(idle.stdout, /run .* is complete/);
 });
 
-test('cohort worker --member-index N --config FILE joins as the N-th worker (members, then teachers); bad uses are one-line errors', { timeout: 120_000 }, async () => {
+test("the Job's worker args (--member-index N --config FILE, --backend, --gpu) join as the N-th worker (members, then teachers); bad uses are one-line errors", { timeout: 120_000 }, async () => {
   const names = [...config.members, ...config.teachers].map((w) => w.name);
   const router = new Router({ linger: 0 });
   await router.bind('tcp://127.0.0.1:*');
   const endpoint = router.lastEndpoint!;
-  const child = spawn(process.execPath, ['--import', 'tsx', 'cli.ts', 'worker', '--connect', endpoint, '--member-index', '2', '--config', join(DIR, 'run.yaml'), '--insecure', '--timeout', '30'], { cwd: ROOT, stdio: 'ignore' });
+  // The pod's args for completion index 2, with this test's endpoint, config path and timeout, without keys.
+  const replaced: Record<string, string> = { '--connect': endpoint, '--config': join(DIR, 'run.yaml'), '--timeout': '30' };
+  const podArgs = resolvedArgs(worker, { COHORT_MEMBER_INDEX: '2' });
+  const args: string[] = [];
+  for (let i = 0; i < podArgs.length; i++) {
+    const a = podArgs[i];
+    if (a === '--keys') {
+      i++;
+    } else if (a in replaced) {
+      args.push(a, replaced[a]);
+      i++;
+    } else {
+      args.push(a);
+    }
+  }
+  assert.deepEqual([argValue(args, '--member-index'), argValue(args, '--backend'), argValue(args, '--gpu')], ['2', 'webgpu', '0']);
+  const child = spawn(process.execPath, ['--import', 'tsx', 'cli.ts', ...args, '--insecure'], { cwd: ROOT, stdio: 'ignore' });
   try {
     const [, ...frames] = await router.receive();
     const decoded = decodeMessage(frames);

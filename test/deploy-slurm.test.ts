@@ -4,7 +4,8 @@
  * SLURM_LOCALID set as Slurm sets them) and for `cohort` (it records its arguments): on a
  * 2-node x 4-GPU allocation it makes the run's keys on shared storage once, starts the
  * coordinator on the first node, and one worker per GPU (task i = the config's i-th worker on
- * GPU i mod 4) connecting to it; a worker that fails is started again; after a requeue the
+ * GPU i mod 4, on webgpu unless COHORT_BACKEND says otherwise) connecting to it; a worker that
+ * fails is started again; after a requeue the
  * keys are reused and the coordinator resumes when a complete checkpoint exists; a failed
  * coordinator fails the job. Every option the script passes exists in the real CLI.
  */
@@ -14,6 +15,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { BACKEND_CHOICES } from '../shared/engine/backend.js';
 import { ROOT, runCli } from './helpers/cli.js';
 
 const SCRIPT = join(ROOT, 'deploy', 'slurm', 'cohort.sbatch');
@@ -99,11 +101,33 @@ test('a fresh job: keys made once on shared storage, the coordinator on the firs
   const srun = r.calls.find((l) => l.startsWith('srun '))!;
   assert.match(srun, /^srun --ntasks=8 --ntasks-per-node=4 --gres=gpu:4 --gpu-bind=none --kill-on-bad-exit=0 bash -c /);
   const workers = workerCalls(r.calls);
-  const expected = Array.from({ length: 8 }, (_, i) => `cohort worker --connect tcp://gpu01:5555 --member-index ${i} --config ${config} --gpu ${i % 4} --keys ${keys} --timeout 600`);
+  const expected = Array.from({ length: 8 }, (_, i) => `cohort worker --connect tcp://gpu01:5555 --member-index ${i} --config ${config} --backend webgpu --gpu ${i % 4} --keys ${keys} --timeout 600`);
   // Worker 5 failed once and was started again; every other worker ran once.
   assert.deepEqual([...workers].sort(), [...expected, expected[5]].sort());
   assert.match(r.stderr, /cohort\.sbatch: worker 5 exited with 7; restarting it \(restart 1 of 3\)/);
-  assert.match(r.stdout, /coordinator on gpu01:5555, 8 workers \(4 per node\), keys .*cohort-keys-42/);
+  assert.match(r.stdout, /coordinator on gpu01:5555, 8 workers \(4 per node\), keys .*cohort-keys-42, backend webgpu/);
+});
+
+test('COHORT_BACKEND: webgpu by default, tensorflow-gpu for the CUDA 11 path, one of the CLI\'s backends or a clear error; COHORT_GPU', () => {
+  const r = sbatch({ COHORT_BACKEND: 'tensorflow-gpu' });
+  assert.equal(r.status, 0, r.stderr);
+  const workers = workerCalls(r.calls);
+  assert.equal(workers.length, 8);
+  for (const w of workers) assert.match(w, / --backend tensorflow-gpu --gpu [0-3] /);
+  // The coordinator has no backend option: the workers' backend is theirs alone.
+  assert.ok(r.calls.filter((l) => l.startsWith('cohort coordinator ')).every((l) => !l.includes('--backend')));
+  const bad = sbatch({ COHORT_BACKEND: 'cuda' });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /cohort\.sbatch: COHORT_BACKEND=cuda is not a backend \(auto, tensorflow-gpu, webgpu, tensorflow, wasm, cpu\)/);
+  assert.deepEqual(bad.calls.filter((l) => l.startsWith('cohort ')), [], 'nothing started');
+  // Tasks bound to one GPU each see it as adapter 0: COHORT_GPU=0.
+  const bound = sbatch({ COHORT_GPU: '0' });
+  assert.equal(bound.status, 0, bound.stderr);
+  assert.deepEqual(workerCalls(bound.calls).map((w) => /--gpu (\d+) /.exec(w)![1]), Array(8).fill('0'));
+  // The script's list is the CLI's.
+  const listed = /^\s*([a-z-]+(?: \| [a-z-]+)*)\) ;;$/m.exec(readFileSync(SCRIPT, 'utf8'));
+  assert.ok(listed, 'the script checks COHORT_BACKEND against a list');
+  assert.deepEqual(listed[1].split(' | '), [...BACKEND_CHOICES]);
 });
 
 test('after a requeue: the keys are reused and the coordinator resumes from a complete checkpoint', () => {
