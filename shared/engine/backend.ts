@@ -14,7 +14,7 @@ import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-layers'; // its node bundle registers tfjs-core's gradient functions (autodiff)
 import { CohortError } from '../errors.js';
-import { chooseAdapter, describeAdapter, openDevice, probeAdapters, softwareRequested, type AdapterInfo, type WebgpuSession } from './webgpu.js';
+import { chooseAdapter, describeAdapter, openDevice, probeAdapters, softwareRequested, type AdapterChoice, type AdapterInfo, type AdapterProbe, type WebgpuSession } from './webgpu.js';
 
 export const BACKEND_CHOICES = ['auto', 'tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKEND_CHOICES)[number];
@@ -151,6 +151,7 @@ let session: WebgpuSession | undefined;
 async function loadWebgpu(gpu: number | undefined): Promise<ActiveBackend> {
   const kind = softwareRequested() ? 'software' : 'hardware';
   const choice = chooseAdapter(kind, probeAdapters(kind), gpu);
+  if (Object.keys(choice.env).length > 0) verifyPinned(choice, probeAdapters(kind, { ...process.env, ...choice.env }));
   const { WebGPUBackend } = await import('@tensorflow/tfjs-backend-webgpu');
   session = await openDevice(choice);
   const opened = session;
@@ -159,6 +160,21 @@ async function loadWebgpu(gpu: number | undefined): Promise<ActiveBackend> {
   await activate('webgpu');
   const pinned = gpu === undefined ? `adapter 0 of ${choice.seen}` : `--gpu ${gpu} of ${choice.seen}`;
   return { requested: 'webgpu', choice: 'webgpu', tfjsName: 'webgpu', device: `GPU ${describeAdapter(choice.name, opened.info)}, ${pinned}`, adapter: opened.info };
+}
+
+/**
+ * Identical adapters are told apart by Mesa's device-select layer: with the pinning
+ * environment it must leave exactly one. Without the layer every adapter stays, and Dawn would
+ * open the first whatever N was: refused instead.
+ */
+function verifyPinned(choice: AdapterChoice, pinned: AdapterProbe): void {
+  const left = pinned.adapters.filter((a) => !a.software).length;
+  if (left === 1) return;
+  throw new CohortError(
+    `--gpu: ${choice.seen} adapters are named '${choice.name}', and telling them apart needs Mesa's device-select Vulkan layer (apt-get install mesa-vulkan-drivers), which left ${left} of them here; ` +
+      'or give each worker its own GPU through the container runtime (docker --gpus device=N, a Kubernetes nvidia.com/gpu: 1 request, Slurm --gres) and use --gpu 0',
+    { code: 'GPU_PIN_UNAVAILABLE' },
+  );
 }
 
 /** Whether `auto` may take WebGPU: a hardware adapter exists (software adapters never count). */
