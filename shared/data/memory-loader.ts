@@ -8,6 +8,7 @@ import { CohortError } from '../errors.js';
 import { gatherBatch, type Normalization } from './batch.js';
 import { BatchSampler, ConsumerPosition, type SamplerState } from './sampler.js';
 import type { Batch, BatchSource, ImageDataset } from './source.js';
+import { augmentBatch, type MemoryAugment } from './memory-augment.js';
 import { applyDownscale, type DownscaleSpec } from './transforms.js';
 
 export interface MemoryLoaderOptions {
@@ -23,6 +24,9 @@ export interface MemoryLoaderOptions {
   limit?: number;
   /** Lower the resolution of every image (the images must be square). */
   downscale?: DownscaleSpec;
+  /** Random crop with padding and flip (train split), drawn from augmentSeed (default: seed). */
+  augment?: MemoryAugment;
+  augmentSeed?: number;
 }
 
 export class MemoryLoader implements BatchSource {
@@ -73,13 +77,19 @@ export class MemoryLoader implements BatchSource {
     this.position.restore({ epoch: e, batch: start });
     for (let b = start; b < this.batchesPerEpoch; b++) {
       const { indices } = this.sampler.next();
-      const batch = { ...this.downscale(gatherBatch(this.options.data, indices, this.options.normalization)), epoch: e, batch: b };
+      const batch = { ...this.downscale(this.augment(gatherBatch(this.options.data, indices, this.options.normalization), e)), epoch: e, batch: b };
       this.position.current = { epoch: e, batch: b + 1 };
       yield batch;
     }
   }
 
   async close(): Promise<void> {}
+
+  private augment<T extends { images: Float32Array; shape: [number, number, number, number]; indices: Uint32Array }>(batch: T, epoch: number): T {
+    const { augment, normalization, seed, augmentSeed } = this.options;
+    if (!augment || (augment.padding === 0 && !augment.flip)) return batch;
+    return { ...batch, images: augmentBatch(batch.images, batch.shape, batch.indices, augment, normalization, augmentSeed ?? seed, epoch) };
+  }
 
   private downscale<T extends { images: Float32Array; shape: [number, number, number, number] }>(batch: T): T {
     const spec = this.options.downscale;
