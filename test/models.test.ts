@@ -186,3 +186,15 @@ describe('one small gradient step on wasm lowers the loss of a fixed batch', () 
     });
   }
 });
+
+test("pooling: 'same' keeps a 14x14 cnn-student's last row and column (7 -> 4, not 3); other models refuse the option", () => {
+  const flat = (pooling: 'valid' | 'same') => {
+    const built = buildModel({ name: 'cnn-student', inputShape: [14, 14, 1], pooling, seed: 1 });
+    const shape = built.model.layers.find((l) => l.getClassName() === 'Flatten')!.outputShape as number[];
+    built.model.dispose();
+    return shape[1];
+  };
+  assert.equal(flat('valid'), 3 * 3 * 32);
+  assert.equal(flat('same'), 4 * 4 * 32);
+  assert.throws(() => buildModel({ name: 'resnet18', pooling: 'same' }), /'pooling' applies only to cnn-teacher and cnn-student, not 'resnet18'/);
+});

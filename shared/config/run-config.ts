@@ -29,6 +29,7 @@ const modelSchema = z
     inputShape: z.tuple([z.int().positive(), z.int().positive(), z.int().positive()]).optional(),
     stem: z.enum(['imagenet', 'small']).optional(),
     dropout: z.number().min(0).lt(1).optional(),
+    pooling: z.enum(['valid', 'same']).optional(),
     seed: z.int().optional(),
     /** torchvision weights: a state dict saved as safetensors (resnet18/34/50, mobilenetv2). */
     weights: z.string().min(1).optional(),

@@ -53,7 +53,7 @@ const ZOO = {
     minSide: () => 8,
     exits: 1,
     fixedInputSize: true,
-    build: (c) => smallCnn({ ...CNN_TEACHER, inputShape: c.inputShape, classes: c.classes, dropout: c.dropout, seed: c.seed, name: 'cnn_teacher' }),
+    build: (c) => smallCnn({ ...CNN_TEACHER, inputShape: c.inputShape, classes: c.classes, dropout: c.dropout, pooling: c.pooling, seed: c.seed, name: 'cnn_teacher' }),
   },
   'cnn-student': {
     family: 'grey28',
@@ -62,7 +62,7 @@ const ZOO = {
     minSide: () => 4,
     exits: 1,
     fixedInputSize: true,
-    build: (c) => smallCnn({ ...CNN_STUDENT, inputShape: c.inputShape, classes: c.classes, dropout: c.dropout, seed: c.seed, name: 'cnn_student' }),
+    build: (c) => smallCnn({ ...CNN_STUDENT, inputShape: c.inputShape, classes: c.classes, dropout: c.dropout, pooling: c.pooling, seed: c.seed, name: 'cnn_student' }),
   },
   'mlp-teacher': {
     family: 'grey28',
@@ -113,6 +113,12 @@ export interface ModelConfig {
   stem?: Stem;
   /** Overrides the model's dropout rate (0 turns it off). */
   dropout?: number;
+  /**
+   * cnn-teacher and cnn-student: the max-pools' padding. 'valid' (default) floors odd sides
+   * (a 14x14 student's 7x7 map pools to 3x3, losing its last row and column); 'same' keeps them
+   * (7 -> 4), so a low-resolution student keeps all of its features.
+   */
+  pooling?: 'valid' | 'same';
   /** Seed of the weight initialisers: equal seeds give bit-identical weights. */
   seed?: number;
   /** torchvision weights (a state dict saved as safetensors) loaded after building: resnet18/34/50 and mobilenetv2, 'imagenet' stem. */
@@ -165,7 +171,10 @@ export function resolveModelConfig(config: ModelConfig): ResolvedModelConfig {
   const dropout = config.dropout ?? entry.dropout;
   if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1)) fail(`dropout must be in [0, 1), got ${String(config.dropout)}`);
   if (config.seed !== undefined && !Number.isInteger(config.seed)) fail(`seed must be an integer, got ${String(config.seed)}`);
-  return { name: config.name, classes, inputShape: inputShape as [number, number, number], stem, dropout, seed: config.seed, ...(config.weights === undefined ? {} : { weights: config.weights }) };
+  const pooling = config.pooling ?? 'valid';
+  if (pooling !== 'valid' && pooling !== 'same') fail(`pooling must be 'valid' or 'same', got '${String(config.pooling)}'`);
+  if (config.pooling !== undefined && config.name !== 'cnn-teacher' && config.name !== 'cnn-student') fail(`'pooling' applies only to cnn-teacher and cnn-student, not '${config.name}'`);
+  return { name: config.name, classes, inputShape: inputShape as [number, number, number], stem, dropout, pooling, seed: config.seed, ...(config.weights === undefined ? {} : { weights: config.weights }) };
 }
 
 /** Builds the network a config names (weights freshly initialised from its seed, or torchvision's from `weights`). */

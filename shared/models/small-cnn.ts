@@ -18,6 +18,8 @@ export interface SmallCnnOptions {
   hidden: number;
   /** Dropout before the classifier. */
   dropout: number;
+  /** The max-pools' padding (default 'valid': odd sides are floored). */
+  pooling?: 'valid' | 'same';
   seed?: number;
   name: string;
 }
@@ -39,7 +41,7 @@ export function smallCnn(o: SmallCnnOptions): tfl.Sequential {
         activation: 'relu',
         kernelInitializer: init(),
       }),
-      tfl.layers.maxPooling2d({ poolSize: 2 }),
+      tfl.layers.maxPooling2d({ poolSize: 2, padding: o.pooling ?? 'valid' }),
     );
   });
   layers.push(tfl.layers.flatten(), tfl.layers.dense({ units: o.hidden, activation: 'relu', kernelInitializer: init() }));
