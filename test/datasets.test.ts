@@ -48,7 +48,7 @@ const rejectsWith = (config: unknown, pattern: RegExp) =>
 describe('config errors name the bad key', () => {
   test('unknown dataset name', () => rejectsWith({ name: 'cifar' }, /dataset\.name: Invalid input: expected one of "fashion-mnist"\|"idx"\|"image-folder"|dataset\.name: .*fashion-mnist/));
   test('missing and ill-typed keys, listed together', () =>
-    rejectsWith({ name: 'idx', train: { images: 3 }, test: { images: 'a', labels: 'b' } }, /dataset\.train\.images: .*expected string.*\n  dataset\.train\.labels: .*expected string/s));
+    rejectsWith({ name: 'idx', train: { images: 3 }, test: { images: 'a', labels: 'b' } }, /dataset\.train\.images: .*expected string.*\n {2}dataset\.train\.labels: .*expected string/s));
   test('unknown key', () => rejectsWith({ name: 'fashion-mnist', datadir: '/x' }, /dataset: unknown key 'datadir'/));
   test('image-folder sizes', () => rejectsWith({ name: 'image-folder', train: '/a', test: '/b', size: 0 }, /dataset\.size: .*>0|dataset\.size: Too small/));
   test('a missing image folder names its path', () => rejectsWith({ name: 'image-folder', train: join(root, 'nowhere'), test: join(root, 'nowhere') }, new RegExp(`${join(root, 'nowhere')}`)));
@@ -109,10 +109,9 @@ describe('idx', () => {
     assert.notDeepEqual(ea.map((x) => Array.from(x.indices)), ec.map((x) => Array.from(x.indices)));
     const epoch3 = await all(a, 3);
     // Stop after two batches of epoch 3, save, and resume in a fresh loader.
-    let saved;
     let seen = 0;
     for await (const _ of b.epoch(3)) if (++seen === 2) break;
-    saved = b.state();
+    const saved = b.state();
     assert.deepEqual(saved, { epoch: 3, batch: 2 });
     const resumed = (await openDataset({ name: 'idx', train: pair, test: pair })).loader({ split: 'train', batchSize: 8, seed: 42 });
     resumed.restore(saved);

@@ -33,7 +33,7 @@ interface DataOf {
 /** A tensor: the header carries dtype and shape, the data travels as its own ZeroMQ frame. */
 export type TensorFrame<D extends Dtype = Dtype> = { [K in D]: { dtype: K; shape: number[]; data: DataOf[K] } }[D];
 
-const ARRAY_TYPES: Record<Dtype, Function> = { float32: Float32Array, float16: Uint16Array, int32: Int32Array, uint32: Uint32Array };
+const ARRAY_TYPES: Record<Dtype, abstract new (...args: never[]) => unknown> = { float32: Float32Array, float16: Uint16Array, int32: Int32Array, uint32: Uint32Array };
 
 export function isTensorFrame(value: unknown): value is TensorFrame {
   if (typeof value !== 'object' || value === null) return false;
