@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { Dealer, Router } from 'zeromq';
 import { CohortError } from '../errors.js';
-import { decodeMessage, DEFAULT_LIMITS, encodeMessage, type DecodeLimits, type EncodeOptions } from './codec.js';
+import { decodeMessage, DEFAULT_LIMITS, encodeMessage, type DecodeFailure, type DecodeLimits, type EncodeOptions } from './codec.js';
 import { tuneGcForStreaming } from './gc-tuning.js';
 import { registerZapDomain, unregisterZapDomain, zapHandlerReady, type CoordinatorKeys, type WorkerKeys } from './curve.js';
 import type { Message } from './messages.js';
@@ -24,7 +24,7 @@ export interface SocketOptions extends EncodeOptions {
 
 export interface CoordinatorSocketOptions extends SocketOptions {
   /** Called for each undecodable message; by default a warning on stderr. */
-  onDropped?: (error: string, peer: Buffer) => void;
+  onDropped?: (error: string, peer: Buffer, code: DecodeFailure) => void;
   /** CURVE: encrypt, and admit only workers whose public key is authorised. */
   curve?: CoordinatorKeys & { onDenied?: (address: string, publicKey: string) => void };
 }
@@ -57,7 +57,7 @@ export class CoordinatorSocket {
   /** How many undecodable messages were dropped. */
   dropped = 0;
   private readonly limits: DecodeLimits;
-  private readonly onDropped: (error: string, peer: Buffer) => void;
+  private readonly onDropped: (error: string, peer: Buffer, code: DecodeFailure) => void;
 
   constructor(private readonly options: CoordinatorSocketOptions = {}) {
     tuneGcForStreaming();
@@ -142,7 +142,7 @@ export class CoordinatorSocket {
     const result = decodeMessage(frames, this.limits);
     if (result.ok) return { peer, message: result.message };
     this.dropped++;
-    this.onDropped(result.error, peer);
+    this.onDropped(result.error, peer, result.code);
     return undefined;
   }
 
