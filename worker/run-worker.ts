@@ -66,7 +66,7 @@ export function findWorker(config: RunConfig, name: string): { worker: WorkerCon
   const t = config.teachers.findIndex((w) => w.name === name);
   if (t >= 0) return { worker: config.teachers[t], index: config.members.length + t, role: 'teacher' };
   const known = [...config.members, ...config.teachers].map((w) => w.name).join(', ');
-  throw new CohortError(`no member or teacher named '${name}' in the run config (known: ${known})`);
+  throw new CohortError(`no member or teacher named '${name}' in the run config (known: ${known})`, { code: 'UNKNOWN_WORKER' });
 }
 
 export function buildWorkerModel(config: RunConfig, worker: WorkerConfig, index: number, imageShape: [number, number, number], classes: number): CohortModel {
@@ -100,7 +100,7 @@ async function joinCoordinator(socket: WorkerSocket, options: WorkerOptions, tim
         if (error instanceof ReceiveTimeout) break;
         throw error;
       }
-      if (answer.type === 'reject' && !answer.retryable) throw new CohortError(`the coordinator refused worker ${options.member}: ${answer.reason}`);
+      if (answer.type === 'reject' && !answer.retryable) throw new CohortError(`the coordinator refused worker ${options.member}: ${answer.reason}`, { code: 'JOIN_REFUSED' });
       if (answer.type === 'welcome') return answer;
       if (answer.type === 'reject') {
         await new Promise((resolve) => setTimeout(resolve, Math.max(0, resend - Date.now())));
@@ -108,7 +108,7 @@ async function joinCoordinator(socket: WorkerSocket, options: WorkerOptions, tim
       }
       // Anything else was sent to this member before the coordinator restarted: stale.
     }
-    if (Date.now() >= deadline) throw new CohortError(`worker ${options.member}: no welcome from the coordinator at ${options.connect} within ${timeoutMs / 1000} s`);
+    if (Date.now() >= deadline) throw new CohortError(`worker ${options.member}: no welcome from the coordinator at ${options.connect} within ${timeoutMs / 1000} s`, { code: 'NO_WELCOME' });
   }
 }
 
@@ -198,14 +198,14 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
   const restore = async (step: number, dir: string | undefined, checkpointStep = step): Promise<number> => {
     if (role === 'teacher') return step;
     if (dir === undefined) {
-      if (checkpointStep !== 0) throw new CohortError(`${worker.name}: asked to restore step ${checkpointStep} without a checkpoint`);
+      if (checkpointStep !== 0) throw new CohortError(`${worker.name}: asked to restore step ${checkpointStep} without a checkpoint`, { code: 'CHECKPOINT_MISMATCH' });
       reinitialise();
       lastLoss = undefined;
       if (step > 0) log(`${worker.name}: rejoining with its initial weights at step ${step}`);
       return step;
     }
     const state = await loadMemberCheckpoint(join(dir, worker.name), built.model, optimizer);
-    if (state.step !== checkpointStep) throw new CohortError(`${worker.name}: checkpoint ${dir} holds step ${state.step}, expected ${checkpointStep}`);
+    if (state.step !== checkpointStep) throw new CohortError(`${worker.name}: checkpoint ${dir} holds step ${state.step}, expected ${checkpointStep}`, { code: 'CHECKPOINT_MISMATCH' });
     lastLoss = state.lastLoss;
     log(`${worker.name}: restored checkpoint ${dir} (step ${checkpointStep})${step !== checkpointStep ? `; rejoining the cohort at step ${step}` : ''}`);
     return step;
@@ -286,7 +286,7 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, socket: W
             while (step > session.studentsDone + config.exchange.teacherWindow) {
               // control() takes the advance messages (and rollbacks, shutdowns) as they come.
               const message = await receiveLive(session);
-              if (!control(session, message)) throw new CohortError(`${worker.name}: unexpected ${message.type} message while waiting for the students to finish step ${step - config.exchange.teacherWindow}`);
+              if (!control(session, message)) throw new CohortError(`${worker.name}: unexpected ${message.type} message while waiting for the students to finish step ${step - config.exchange.teacherWindow}`, { code: 'PROTOCOL_MISMATCH' });
             }
             const logits = tf.tidy(() => finalLogits(built.model.apply(x, { training: false }) as tf.Tensor, built.exits));
             await sendPredictions(session, step, batch, logits, config.temperature, undefined, exchange);
@@ -373,8 +373,8 @@ async function sendPredictions(
 
 async function receiveTeaching(session: Session, step: number) {
   const message = await expectMessage(session, `the teaching signal of step ${step}`);
-  if (message.type !== 'teaching') throw new CohortError(`${session.socket.member}: expected the teaching signal of step ${step}, got ${message.type}`);
-  if (message.step !== step) throw new CohortError(`${session.socket.member}: teaching signal for step ${message.step} arrived at step ${step}`);
+  if (message.type !== 'teaching') throw new CohortError(`${session.socket.member}: expected the teaching signal of step ${step}, got ${message.type}`, { code: 'PROTOCOL_MISMATCH' });
+  if (message.step !== step) throw new CohortError(`${session.socket.member}: teaching signal for step ${message.step} arrived at step ${step}`, { code: 'PROTOCOL_MISMATCH' });
   const t = message.teaching;
   return { probs: tf.tensor2d(t.data as Float32Array, t.shape as [number, number]), peerNegEntropy: message.peerNegEntropy };
 }
@@ -389,8 +389,8 @@ function control(session: Session, message: Message): boolean {
     if (message.generation > session.generation) throw new Rollback(message);
     return true;
   }
-  if (message.type === 'shutdown') throw new CohortError(`${who}: the coordinator stopped the run: ${message.reason}`);
-  if (message.type === 'error') throw new CohortError(`${who}: the coordinator failed: ${message.message}`);
+  if (message.type === 'shutdown') throw new CohortError(`${who}: the coordinator stopped the run: ${message.reason}`, { code: 'COORDINATOR_STOPPED' });
+  if (message.type === 'error') throw new CohortError(`${who}: the coordinator failed: ${message.message}`, { code: 'COORDINATOR_FAILED' });
   if (message.type === 'welcome' && admission(message) !== session.admitted && (message.generation ?? 0) >= session.generation) {
     // The coordinator declared this worker lost (it was slow) and has admitted it again, from
     // another step: follow the new welcome.
@@ -439,7 +439,7 @@ async function pollControl(session: Session): Promise<void> {
   for (let message = await session.socket.poll(); message; message = await session.socket.poll()) {
     session.lastHeard = Date.now();
     if (!control(session, message)) {
-      throw new CohortError(`${session.socket.member}: unexpected ${message.type} message between steps`);
+      throw new CohortError(`${session.socket.member}: unexpected ${message.type} message between steps`, { code: 'PROTOCOL_MISMATCH' });
     }
   }
   if (Date.now() - session.lastHeard > session.livenessMs) {

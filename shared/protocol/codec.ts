@@ -49,9 +49,9 @@ function describeIssues(type: string, issues: readonly { path: PropertyKey[]; me
 
 export function encodeMessage(message: Message, options: EncodeOptions = {}): Buffer[] {
   const type = (message as { type?: unknown }).type;
-  if (!isMessageType(type)) throw new CohortError(`cannot encode a message of unknown type '${String(type)}'`);
+  if (!isMessageType(type)) throw new CohortError(`cannot encode a message of unknown type '${String(type)}'`, { code: 'INVALID_MESSAGE' });
   const parsed = messageSchemas[type].safeParse(message);
-  if (!parsed.success) throw new CohortError(`cannot encode ${describeIssues(type, parsed.error.issues)}`);
+  if (!parsed.success) throw new CohortError(`cannot encode ${describeIssues(type, parsed.error.issues)}`, { code: 'INVALID_MESSAGE' });
   const header: Record<string, unknown> = { v: PROTOCOL_VERSION };
   const tensors: TensorHeader[] = [];
   const frames: Buffer[] = [];
