@@ -71,6 +71,9 @@ export function judgeControl(state: ControlState, message: Message): ControlVerd
   return { kind: 'not-control' };
 }
 
+/** What the link needs of its socket (a WorkerSocket; a fake in tests). */
+export type LinkSocket = Pick<WorkerSocket, 'member' | 'send' | 'receive' | 'poll'>;
+
 export class Link implements ControlState {
   readonly member: string;
   generation = 0;
@@ -80,7 +83,7 @@ export class Link implements ControlState {
   window: TeacherWindow;
   private heartbeat: NodeJS.Timeout | undefined;
 
-  constructor(readonly socket: WorkerSocket, private readonly clock: () => number = Date.now) {
+  constructor(readonly socket: LinkSocket, private readonly clock: () => number = Date.now) {
     this.member = socket.member;
     this.liveness = new CoordinatorLiveness(Infinity, clock());
     this.window = new TeacherWindow(0);
