@@ -245,13 +245,14 @@ export async function launchOverSsh(options: SshLaunchOptions): Promise<RunSumma
   let endpoint = '';
   let finished = false;
 
-  const spawnWorker = (slot: Slot) => {
+  const spawnWorker = (slot: Slot, delayMs = 0) => {
     const name = slot.worker;
     const workerArgs = ['--connect', endpoint, '--member', name, '--gpu', String(slot.gpu), ...(options.backend ? ['--backend', options.backend] : [])];
     const remote = remoteWorkerCommand({ remoteCohort, workerArgs, keysDir, sharedKeys, cwd: process.cwd() });
     const child = spawn(ssh, sshArgs(slot.host, remote.command, sshOptions), { stdio: ['pipe', 'pipe', 'pipe'] });
     const entry: { child: ChildProcess; remotePid?: number } = { child };
     children.set(name, entry);
+    if (child.pid) control?.started(name, child.pid, restartsOf.get(name) ?? 0, delayMs, slot.host);
     log(`launcher: ${name} -> ${slot.host} GPU ${slot.gpu} (ssh)`);
     child.stdin!.on('error', () => {}); // ssh gone: its exit is reported below
     child.stdin!.write(remote.stdin);
@@ -277,7 +278,7 @@ export async function launchOverSsh(options: SshLaunchOptions): Promise<RunSumma
       const delay = config.recovery.backoffMs * 2 ** k;
       log(`launcher: restarting ${name} on ${slot.host} GPU ${slot.gpu} in ${delay} ms`);
       setTimeout(() => {
-        if (!finished) spawnWorker(slot);
+        if (!finished) spawnWorker(slot, delay);
       }, delay).unref();
     });
   };
@@ -299,6 +300,7 @@ export async function launchOverSsh(options: SshLaunchOptions): Promise<RunSumma
         if (!entry || (entry.remotePid !== undefined && entry.remotePid !== pid)) return;
         declaredLost.add(entry.child);
         log(`launcher: stopping ${name} (pid ${pid} on its host), which the coordinator declared lost`);
+        control?.stopped(name, pid);
         entry.child.stdin?.end();
         entry.child.kill('SIGTERM');
       },

@@ -71,6 +71,10 @@ export interface CoordinatorOptions {
 export interface CoordinatorControl {
   /** A worker process is gone (its launcher saw it exit): the recovery policy applies. */
   lost(worker: string, reason: string): void;
+  /** The launcher started a worker's process (attempt 0, then its replacements): recorded as an event. */
+  started(worker: string, pid: number, attempt: number, delayMs: number, host?: string): void;
+  /** The launcher stopped the process of a worker declared lost: recorded as an event. */
+  stopped(worker: string, pid: number): void;
 }
 
 export interface RunSummary {
@@ -88,6 +92,7 @@ interface LostWorker {
   name: string;
   reason: LossReason;
   detail: string;
+  silentMs?: number;
   /** Its process may still run: the launcher is asked to stop it. */
   stillRunning?: boolean;
 }
@@ -167,7 +172,6 @@ class CoordinatorRun {
     });
     const endpoint = await this.socket.bind(options.bind);
     this.log(`coordinator: run '${config.name}' (${config.algorithm}), waiting for ${this.members.all.join(', ')} on ${endpoint}${options.curve ? ' (CURVE)' : ' (no encryption)'}`);
-    options.onListening?.(endpoint);
     if (options.resume) {
       const latest = await this.checkpoints.latest();
       if (!latest) {
@@ -178,11 +182,17 @@ class CoordinatorRun {
       this.server.nextStep = latest.step;
       this.log(`coordinator: resuming from the checkpoint of step ${latest.step} (${latest.dir})`);
     }
-    options.onControl?.({ lost: (name, reason) => this.reportLost({ name, reason: 'exited', detail: reason }) });
+    options.onControl?.({
+      lost: (name, reason) => this.reportLost({ name, reason: 'exited', detail: reason }),
+      started: (worker, pid, attempt, delayMs, host) => this.records.event('worker-started', { worker, pid, attempt, delayMs, ...(host === undefined ? {} : { host }) }),
+      stopped: (worker, pid) => this.records.event('worker-stopped', { worker, pid }),
+    });
     // The metrics file describes itself: which run, algorithm and workers, from which step.
     const worker = (w: RunConfig['members'][number]) => ({ name: w.name, model: w.model.name });
     this.records.write({ kind: 'run', run: config.name, algorithm: config.algorithm, members: config.members.map(worker), teachers: config.teachers.map(worker), epochs: config.epochs, batchSize: config.batchSize, startStep: this.resumeAt.step });
     if (options.resume) this.records.event('resumed', { step: this.resumeAt.step, dir: this.resumeAt.dir! });
+    // Once the run is described and controllable: a launcher starts the workers from here.
+    options.onListening?.(endpoint);
   }
 
   private reportLost(lost: LostWorker): void {
@@ -288,7 +298,7 @@ class CoordinatorRun {
     const decision = this.recovery.decide(name, detail, when);
     const pid = this.members.pidOf(name);
     const stopped = decision.action !== 'fail' && !!lost.stillRunning && pid > 0;
-    this.records.event('worker-lost', { worker: name, reason: lost.reason, detail, pid, step: this.server.nextStep, generation: this.recovery.generation, restarts: this.recovery.restarts, stopped });
+    this.records.event('worker-lost', { worker: name, reason: lost.reason, detail, pid, step: this.server.nextStep, generation: this.recovery.generation, restarts: this.recovery.restarts, stopped, ...(lost.silentMs === undefined ? {} : { silentMs: lost.silentMs }) });
     if (decision.action === 'fail') throw decision.error;
     this.members.remove(name);
     this.liveness.forget(name);
@@ -357,7 +367,7 @@ class CoordinatorRun {
   private async judgeTime(now: number, tick: boolean): Promise<void> {
     if (this.liveness.heartbeatDue(now)) void this.broadcast(this.members.joined(), { type: 'heartbeat' });
     for (const { worker, silentMs } of this.liveness.silent(now, this.members.done)) {
-      await this.workerLost({ name: worker, reason: 'silent', detail: `no message for ${(silentMs / 1000).toFixed(1)} s`, stillRunning: true });
+      await this.workerLost({ name: worker, reason: 'silent', detail: `no message for ${(silentMs / 1000).toFixed(1)} s`, silentMs, stillRunning: true });
     }
     if (tick && this.liveness.stalled(now)) {
       throw new CohortError(`no message from ${this.members.all.filter((n) => !this.members.done.has(n)).join(', ')} for ${this.config.exchange.timeoutMs / 1000} s; giving up`, { code: 'COORDINATOR_TIMEOUT' });

@@ -12,7 +12,8 @@
  * - `eval`: every `evalEvery` epochs per member and teacher, and for the cohort ensemble
  *   (`worker: 'ensemble'`): test accuracy, NLL, ECE, the reliability diagram's bins, and for
  *   members the running training-batch metrics of the epoch.
- * - `event`: what happened to the run, as it happened (`event` says what): a worker admitted,
+ * - `event`: what happened to the run, as it happened (`event` says what): a worker's process
+ *   started or stopped by its launcher, a worker admitted,
  *   lost (with a reason code) or given up on, a rollback, the cohort continuing without a lost
  *   worker (elastic), a checkpoint complete, a resume, the run finished (or failed, with its
  *   error code). Tests and tools follow a run through these, never through its log lines.
@@ -99,7 +100,11 @@ export const eventSchemas = {
   /** A worker's process joined and was welcomed; `rejoin`: an elastic return (it restores `checkpointStep` and continues at `startStep`). */
   'worker-admitted': event('worker-admitted', { worker: z.string(), role: z.enum(['member', 'teacher']), host: z.string(), pid: count, startStep: count, generation, rejoin: z.boolean(), checkpointStep: count.optional() }),
   /** A worker was lost; `step`: the first step not yet done; `pid`: its process (0 when unknown); `stopped`: the launcher was asked to stop a process that may still run. */
-  'worker-lost': event('worker-lost', { worker: z.string(), reason: z.enum(LOSS_REASONS), detail: z.string(), pid: count, step: count, generation, restarts: count, stopped: z.boolean() }),
+  'worker-lost': event('worker-lost', { worker: z.string(), reason: z.enum(LOSS_REASONS), detail: z.string(), pid: count, step: count, generation, restarts: count, stopped: z.boolean(), silentMs: count.optional() }),
+  /** A launcher started a worker's process (`attempt` 0, then 1, 2, ... for its replacements, after `delayMs`); `pid` is local (for ssh: the ssh client's). */
+  'worker-started': event('worker-started', { worker: z.string(), pid: count, host: z.string().optional(), attempt: count, delayMs: count }),
+  /** A launcher stopped the process `pid` of a worker the coordinator declared lost (hung). */
+  'worker-stopped': event('worker-stopped', { worker: z.string(), pid: count }),
   /** The cohort rolled back to `step` (from the checkpoint `checkpoint`, or the initial weights) in a new generation, because `worker` was lost. */
   rollback: event('rollback', { worker: z.string(), step: count, checkpoint: z.string().optional(), generation }),
   /** Elastic: the others continue without the lost `worker` from `step`. */
