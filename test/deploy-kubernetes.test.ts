@@ -29,7 +29,7 @@ import { Router } from 'zeromq';
 import { loadRunConfig, runDirectory } from '../shared/config/run-config.js';
 import { decodeMessage } from '../shared/protocol/codec.js';
 import { generateKeys, loadCoordinatorKeys, loadWorkerKeys } from '../shared/protocol/curve.js';
-import { ROOT, runCli } from './helpers/cli.js';
+import { ROOT, runCli, startCli } from './helpers/cli.js';
 
 const DIR = join(ROOT, 'deploy', 'kubernetes');
 const root = mkdtempSync(join(tmpdir(), 'cohort-k8s-'));
@@ -435,7 +435,7 @@ test('cohort worker --member-index N --config FILE joins as the N-th worker (mem
   const router = new Router({ linger: 0 });
   await router.bind('tcp://127.0.0.1:*');
   const endpoint = router.lastEndpoint!;
-  const child = spawn(process.execPath, ['--import', 'tsx', 'cli.ts', 'worker', '--connect', endpoint, '--member-index', '2', '--config', join(DIR, 'run.yaml'), '--insecure', '--timeout', '30'], { cwd: ROOT, stdio: 'ignore' });
+  const child = startCli(['worker', '--connect', endpoint, '--member-index', '2', '--config', join(DIR, 'run.yaml'), '--insecure', '--timeout', '30'], { output: 'ignore' });
   try {
     const [, ...frames] = await router.receive();
     const decoded = decodeMessage(frames);
