@@ -21,6 +21,7 @@ import type { TeachingRule } from '../shared/algorithms/registry.js';
 import { CohortError } from '../shared/errors.js';
 import { parseMetricsLines, type EventRecord } from '../shared/metrics/records.js';
 import { PROTOCOL_VERSION, type Message, type MessageOf } from '../shared/protocol/messages.js';
+import { predictionsMessage } from './helpers/messages.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-parts-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -128,17 +129,7 @@ describe('liveness', () => {
 });
 
 function predictions(step: number, probs: number[][], indices = [0, 1], extra: Partial<MessageOf<'predictions'>> = {}): MessageOf<'predictions'> {
-  return {
-    type: 'predictions',
-    step,
-    epoch: 0,
-    batch: step,
-    indices: { dtype: 'uint32', shape: [indices.length], data: Uint32Array.from(indices) },
-    probs: { dtype: 'float32', shape: [probs.length, probs[0].length], data: Float32Array.from(probs.flat()) },
-    negEntropy: -0.5,
-    generation: 0,
-    ...extra,
-  };
+  return predictionsMessage(step, indices, probs.flat(), -0.5, { generation: 0, ...extra });
 }
 
 function server(rule: TeachingRule, members = ['a', 'b', 'c'], teachers: string[] = [], absent = new Set<string>()) {
