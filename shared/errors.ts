@@ -81,11 +81,6 @@ export class CohortError extends Error {
   }
 }
 
-/** Whether `error` is a CohortError of kind `code`. */
-export function isCohortError(error: unknown, code?: ErrorCode): error is CohortError {
-  return error instanceof CohortError && (code === undefined || error.code === code);
-}
-
 /** `error` as a CohortError: itself if it is one, else wrapped (its message after `context`, kept as the cause). */
 export function asCohortError(error: unknown, code: ErrorCode, context: string): CohortError {
   if (error instanceof CohortError) return error;
