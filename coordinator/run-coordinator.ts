@@ -99,7 +99,12 @@ interface LostWorker {
 
 export async function runCoordinator(options: CoordinatorOptions): Promise<RunSummary> {
   const run = new CoordinatorRun(options);
-  await run.open();
+  try {
+    await run.open();
+  } catch (error) {
+    run.close();
+    throw error;
+  }
   return run.run();
 }
 
@@ -117,7 +122,7 @@ class CoordinatorRun {
   private readonly checkpoints: Checkpoints;
   private readonly recovery: Recovery;
   private readonly records: RunRecords;
-  private socket!: CoordinatorSocket;
+  private readonly socket: CoordinatorSocket;
   /** Where a (re)joining worker starts: step 0, or a checkpoint after a rollback or on resume. */
   private resumeAt: StartPoint = { step: 0 };
   /** Losses reported between two turns of the loop (by the launcher, or by a failed send). */
@@ -145,6 +150,16 @@ class CoordinatorRun {
       onFailure: () => this.wake?.(),
     });
     this.recovery = new Recovery(config.recovery);
+    this.socket = new CoordinatorSocket({
+      float16: config.exchange.float16,
+      limits: { maxMessageBytes: Math.round(config.exchange.maxMessageMiB * 2 ** 20) },
+      ...(options.curve ? { curve: { ...options.curve, onDenied: (address: string, key: string) => this.log(`coordinator: refused a connection from ${address}: CURVE key ${key || '(none)'} is not authorised`) } } : {}),
+      onDropped: (error, peer, code) => {
+        this.log(`coordinator: dropped a message from ${peerName(peer)}: ${error}`);
+        // A worker of another protocol version cannot be read, but it can be told why it is refused.
+        if (code === 'PROTOCOL_VERSION') this.socket.send(peer, { type: 'reject', reason: error }).catch(() => {});
+      },
+    });
   }
 
   private log(line: string): void {
@@ -160,22 +175,11 @@ class CoordinatorRun {
     } catch (error) {
       throw new CohortError(`run directory ${runDir} is not writable: ${error instanceof CohortError ? error.message : fileErrorReason(error)}`, { code: 'RUN_DIR_UNWRITABLE', cause: error });
     }
-    this.socket = new CoordinatorSocket({
-      float16: config.exchange.float16,
-      limits: { maxMessageBytes: Math.round(config.exchange.maxMessageMiB * 2 ** 20) },
-      ...(options.curve ? { curve: { ...options.curve, onDenied: (address: string, key: string) => this.log(`coordinator: refused a connection from ${address}: CURVE key ${key || '(none)'} is not authorised`) } } : {}),
-      onDropped: (error, peer, code) => {
-        this.log(`coordinator: dropped a message from ${peerName(peer)}: ${error}`);
-        // A worker of another protocol version cannot be read, but it can be told why it is refused.
-        if (code === 'PROTOCOL_VERSION') this.socket.send(peer, { type: 'reject', reason: error }).catch(() => {});
-      },
-    });
     const endpoint = await this.socket.bind(options.bind);
     this.log(`coordinator: run '${config.name}' (${config.algorithm}), waiting for ${this.members.all.join(', ')} on ${endpoint}${options.curve ? ' (CURVE)' : ' (no encryption)'}`);
     if (options.resume) {
       const latest = await this.checkpoints.latest();
       if (!latest) {
-        this.socket.close();
         throw new CohortError(`cannot resume: no complete checkpoint in ${join(runDir, 'checkpoints')}`, { code: 'NO_CHECKPOINT' });
       }
       this.resumeAt = latest;
@@ -193,6 +197,11 @@ class CoordinatorRun {
     if (options.resume) this.records.event('resumed', { step: this.resumeAt.step, dir: this.resumeAt.dir! });
     // Once the run is described and controllable: a launcher starts the workers from here.
     options.onListening?.(endpoint);
+  }
+
+  /** Closes the socket (a run that failed to open). */
+  close(): void {
+    this.socket.close();
   }
 
   private reportLost(lost: LostWorker): void {
