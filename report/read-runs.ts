@@ -12,7 +12,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { CohortError } from '../shared/errors.js';
 import { fileErrorReason } from '../shared/io/atomic-write.js';
-import { parseMetricsLines, type EvalRecord, type RunRecord, type StepRecord } from '../shared/metrics/records.js';
+import { parseMetricsLines, type EvalRecord, type ProblemKind, type RunRecord, type StepRecord } from '../shared/metrics/records.js';
 
 export const METRICS_FILE = 'metrics.jsonl';
 
@@ -22,6 +22,8 @@ export interface SkippedLines {
   of: number;
   /** The first problem, as parseMetricsLines words it ('line 3: not JSON'). */
   first?: string;
+  /** The first problem's kind: 'no-kind' is an eval line written before records had a kind. */
+  firstKind?: ProblemKind;
 }
 
 export interface RunData {
@@ -41,10 +43,8 @@ export interface RunData {
 }
 
 /** A hint for the most common skipped line: an eval line from before records had a `kind`. */
-function explain(problem: string): string {
-  return /^line \d+: kind: /.test(problem)
-    ? `${problem}; eval lines written before metrics records had a kind are not read`
-    : problem;
+function explain(problem: string, kind: ProblemKind | undefined): string {
+  return kind === 'no-kind' ? `${problem}; eval lines written before metrics records had a kind are not read` : problem;
 }
 
 /** The metrics file of a run directory. */
@@ -53,7 +53,7 @@ export const metricsPath = (run: { dir: string }) => join(run.dir, METRICS_FILE)
 /** Says what was skipped, or undefined when nothing was: 'skipped 3 of 10 lines (first: ...)'. */
 export function describeSkipped(skipped: SkippedLines): string | undefined {
   if (skipped.count === 0) return undefined;
-  return `skipped ${skipped.count} of ${skipped.of} lines that are not metrics records (first: ${explain(skipped.first ?? '?')})`;
+  return `skipped ${skipped.count} of ${skipped.of} lines that are not metrics records (first: ${explain(skipped.first ?? '?', skipped.firstKind)})`;
 }
 
 function lastBy<T>(records: T[], key: (r: T) => string): T[] {
@@ -98,8 +98,8 @@ export function readRun(dir: string): RunData {
     }
     throw new CohortError(`cannot read ${file}: ${fileErrorReason(error)}`, { code: 'FILE_UNREADABLE', cause: error });
   }
-  const { records, problems } = parseMetricsLines(text);
-  const skipped: SkippedLines = { count: problems.length, of: records.length + problems.length, ...(problems[0] ? { first: problems[0] } : {}) };
+  const { records, problems, problemKinds } = parseMetricsLines(text);
+  const skipped: SkippedLines = { count: problems.length, of: records.length + problems.length, ...(problems[0] ? { first: problems[0], firstKind: problemKinds[0] } : {}) };
   const runs = records.filter((r): r is RunRecord => r.kind === 'run');
   const steps = lastBy(
     records.filter((r): r is StepRecord => r.kind === 'step'),

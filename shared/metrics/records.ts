@@ -121,7 +121,7 @@ export const eventSchemas = {
 
 export const eventRecordSchema = z.discriminatedUnion('event', Object.values(eventSchemas) as unknown as [(typeof eventSchemas)[keyof typeof eventSchemas]]);
 
-export const metricsRecordSchema = z.union([z.discriminatedUnion('kind', [runRecordSchema, stepRecordSchema, evalRecordSchema]), eventRecordSchema]);
+export const metricsRecordSchema = z.discriminatedUnion('kind', [runRecordSchema, stepRecordSchema, evalRecordSchema, eventRecordSchema]);
 
 export type ReliabilityBin = z.infer<typeof reliabilityBinSchema>;
 export type RunRecord = z.infer<typeof runRecordSchema>;
@@ -132,22 +132,33 @@ export type EventName = keyof typeof eventSchemas;
 export type EventRecord<E extends EventName = EventName> = z.infer<(typeof eventSchemas)[E]>;
 export type MetricsRecord = RunRecord | StepRecord | EvalRecord | EventRecord;
 
-/** Parses a metrics file's text: its records, and a message per line that is not one (numbered from 1). */
-export function parseMetricsLines(text: string): { records: MetricsRecord[]; problems: string[] } {
+/** What is wrong with a line that is not a record: not JSON, an object without `kind` (a line of an old format), or anything else. */
+export type ProblemKind = 'not-json' | 'no-kind' | 'invalid';
+
+/** Parses a metrics file's text: its records, a message per line that is not one (numbered from 1), and each such line's kind of problem (in the same order). */
+export function parseMetricsLines(text: string): { records: MetricsRecord[]; problems: string[]; problemKinds: ProblemKind[] } {
   const records: MetricsRecord[] = [];
   const problems: string[] = [];
+  const problemKinds: ProblemKind[] = [];
+  const problem = (kind: ProblemKind, message: string) => {
+    problems.push(message);
+    problemKinds.push(kind);
+  };
   text.split('\n').forEach((line, i) => {
     if (line.trim() === '') return;
     let value: unknown;
     try {
       value = JSON.parse(line);
     } catch {
-      problems.push(`line ${i + 1}: not JSON`);
+      problem('not-json', `line ${i + 1}: not JSON`);
       return;
     }
     const parsed = metricsRecordSchema.safeParse(value);
     if (parsed.success) records.push(parsed.data);
-    else problems.push(`line ${i + 1}: ${parsed.error.issues.map((x) => `${x.path.join('.') || 'record'}: ${x.message}`).join('; ')}`);
+    else {
+      const kindless = typeof value === 'object' && value !== null && !('kind' in value);
+      problem(kindless ? 'no-kind' : 'invalid', `line ${i + 1}: ${parsed.error.issues.map((x) => `${x.path.join('.') || 'record'}: ${x.message}`).join('; ')}`);
+    }
   });
-  return { records, problems };
+  return { records, problems, problemKinds };
 }
