@@ -28,13 +28,13 @@ function withBackendOptions<T>(y: Argv<T>) {
 function requirePositiveInteger(name: string, value: unknown): void {
   if (value === undefined) return;
   if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
-    throw new CohortError(`--${name} must be a positive integer, got '${String(value)}'`);
+    throw new CohortError(`--${name} must be a positive integer, got '${String(value)}'`, { code: 'USAGE' });
   }
 }
 
 async function startBackend(args: BackendArgs, log: (line: string) => void): Promise<void> {
   if (args.gpu !== undefined && (!Number.isInteger(args.gpu) || args.gpu < 0)) {
-    throw new CohortError(`--gpu must be a GPU index (0, 1, ...), got '${String(args.gpu)}'`);
+    throw new CohortError(`--gpu must be a GPU index (0, 1, ...), got '${String(args.gpu)}'`, { code: 'USAGE' });
   }
   const active = await initBackend({ backend: args.backend, gpu: args.gpu });
   log(`backend: ${active.choice} on ${active.device}`);
@@ -44,27 +44,27 @@ const log = (line: string) => console.log(line);
 
 /** The worker's name: --member NAME, or --member-index N of --config FILE (members, then teachers). */
 async function workerName(member: string | undefined, index: number | undefined, configPath: string | undefined): Promise<string> {
-  if (member !== undefined && index !== undefined) throw new CohortError('--member and --member-index contradict each other: choose one');
+  if (member !== undefined && index !== undefined) throw new CohortError('--member and --member-index contradict each other: choose one', { code: 'USAGE' });
   if (member !== undefined) {
-    if (configPath !== undefined) throw new CohortError('--config is read only with --member-index (the coordinator sends the config)');
+    if (configPath !== undefined) throw new CohortError('--config is read only with --member-index (the coordinator sends the config)', { code: 'USAGE' });
     return member;
   }
-  if (index === undefined) throw new CohortError('name the worker: --member NAME, or --member-index N with --config FILE');
-  if (!Number.isInteger(index) || index < 0) throw new CohortError(`--member-index must be a worker index (0, 1, ...), got '${String(index)}'`);
-  if (configPath === undefined) throw new CohortError('--member-index needs --config FILE: the run config whose members and teachers it counts');
+  if (index === undefined) throw new CohortError('name the worker: --member NAME, or --member-index N with --config FILE', { code: 'USAGE' });
+  if (!Number.isInteger(index) || index < 0) throw new CohortError(`--member-index must be a worker index (0, 1, ...), got '${String(index)}'`, { code: 'USAGE' });
+  if (configPath === undefined) throw new CohortError('--member-index needs --config FILE: the run config whose members and teachers it counts', { code: 'USAGE' });
   const { loadRunConfig } = await import('./shared/config/run-config.js');
   const config = loadRunConfig(configPath);
   const names = [...config.members, ...config.teachers].map((w) => w.name);
-  if (index >= names.length) throw new CohortError(`--member-index ${index} is out of range: ${configPath} has ${names.length} workers (${names.map((n, i) => `${i} ${n}`).join(', ')})`);
+  if (index >= names.length) throw new CohortError(`--member-index ${index} is out of range: ${configPath} has ${names.length} workers (${names.map((n, i) => `${i} ${n}`).join(', ')})`, { code: 'USAGE' });
   return names[index];
 }
 
 /** CURVE is on by default: a plain connection needs --insecure, and only on loopback. */
 function requireSecurity(role: string, endpoint: string, keys: string | undefined, insecure: boolean): void {
-  if (keys !== undefined && insecure) throw new CohortError('--keys and --insecure contradict each other: choose one');
+  if (keys !== undefined && insecure) throw new CohortError('--keys and --insecure contradict each other: choose one', { code: 'USAGE' });
   if (keys !== undefined) return;
-  if (!insecure) throw new CohortError(`cohort ${role} encrypts and authenticates with CURVE by default: pass --keys DIR (create keys with \`cohort keys DIR\`), or --insecure on a loopback endpoint`);
-  if (!isLoopbackEndpoint(endpoint)) throw new CohortError(`refusing --insecure on ${endpoint}: it is reachable from other machines; use --keys DIR`);
+  if (!insecure) throw new CohortError(`cohort ${role} encrypts and authenticates with CURVE by default: pass --keys DIR (create keys with \`cohort keys DIR\`), or --insecure on a loopback endpoint`, { code: 'USAGE' });
+  if (!isLoopbackEndpoint(endpoint)) throw new CohortError(`refusing --insecure on ${endpoint}: it is reachable from other machines; use --keys DIR`, { code: 'USAGE' });
 }
 
 function printSummary(final: { worker: string; role: string; accuracy: number; nll: number; ece: number }[], runDir: string): void {
@@ -94,8 +94,8 @@ async function main(): Promise<void> {
           .option('log-every', { type: 'number', default: 50, describe: 'print progress every N steps' }),
       async (args) => {
         for (const name of ['epochs', 'batch-size', 'train-limit', 'log-every'] as const) requirePositiveInteger(name, args[name]);
-        if (!(args.lr > 0)) throw new CohortError(`--lr must be a positive number, got '${String(args.lr)}'`);
-        if (!Number.isInteger(args.seed)) throw new CohortError(`--seed must be an integer, got '${String(args.seed)}'`);
+        if (!(args.lr > 0)) throw new CohortError(`--lr must be a positive number, got '${String(args.lr)}'`, { code: 'USAGE' });
+        if (!Number.isInteger(args.seed)) throw new CohortError(`--seed must be an integer, got '${String(args.seed)}'`, { code: 'USAGE' });
         await startBackend(args, log);
         const { trainSingle } = await import('./shared/training/train-single.js');
         await trainSingle(
@@ -173,7 +173,7 @@ async function main(): Promise<void> {
           .option('insecure', { type: 'boolean', default: false, describe: 'no CURVE (allowed on loopback endpoints only)' }),
       async (args) => {
         if (args.gpu !== undefined && (!Number.isInteger(args.gpu) || args.gpu < 0)) {
-          throw new CohortError(`--gpu must be a GPU index (0, 1, ...), got '${String(args.gpu)}'`);
+          throw new CohortError(`--gpu must be a GPU index (0, 1, ...), got '${String(args.gpu)}'`, { code: 'USAGE' });
         }
         requirePositiveInteger('timeout', args.timeout);
         const member = await workerName(args.member, args['member-index'], args.config);
@@ -212,9 +212,9 @@ async function main(): Promise<void> {
       async (args) => {
         requirePositiveInteger('log-every', args['log-every']);
         requirePositiveInteger('gpus-per-host', args['gpus-per-host']);
-        if (!Number.isInteger(args.port) || args.port < 0 || args.port > 65535) throw new CohortError(`--port must be a port number (0-65535; 0: any free port), got '${String(args.port)}'`);
-        if (args.advertise !== undefined && !/^[A-Za-z0-9_.:[\]-]+$/.test(args.advertise)) throw new CohortError(`--advertise must be a host name or address, got '${args.advertise}'`);
-        if (!/^[A-Za-z0-9_.:[\]*-]+$/.test(args.listen)) throw new CohortError(`--listen must be an address (e.g. 0.0.0.0 or 10.0.0.5), got '${args.listen}'`);
+        if (!Number.isInteger(args.port) || args.port < 0 || args.port > 65535) throw new CohortError(`--port must be a port number (0-65535; 0: any free port), got '${String(args.port)}'`, { code: 'USAGE' });
+        if (args.advertise !== undefined && !/^[A-Za-z0-9_.:[\]-]+$/.test(args.advertise)) throw new CohortError(`--advertise must be a host name or address, got '${args.advertise}'`, { code: 'USAGE' });
+        if (!/^[A-Za-z0-9_.:[\]*-]+$/.test(args.listen)) throw new CohortError(`--listen must be an address (e.g. 0.0.0.0 or 10.0.0.5), got '${args.listen}'`, { code: 'USAGE' });
         const { parseHosts, launchOverSsh, remoteCohortWords } = await import('./coordinator/launch-ssh.js');
         const hosts = parseHosts(args.hosts);
         remoteCohortWords(args['remote-cohort']);
@@ -275,7 +275,7 @@ async function main(): Promise<void> {
           .positional('run-dir', { type: 'string', array: true, demandOption: true, describe: 'run directories (RUNDIR/NAME, holding metrics.jsonl)' })
           .option('out', { type: 'string', describe: 'the HTML file to write (default: RUN_DIR/report.html for one run, ./report.html for several)' }),
       async (args) => {
-        if (args.out !== undefined && args.out.trim() === '') throw new CohortError('--out must name a file');
+        if (args.out !== undefined && args.out.trim() === '') throw new CohortError('--out must name a file', { code: 'USAGE' });
         const { writeReport } = await import('./report/index.js');
         const result = await writeReport(args['run-dir'], args.out);
         for (const warning of result.warnings) console.error(`cohort: warning: ${warning}`);
@@ -286,7 +286,7 @@ async function main(): Promise<void> {
     .demandCommand(1, 'name a command')
     .strict()
     .fail((message, error) => {
-      throw error ?? new CohortError(`${message.replace(/\s*\n\s*/g, ' ').trim()} (see --help)`);
+      throw error ?? new CohortError(`${message.replace(/\s*\n\s*/g, ' ').trim()} (see --help)`, { code: 'USAGE' });
     })
     .help()
     .parseAsync();

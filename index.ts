@@ -72,4 +72,4 @@ export {
   type DownscaleSpec,
 } from './shared/data/index.js';
 export { initBackend, type BackendChoice, type ActiveBackend } from './shared/engine/backend.js';
-export { CohortError } from './shared/errors.js';
+export { CohortError, ERROR_CODES, type ErrorCode, type CohortErrorOptions } from './shared/errors.js';

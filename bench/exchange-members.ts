@@ -43,7 +43,7 @@ async function arrival(dealer: Dealer, what: string): Promise<Arrival> {
     try {
       frames = await dealer.receive();
     } catch (error) {
-      throw new CohortError(`bench member process: no answer ${what} within ${RECEIVE_TIMEOUT_MS / 1000} s (${(error as Error).message})`);
+      throw new CohortError(`bench member process: no answer ${what} within ${RECEIVE_TIMEOUT_MS / 1000} s (${(error as Error).message})`, { code: 'COORDINATOR_TIMEOUT', cause: error });
     }
     const at = performance.now();
     if (frames.length === 1 && (unpackr.unpack(frames[0]) as { type?: unknown }).type === 'heartbeat') continue;
@@ -65,7 +65,7 @@ class Member {
   async join(): Promise<void> {
     await this.socket.send({ type: 'join', protocolVersion: PROTOCOL_VERSION, member: this.name, role: 'member', backend: 'synthetic', device: '', pid: process.pid, host: hostname() });
     const answer = await this.next('a welcome');
-    if (answer.type !== 'welcome') throw new CohortError(`bench member ${this.name}: expected a welcome, got ${answer.type}`);
+    if (answer.type !== 'welcome') throw new CohortError(`bench member ${this.name}: expected a welcome, got ${answer.type}`, { code: 'PROTOCOL_MISMATCH' });
     this.socket.socket.receiveTimeout = RECEIVE_TIMEOUT_MS;
   }
 
@@ -82,7 +82,7 @@ class Member {
   async finish(): Promise<void> {
     await this.socket.send({ type: 'done', member: this.name, generation: 0 });
     const message = await this.next('the shutdown');
-    if (message.type !== 'shutdown') throw new CohortError(`bench member ${this.name}: expected shutdown, got ${message.type}`);
+    if (message.type !== 'shutdown') throw new CohortError(`bench member ${this.name}: expected shutdown, got ${message.type}`, { code: 'PROTOCOL_MISMATCH' });
   }
 
   /** The coordinator's next message other than a heartbeat; a reject or error fails the bench. */
@@ -92,12 +92,12 @@ class Member {
       try {
         message = await this.socket.receive(RECEIVE_TIMEOUT_MS);
       } catch (error) {
-        throw error instanceof CohortError ? new CohortError(`bench member ${this.name}, waiting for ${what}: ${error.message}`) : error;
+        throw error instanceof CohortError ? new CohortError(`bench member ${this.name}, waiting for ${what}: ${error.message}`, { code: 'PROTOCOL_MISMATCH', cause: error }) : error;
       }
       if (message.type === 'heartbeat') continue;
-      if (message.type === 'reject') throw new CohortError(`the coordinator refused bench member ${this.name}: ${message.reason}`);
-      if (message.type === 'error') throw new CohortError(`the coordinator failed: ${message.message}`);
-      if (message.type === 'shutdown' && what !== 'the shutdown') throw new CohortError(`the coordinator stopped the run: ${message.reason}`);
+      if (message.type === 'reject') throw new CohortError(`the coordinator refused bench member ${this.name}: ${message.reason}`, { code: 'JOIN_REFUSED' });
+      if (message.type === 'error') throw new CohortError(`the coordinator failed: ${message.message}`, { code: 'COORDINATOR_FAILED' });
+      if (message.type === 'shutdown' && what !== 'the shutdown') throw new CohortError(`the coordinator stopped the run: ${message.reason}`, { code: 'COORDINATOR_STOPPED' });
       return message;
     }
   }
@@ -169,13 +169,13 @@ async function main(spec: MembersSpec): Promise<void> {
 
 /** The teaching signal must be this step's and equal the expected leave-one-out mean (up to the order of the coordinator's float64 sums). */
 function checkTeaching(member: string, step: number, decoded: ReturnType<typeof decodeMessage>, expected: Float32Array): void {
-  if (!decoded.ok) throw new CohortError(`bench member ${member}: cannot read the coordinator's answer: ${decoded.error}`);
+  if (!decoded.ok) throw new CohortError(`bench member ${member}: cannot read the coordinator's answer: ${decoded.error}`, { code: 'PROTOCOL_MISMATCH' });
   const m = decoded.message;
-  if (m.type !== 'teaching' || m.step !== step) throw new CohortError(`bench member ${member}: expected the teaching signal of step ${step}, got ${m.type}${m.type === 'teaching' ? ` of step ${m.step}` : ''}`);
+  if (m.type !== 'teaching' || m.step !== step) throw new CohortError(`bench member ${member}: expected the teaching signal of step ${step}, got ${m.type}${m.type === 'teaching' ? ` of step ${m.step}` : ''}`, { code: 'PROTOCOL_MISMATCH' });
   const data = m.teaching.data;
-  if (data.length !== expected.length) throw new CohortError(`bench member ${member}: teaching signal of ${data.length} values, expected ${expected.length}`);
+  if (data.length !== expected.length) throw new CohortError(`bench member ${member}: teaching signal of ${data.length} values, expected ${expected.length}`, { code: 'PROTOCOL_MISMATCH' });
   for (let k = 0; k < data.length; k++) {
-    if (!(Math.abs(data[k] - expected[k]) <= 1e-6)) throw new CohortError(`bench member ${member}, step ${step}: teaching value ${k} is ${data[k]}, expected ${expected[k]}`);
+    if (!(Math.abs(data[k] - expected[k]) <= 1e-6)) throw new CohortError(`bench member ${member}, step ${step}: teaching value ${k} is ${data[k]}, expected ${expected[k]}`, { code: 'INTERNAL' });
   }
 }
 

@@ -140,12 +140,12 @@ async function startCoordinator(members: number, batch: number): Promise<{ endpo
   const result = runCoordinator({ config, bind: 'tcp://127.0.0.1:*', onListening: listening, signal: abort.signal, log: () => {}, logEvery: 1e9 });
   result.catch(() => {});
   const stop = async () => {
-    abort.abort(new CohortError('bench stopped'));
+    abort.abort(new CohortError('bench stopped', { code: 'ABORTED' }));
     await result.catch(() => {});
     rmSync(runDir, { recursive: true, force: true });
   };
   try {
-    const address = await Promise.race([endpoint, result.then(() => { throw new CohortError('the coordinator ended before it was listening'); })]);
+    const address = await Promise.race([endpoint, result.then(() => { throw new CohortError('the coordinator ended before it was listening', { code: 'INTERNAL' }); })]);
     return { endpoint: address, result, stop };
   } catch (error) {
     await stop();
@@ -230,10 +230,10 @@ function runMembers(spec: MembersSpec): Promise<MembersResult> {
     let result: MembersResult | undefined;
     child.stderr!.setEncoding('utf8').on('data', (text: string) => (stderr = (stderr + text).slice(-4000)));
     child.on('message', (message) => (result = message as MembersResult));
-    child.on('error', (error) => reject(new CohortError(`cannot start the bench member process: ${error.message}`)));
+    child.on('error', (error) => reject(new CohortError(`cannot start the bench member process: ${error.message}`, { code: 'LAUNCH_FAILED', cause: error })));
     child.on('exit', (code, signal) => {
       if (code === 0 && result) resolve(result);
-      else reject(new CohortError(`the bench member process (K = ${spec.members}, ${spec.batch}x${spec.classes}) failed (${signal ?? `exit ${code}`}): ${stderr.trim().split('\n').slice(-3).join(' | ') || 'no message'}`));
+      else reject(new CohortError(`the bench member process (K = ${spec.members}, ${spec.batch}x${spec.classes}) failed (${signal ?? `exit ${code}`}): ${stderr.trim().split('\n').slice(-3).join(' | ') || 'no message'}`, { code: 'WORKER_FAILED' }));
     });
   });
 }
@@ -249,7 +249,7 @@ async function measureConfig(members: number, batch: number, classes: number, o:
     const [rawEndpoint, rawReadEndpoint] = [await raw.open(members, downs()), await rawRead.open(members, downs())];
     const times = await runMembers({ cohort: coordinator.endpoint, raw: rawEndpoint, rawRead: rawReadEndpoint, members, batch, classes, steps, warmup: o.warmup, sleepMs: o.sleepMs });
     const summary = await coordinator.result;
-    if (summary.steps !== o.warmup + steps) throw new CohortError(`the coordinator served ${summary.steps} steps, expected ${o.warmup + steps}`);
+    if (summary.steps !== o.warmup + steps) throw new CohortError(`the coordinator served ${summary.steps} steps, expected ${o.warmup + steps}`, { code: 'INTERNAL' });
     const teaching = timeTeaching(members, batch, classes, Math.min(steps, 20));
     const cohortMs = median(times.cohort);
     const rawMs = median(times.raw);
@@ -293,19 +293,19 @@ const shapeText = (batch: number, classes: number) => `${batch}x${classes}`;
 export function parseShapes(text: string): [number, number][] {
   return text.split(',').map((s) => {
     const match = /^\s*(\d+)\s*x\s*(\d+)\s*$/.exec(s);
-    if (!match || Number(match[1]) < 1 || Number(match[2]) < 2) throw new CohortError(`--shapes: '${s.trim()}' is not BATCHxCLASSES (e.g. 128x10)`);
+    if (!match || Number(match[1]) < 1 || Number(match[2]) < 2) throw new CohortError(`--shapes: '${s.trim()}' is not BATCHxCLASSES (e.g. 128x10)`, { code: 'USAGE' });
     return [Number(match[1]), Number(match[2])];
   });
 }
 
 function checkOptions(o: ExchangeBenchOptions): void {
   const bad = o.sizes.filter((k) => !Number.isInteger(k) || k < 2 || k > 256);
-  if (bad.length) throw new CohortError(`--sizes: cohort sizes must be integers from 2 to 256, got ${bad.join(', ')}`);
+  if (bad.length) throw new CohortError(`--sizes: cohort sizes must be integers from 2 to 256, got ${bad.join(', ')}`, { code: 'USAGE' });
   for (const [name, value, min] of [['--steps', o.steps, 1], ['--big-steps', o.bigSteps, 1], ['--warmup', o.warmup, 0], ['--cnn-steps', o.cnnSteps, 1]] as const) {
-    if (!Number.isInteger(value) || value < min) throw new CohortError(`${name} must be an integer >= ${min}, got ${value}`);
+    if (!Number.isInteger(value) || value < min) throw new CohortError(`${name} must be an integer >= ${min}, got ${value}`, { code: 'USAGE' });
   }
-  if (!(o.sleepMs >= 0)) throw new CohortError(`--sleep-ms must be >= 0, got ${o.sleepMs}`);
-  if (o.stepMs !== undefined && !(o.stepMs > 0)) throw new CohortError(`--step-ms must be > 0, got ${o.stepMs}`);
+  if (!(o.sleepMs >= 0)) throw new CohortError(`--sleep-ms must be >= 0, got ${o.sleepMs}`, { code: 'USAGE' });
+  if (o.stepMs !== undefined && !(o.stepMs > 0)) throw new CohortError(`--step-ms must be > 0, got ${o.stepMs}`, { code: 'USAGE' });
 }
 
 export async function benchExchange(o: ExchangeBenchOptions, print: (line: string) => void): Promise<ExchangeResult> {

@@ -81,11 +81,12 @@ async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
   let finished = false;
   const keysDir = join(runDirectory(config), 'keys');
   const curve = options.insecure ? undefined : runKeys(keysDir);
-  const spawnWorker = (name: string) => {
+  const spawnWorker = (name: string, delayMs = 0) => {
     const args = [...process.execArgv, CLI, 'worker', '--connect', endpoint, '--member', name, ...(curve ? ['--keys', keysDir] : ['--insecure'])];
     if (options.backend) args.push('--backend', options.backend);
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
     children.set(name, child);
+    if (child.pid) control?.started(name, child.pid, restartsOf.get(name) ?? 0, delayMs);
     options.onSpawn?.(name, child);
     relay(child, name, log);
     child.on('exit', (code, signal) => {
@@ -101,7 +102,7 @@ async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
       const delay = config.recovery.backoffMs * 2 ** k;
       log(`launcher: restarting ${name} in ${delay} ms`);
       setTimeout(() => {
-        if (!finished) spawnWorker(name);
+        if (!finished) spawnWorker(name, delay);
       }, delay).unref();
     });
   };
@@ -120,6 +121,7 @@ async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
         if (child?.pid !== pid) return;
         declaredLost.add(child);
         log(`launcher: stopping ${name} (pid ${pid}), which the coordinator declared lost`);
+        control?.stopped(name, pid);
         child.kill('SIGKILL');
       },
       onListening: (bound) => {

@@ -67,13 +67,13 @@ const HOST = /^(?:[A-Za-z0-9_][A-Za-z0-9_.-]*@)?(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[
 
 /** `host1,host2` -> ['host1', 'host2']; each a plain host name, address or user@host, listed once. */
 export function parseHosts(text: string): string[] {
-  if (text.trim() === '') throw new CohortError('--hosts is empty: list the ssh hosts, comma-separated, e.g. --hosts node1,node2');
+  if (text.trim() === '') throw new CohortError('--hosts is empty: list the ssh hosts, comma-separated, e.g. --hosts node1,node2', { code: 'USAGE' });
   const hosts = text.split(',').map((h) => h.trim());
   const seen = new Set<string>();
   hosts.forEach((host, i) => {
-    if (host === '') throw new CohortError(`--hosts '${text}': entry ${i + 1} is empty (comma-separated host names, e.g. node1,node2)`);
-    if (!HOST.test(host)) throw new CohortError(`--hosts: '${host}' is not a host name, address or user@host`);
-    if (seen.has(host)) throw new CohortError(`--hosts: '${host}' is listed twice; list each host once and set --gpus-per-host`);
+    if (host === '') throw new CohortError(`--hosts '${text}': entry ${i + 1} is empty (comma-separated host names, e.g. node1,node2)`, { code: 'USAGE' });
+    if (!HOST.test(host)) throw new CohortError(`--hosts: '${host}' is not a host name, address or user@host`, { code: 'USAGE' });
+    if (seen.has(host)) throw new CohortError(`--hosts: '${host}' is listed twice; list each host once and set --gpus-per-host`, { code: 'USAGE' });
     seen.add(host);
   });
   return hosts;
@@ -84,13 +84,14 @@ export function parseHosts(text: string): string[] {
  * floor(i / gpusPerHost), GPU i mod gpusPerHost.
  */
 export function assignSlots(config: Pick<RunConfig, 'members' | 'teachers'>, hosts: string[], gpusPerHost: number): Slot[] {
-  if (!Number.isInteger(gpusPerHost) || gpusPerHost <= 0) throw new CohortError(`--gpus-per-host must be a positive integer, got '${String(gpusPerHost)}'`);
-  if (hosts.length === 0) throw new CohortError('--hosts names no host');
+  if (!Number.isInteger(gpusPerHost) || gpusPerHost <= 0) throw new CohortError(`--gpus-per-host must be a positive integer, got '${String(gpusPerHost)}'`, { code: 'USAGE' });
+  if (hosts.length === 0) throw new CohortError('--hosts names no host', { code: 'USAGE' });
   const workers = [...config.members.map((m) => ({ name: m.name, role: 'member' as const })), ...config.teachers.map((t) => ({ name: t.name, role: 'teacher' as const }))];
   const slots = hosts.length * gpusPerHost;
   if (workers.length > slots) {
     throw new CohortError(
       `the config has ${workers.length} workers (${workers.map((w) => w.name).join(', ')}) but ${hosts.length} host${hosts.length > 1 ? 's' : ''} x ${gpusPerHost} GPU${gpusPerHost > 1 ? 's' : ''} give ${slots} slot${slots > 1 ? 's' : ''}: add hosts or raise --gpus-per-host`,
+      { code: 'USAGE' },
     );
   }
   return workers.map((w, i) => ({ worker: w.name, role: w.role, host: hosts[Math.floor(i / gpusPerHost)], gpu: i % gpusPerHost }));
@@ -104,9 +105,9 @@ export function shellQuote(word: string): string {
 /** The words of --remote-cohort (program and arguments; no shell syntax). */
 export function remoteCohortWords(command: string): string[] {
   const words = command.trim().split(/\s+/).filter(Boolean);
-  if (words.length === 0) throw new CohortError('--remote-cohort is empty: name the command that runs cohort on the hosts, e.g. cohort or "node /opt/cohort/dist/cli.js"');
+  if (words.length === 0) throw new CohortError('--remote-cohort is empty: name the command that runs cohort on the hosts, e.g. cohort or "node /opt/cohort/dist/cli.js"', { code: 'USAGE' });
   const bad = words.find((w) => /[;&|<>`$(){}'"\\]/.test(w));
-  if (bad) throw new CohortError(`--remote-cohort: '${bad}' holds shell syntax; give a program and its arguments only, e.g. "node /opt/cohort/dist/cli.js"`);
+  if (bad) throw new CohortError(`--remote-cohort: '${bad}' holds shell syntax; give a program and its arguments only, e.g. "node /opt/cohort/dist/cli.js"`, { code: 'USAGE' });
   return words;
 }
 
@@ -186,7 +187,7 @@ function runSsh(ssh: string, args: string[], timeoutMs: number): Promise<Finishe
 }
 
 function sshMissing(ssh: string, error: NodeJS.ErrnoException): CohortError {
-  return new CohortError(error.code === 'ENOENT' ? `cannot run '${ssh}': not found; cohort launch needs an ssh client (apt-get install openssh-client)` : `cannot run '${ssh}': ${error.message}`);
+  return new CohortError(error.code === 'ENOENT' ? `cannot run '${ssh}': not found; cohort launch needs an ssh client (apt-get install openssh-client)` : `cannot run '${ssh}': ${error.message}`, { code: 'SSH_FAILED', cause: error });
 }
 
 const lastLine = (text: string) => text.trim().split('\n').filter(Boolean).pop() ?? '';
@@ -205,7 +206,7 @@ export async function preflight(hosts: string[], remoteCohort: string[], options
     return [`${host}: ssh failed: ${why}`];
   });
   if (problems.length > 0) {
-    throw new CohortError(`cannot start workers over ssh (BatchMode: key-based login, no prompts): ${problems.join('; ')}`);
+    throw new CohortError(`cannot start workers over ssh (BatchMode: key-based login, no prompts): ${problems.join('; ')}`, { code: 'SSH_FAILED' });
   }
 }
 
@@ -221,7 +222,7 @@ export async function launchOverSsh(options: SshLaunchOptions): Promise<RunSumma
   const config: RunConfig = { ...options.config, runDir: resolve(options.config.runDir) };
   const slots = assignSlots(config, options.hosts, options.gpusPerHost);
   const port = options.port ?? 5555;
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CohortError(`--port must be a port number (0-65535; 0: any free port), got '${String(port)}'`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CohortError(`--port must be a port number (0-65535; 0: any free port), got '${String(port)}'`, { code: 'USAGE' });
   const listen = options.listen ?? '0.0.0.0';
   const advertise = options.advertise ?? hostname();
   const remoteCohort = remoteCohortWords(options.remoteCohort ?? 'cohort');
@@ -244,13 +245,14 @@ export async function launchOverSsh(options: SshLaunchOptions): Promise<RunSumma
   let endpoint = '';
   let finished = false;
 
-  const spawnWorker = (slot: Slot) => {
+  const spawnWorker = (slot: Slot, delayMs = 0) => {
     const name = slot.worker;
     const workerArgs = ['--connect', endpoint, '--member', name, '--gpu', String(slot.gpu), ...(options.backend ? ['--backend', options.backend] : [])];
     const remote = remoteWorkerCommand({ remoteCohort, workerArgs, keysDir, sharedKeys, cwd: process.cwd() });
     const child = spawn(ssh, sshArgs(slot.host, remote.command, sshOptions), { stdio: ['pipe', 'pipe', 'pipe'] });
     const entry: { child: ChildProcess; remotePid?: number } = { child };
     children.set(name, entry);
+    if (child.pid) control?.started(name, child.pid, restartsOf.get(name) ?? 0, delayMs, slot.host);
     log(`launcher: ${name} -> ${slot.host} GPU ${slot.gpu} (ssh)`);
     child.stdin!.on('error', () => {}); // ssh gone: its exit is reported below
     child.stdin!.write(remote.stdin);
@@ -276,7 +278,7 @@ export async function launchOverSsh(options: SshLaunchOptions): Promise<RunSumma
       const delay = config.recovery.backoffMs * 2 ** k;
       log(`launcher: restarting ${name} on ${slot.host} GPU ${slot.gpu} in ${delay} ms`);
       setTimeout(() => {
-        if (!finished) spawnWorker(slot);
+        if (!finished) spawnWorker(slot, delay);
       }, delay).unref();
     });
   };
@@ -298,12 +300,13 @@ export async function launchOverSsh(options: SshLaunchOptions): Promise<RunSumma
         if (!entry || (entry.remotePid !== undefined && entry.remotePid !== pid)) return;
         declaredLost.add(entry.child);
         log(`launcher: stopping ${name} (pid ${pid} on its host), which the coordinator declared lost`);
+        control?.stopped(name, pid);
         entry.child.stdin?.end();
         entry.child.kill('SIGTERM');
       },
       onListening: (bound) => {
         const boundPort = /:(\d+)$/.exec(bound)?.[1];
-        if (!boundPort) throw new CohortError(`cannot tell the port of ${bound}`);
+        if (!boundPort) throw new CohortError(`cannot tell the port of ${bound}`, { code: 'INTERNAL' });
         endpoint = `tcp://${advertise.includes(':') && !advertise.startsWith('[') ? `[${advertise}]` : advertise}:${boundPort}`;
         log(`launcher: workers connect to ${endpoint}`);
         for (const slot of slots) spawnWorker(slot);

@@ -19,24 +19,27 @@
  * flight, steps are served by the live workers (DML averages over the live peers), and its
  * replacement restores its last complete checkpoint and rejoins at the first step not yet done.
  */
-import { appendFileSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { algorithmEntry } from '../shared/algorithms/registry.js';
 import { workerModelName } from '../shared/config/onnx-teacher.js';
 import { runDirectory, type RunConfig } from '../shared/config/run-config.js';
-import { CohortError } from '../shared/errors.js';
+import { asCohortError, CohortError } from '../shared/errors.js';
 import { fileErrorReason, writeFileAtomic } from '../shared/io/atomic-write.js';
-import { checkpointDir, latestCheckpoint, pruneCheckpoints, writeCheckpointManifest } from '../shared/io/checkpoint.js';
-import { PROTOCOL_VERSION, type Message, type MessageOf, type TensorFrame } from '../shared/protocol/messages.js';
+import type { EventRecord, LossReason, ReliabilityBin } from '../shared/metrics/records.js';
+import type { Message, MessageOf } from '../shared/protocol/messages.js';
 import type { CoordinatorKeys } from '../shared/protocol/curve.js';
 import { CoordinatorSocket, peerName } from '../shared/protocol/sockets.js';
-import { EnsembleMetrics } from '../shared/metrics/ensemble-metrics.js';
-import type { MetricsRecord, ReliabilityBin } from '../shared/metrics/records.js';
+import { Checkpoints, diskStore, type StartPoint } from './checkpoints.js';
+import { Evaluations, type EvalRecord } from './evaluations.js';
+import { Liveness } from './liveness.js';
+import { Membership } from './membership.js';
 import { createProgressDisplay, type ProgressDisplay } from './progress-display.js';
-import { PredictionSums } from './teaching.js';
+import { Recovery } from './recovery.js';
+import { RunRecords } from './run-records.js';
+import { StepServer } from './step-server.js';
 
-/** Omit over each member of a union. */
-type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+export type { EvalRecord } from './evaluations.js';
 
 export interface CoordinatorOptions {
   config: RunConfig;
@@ -57,6 +60,8 @@ export interface CoordinatorOptions {
    * `livenessMs`, or unreachable): a launcher stops that process and starts a new one.
    */
   onWorkerLost?: (worker: string, pid: number) => void;
+  /** Called with each event the run writes to metrics.jsonl (worker admitted, lost, rollback, ...). */
+  onEvent?: (event: EventRecord) => void;
   /** Continue from the run directory's last complete checkpoint (after every process died). */
   resume?: boolean;
   /** CURVE keys: encrypt the port and admit only authorised workers (absent: plain tcp). */
@@ -67,16 +72,10 @@ export interface CoordinatorOptions {
 export interface CoordinatorControl {
   /** A worker process is gone (its launcher saw it exit): the recovery policy applies. */
   lost(worker: string, reason: string): void;
-}
-
-export interface EvalRecord {
-  epoch: number;
-  worker: string;
-  role: 'member' | 'teacher' | 'ensemble';
-  accuracy: number;
-  nll: number;
-  ece: number;
-  [metric: string]: number | string;
+  /** The launcher started a worker's process (attempt 0, then its replacements): recorded as an event. */
+  started(worker: string, pid: number, attempt: number, delayMs: number, host?: string): void;
+  /** The launcher stopped the process of a worker declared lost: recorded as an event. */
+  stopped(worker: string, pid: number): void;
 }
 
 export interface RunSummary {
@@ -90,532 +89,380 @@ export interface RunSummary {
   restarts: number;
 }
 
-interface StepPredictions {
-  indices: Uint32Array | Int32Array;
-  probs: Float32Array;
-  negEntropy: number;
-  classes: number;
+interface LostWorker {
+  name: string;
+  reason: LossReason;
+  detail: string;
+  silentMs?: number;
+  /** Its process may still run: the launcher is asked to stop it. */
+  stillRunning?: boolean;
 }
-
-interface StepState {
-  members: Map<string, StepPredictions>;
-  teachers: Map<string, StepPredictions>;
-  served: Set<string>;
-  /** Running sums of the members' (DML) or the teachers' (KD) predictions. */
-  sums?: PredictionSums;
-  /** How many workers of the summing order (config order) the sums have passed. */
-  summed: number;
-}
-
-function float32(frame: TensorFrame): Float32Array {
-  if (frame.dtype !== 'float32') throw new CohortError(`expected a float32 tensor, got ${frame.dtype}`);
-  return frame.data;
-}
-
-function sameSamples(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
-const preview = (a: ArrayLike<number>) => `[${Array.from(a).slice(0, 4).join(', ')}${a.length > 4 ? ', ...' : ''}]`;
 
 export async function runCoordinator(options: CoordinatorOptions): Promise<RunSummary> {
-  const { config } = options;
-  const display = options.display ?? createProgressDisplay({ workers: [...config.members, ...config.teachers].map((w) => w.name), epochs: config.epochs, log: options.log });
-  const log = (line: string) => display.log(line);
-  const logEvery = options.logEvery ?? 50;
-  const members = config.members.map((m) => m.name);
-  const teachers = config.teachers.map((t) => t.name);
-  /** What each member is sent at a step (its algorithm's teaching rule). */
-  const rule = algorithmEntry(config.algorithm).teaching;
-  const roleOf = new Map<string, 'member' | 'teacher'>([...members.map((n) => [n, 'member'] as const), ...teachers.map((n) => [n, 'teacher'] as const)]);
-  const runDir = runDirectory(config);
-  const wireConfig = JSON.parse(JSON.stringify(config)) as unknown;
+  const run = new CoordinatorRun(options);
   try {
-    mkdirSync(runDir, { recursive: true });
-    writeFileAtomic(join(runDir, 'config.json'), Buffer.from(`${JSON.stringify(wireConfig, null, 2)}\n`));
+    await run.open();
   } catch (error) {
-    throw new CohortError(`run directory ${runDir} is not writable: ${error instanceof CohortError ? error.message : fileErrorReason(error)}`);
+    run.close();
+    throw error;
   }
-  const metricsFile = join(runDir, 'metrics.jsonl');
+  return run.run();
+}
 
-  const socket: CoordinatorSocket = new CoordinatorSocket({
-    float16: config.exchange.float16,
-    limits: { maxMessageBytes: Math.round(config.exchange.maxMessageMiB * 2 ** 20) },
-    ...(options.curve ? { curve: { ...options.curve, onDenied: (address: string, key: string) => log(`coordinator: refused a connection from ${address}: CURVE key ${key || '(none)'} is not authorised`) } } : {}),
-    onDropped: (error, peer) => {
-      log(`coordinator: dropped a message from ${peerName(peer)}: ${error}`);
-      // A worker of another protocol version cannot be read, but it can be told why it is refused.
-      if (/^protocol version /.test(error)) socket.send(peer, { type: 'reject', reason: error }).catch(() => {});
-    },
-  });
-  const endpoint = await socket.bind(options.bind);
-  log(`coordinator: run '${config.name}' (${config.algorithm}), waiting for ${[...members, ...teachers].join(', ')} on ${endpoint}${options.curve ? ' (CURVE)' : ' (no encryption)'}`);
-  options.onListening?.(endpoint);
-
-  const joined = new Map<string, Buffer>();
-  /** Which member a peer (routing id, hex) joined as. */
-  const memberOf = new Map<string, string>();
-  const pidOf = new Map<string, string>();
-  const lastSeen = new Map<string, number>();
-  const done = new Set<string>();
-  /** Joined workers that have sent something since their welcome (a join again from them is not a retransmission). */
-  const active = new Set<string>();
-  const reportedCheckpoints = new Map<number, Set<string>>();
-  const lostQueue: { name: string; reason: string; stillRunning?: boolean }[] = [];
-  let wake: (() => void) | undefined;
-  let generation = 0;
-  let restarts = 0;
+/** One run of the coordinator: its parts, and the main loop that feeds them messages. */
+class CoordinatorRun {
+  private readonly config: RunConfig;
+  private readonly display: ProgressDisplay;
+  private readonly logEvery: number;
+  private readonly runDir: string;
+  private readonly wireConfig: unknown;
+  private readonly members: Membership;
+  private readonly liveness: Liveness;
+  private readonly server: StepServer;
+  private readonly evaluations: Evaluations;
+  private readonly checkpoints: Checkpoints;
+  private readonly recovery: Recovery;
+  private readonly records: RunRecords;
+  private readonly socket: CoordinatorSocket;
   /** Where a (re)joining worker starts: step 0, or a checkpoint after a rollback or on resume. */
-  let resumeAt: { step: number; dir?: string } = { step: 0 };
-  /** Elastic policy: workers lost and not yet back; the others train without them. */
-  const absent = new Map<string, { since: number }>();
-  /** Elastic rejoins: where each returning worker was told to start (answered again if it asks again). */
-  const rejoinAt = new Map<string, { step: number; dir?: string; checkpointStep: number }>();
-  /** The first step not yet done by every live member. */
-  let nextStep = 0;
-  if (options.resume) {
-    const latest = latestCheckpoint(runDir);
-    if (!latest) throw new CohortError(`cannot resume: no complete checkpoint in ${join(runDir, 'checkpoints')}`);
-    resumeAt = { step: latest.step, dir: checkpointDir(runDir, latest.step) };
-    nextStep = latest.step;
-    log(`coordinator: resuming from the checkpoint of step ${latest.step} (${resumeAt.dir})`);
+  private resumeAt: StartPoint = { step: 0 };
+  /** Losses reported between two turns of the loop (by the launcher, or by a failed send). */
+  private readonly lostQueue: LostWorker[] = [];
+  /** Wakes the loop's wait (a loss reported, an abort, a checkpoint failure). */
+  private wake: (() => void) | undefined;
+
+  constructor(private readonly options: CoordinatorOptions) {
+    const { config } = options;
+    this.config = config;
+    this.display = options.display ?? createProgressDisplay({ workers: [...config.members, ...config.teachers].map((w) => w.name), epochs: config.epochs, log: options.log });
+    this.logEvery = options.logEvery ?? 50;
+    this.runDir = runDirectory(config);
+    this.wireConfig = JSON.parse(JSON.stringify(config)) as unknown;
+    this.members = new Membership(config.name, config.members.map((m) => m.name), config.teachers.map((t) => t.name));
+    this.liveness = new Liveness({ livenessMs: config.recovery.livenessMs, heartbeatMs: config.recovery.heartbeatMs, timeoutMs: config.exchange.timeoutMs }, Date.now());
+    this.server = new StepServer({ members: this.members.members, teachers: this.members.teachers, rule: algorithmEntry(config.algorithm).teaching, isLive: (n) => !this.members.isAbsent(n) });
+    this.evaluations = new Evaluations(this.members.members);
+    this.records = new RunRecords(join(this.runDir, 'metrics.jsonl'), options.onEvent);
+    this.checkpoints = new Checkpoints(this.members.members, diskStore(this.runDir, config.checkpoint.keep), {
+      onComplete: (step, dir) => {
+        this.log(`coordinator: checkpoint of step ${step} complete (${dir})`);
+        this.records.event('checkpoint-complete', { step, dir });
+      },
+      onFailure: () => this.wake?.(),
+    });
+    this.recovery = new Recovery(config.recovery);
+    this.socket = new CoordinatorSocket({
+      float16: config.exchange.float16,
+      limits: { maxMessageBytes: Math.round(config.exchange.maxMessageMiB * 2 ** 20) },
+      ...(options.curve ? { curve: { ...options.curve, onDenied: (address: string, key: string) => this.log(`coordinator: refused a connection from ${address}: CURVE key ${key || '(none)'} is not authorised`) } } : {}),
+      onDropped: (error, peer, code) => {
+        this.log(`coordinator: dropped a message from ${peerName(peer)}: ${error}`);
+        // A worker of another protocol version cannot be read, but it can be told why it is refused.
+        if (code === 'PROTOCOL_VERSION') this.socket.send(peer, { type: 'reject', reason: error }).catch(() => {});
+      },
+    });
   }
-  options.onControl?.({
-    lost: (name, reason) => {
-      lostQueue.push({ name, reason });
-      wake?.();
-    },
-  });
-  const steps = new Map<number, StepState>();
-  const lastLoss = new Map<string, number>();
-  const final = new Map<string, EvalRecord>();
-  const evalBatches = new Map<string, Map<string, { logits: Float32Array; labels: Int32Array; classes: number }>>();
-  const ensembles = new Map<number, EnsembleMetrics>();
-  const evalsPerEpoch = new Map<number, Set<string>>();
-  let served = 0;
-  /** Sends to a joined worker; a worker that cannot be reached is lost (the recovery policy applies). */
-  const send = (name: string, message: Message): Promise<void> => {
-    const peer = joined.get(name);
-    return socket.send(peer ?? name, message).catch((error: Error) => {
-      if (peer && joined.get(name) === peer) {
-        lostQueue.push({ name, reason: `unreachable (${error.message})`, stillRunning: true });
-        wake?.();
+
+  private log(line: string): void {
+    this.display.log(line);
+  }
+
+  /** Writes the run directory's config, binds the socket, and reads the checkpoint to resume from. */
+  async open(): Promise<void> {
+    const { config, options, runDir } = this;
+    try {
+      mkdirSync(runDir, { recursive: true });
+      writeFileAtomic(join(runDir, 'config.json'), Buffer.from(`${JSON.stringify(this.wireConfig, null, 2)}\n`));
+    } catch (error) {
+      throw new CohortError(`run directory ${runDir} is not writable: ${error instanceof CohortError ? error.message : fileErrorReason(error)}`, { code: 'RUN_DIR_UNWRITABLE', cause: error });
+    }
+    const endpoint = await this.socket.bind(options.bind);
+    this.log(`coordinator: run '${config.name}' (${config.algorithm}), waiting for ${this.members.all.join(', ')} on ${endpoint}${options.curve ? ' (CURVE)' : ' (no encryption)'}`);
+    if (options.resume) {
+      const latest = await this.checkpoints.latest();
+      if (!latest) {
+        throw new CohortError(`cannot resume: no complete checkpoint in ${join(runDir, 'checkpoints')}`, { code: 'NO_CHECKPOINT' });
       }
+      this.resumeAt = latest;
+      this.server.nextStep = latest.step;
+      this.log(`coordinator: resuming from the checkpoint of step ${latest.step} (${latest.dir})`);
+    }
+    options.onControl?.({
+      lost: (name, reason) => this.reportLost({ name, reason: 'exited', detail: reason }),
+      started: (worker, pid, attempt, delayMs, host) => this.records.event('worker-started', { worker, pid, attempt, delayMs, ...(host === undefined ? {} : { host }) }),
+      stopped: (worker, pid) => this.records.event('worker-stopped', { worker, pid }),
+    });
+    // The metrics file describes itself: which run, algorithm and workers, from which step.
+    const worker = (w: RunConfig['members'][number] | RunConfig['teachers'][number]) => ({ name: w.name, model: workerModelName(w) });
+    this.records.write({ kind: 'run', run: config.name, algorithm: config.algorithm, members: config.members.map(worker), teachers: config.teachers.map(worker), epochs: config.epochs, batchSize: config.batchSize, startStep: this.resumeAt.step });
+    if (options.resume) this.records.event('resumed', { step: this.resumeAt.step, dir: this.resumeAt.dir! });
+    // Once the run is described and controllable: a launcher starts the workers from here.
+    options.onListening?.(endpoint);
+  }
+
+  /** Closes the socket (a run that failed to open). */
+  close(): void {
+    this.socket.close();
+  }
+
+  private reportLost(lost: LostWorker): void {
+    this.lostQueue.push(lost);
+    this.wake?.();
+  }
+
+  /** Sends to a joined worker; a worker that cannot be reached is lost (the recovery policy applies). */
+  private send = (name: string, message: Message): Promise<void> => {
+    const peer = this.members.peerOf(name);
+    return this.socket.send(peer ?? name, message).catch((error: Error) => {
+      if (peer && this.members.peerOf(name) === peer) this.reportLost({ name, reason: 'unreachable', detail: `unreachable (${error.message})`, stillRunning: true });
     });
   };
-  const broadcast = (names: Iterable<string>, message: Message) => Promise.all([...names].filter((n) => joined.has(n)).map((n) => send(n, message)));
 
-  /** Appends one record to metrics.jsonl (schema: shared/metrics/records.ts). */
-  const writeRecord = (entry: DistributiveOmit<MetricsRecord, 'time'>) => {
-    try {
-      appendFileSync(metricsFile, `${JSON.stringify({ ...entry, time: new Date().toISOString() })}\n`);
-    } catch (error) {
-      throw new CohortError(`cannot append to ${metricsFile}: ${fileErrorReason(error)}`);
-    }
-  };
-  const record = (entry: EvalRecord, reliability?: ReliabilityBin[]) => {
-    writeRecord({ kind: 'eval', ...entry, ...(reliability ? { reliability } : {}) } as DistributiveOmit<MetricsRecord, 'time'>);
-    final.set(entry.worker, entry);
+  private broadcast(names: Iterable<string>, message: Message): Promise<unknown> {
+    return Promise.all([...names].filter((n) => this.members.isJoined(n)).map((n) => this.send(n, message)));
+  }
+
+  private recordEval(entry: EvalRecord, reliability?: ReliabilityBin[]): void {
+    this.records.write({ kind: 'eval', ...entry, ...(reliability ? { reliability } : {}) } as Parameters<RunRecords['write']>[0]);
     const pct = (v: number) => `${(100 * v).toFixed(2)}%`;
     const train = typeof entry.trainEce === 'number' ? ` | training batches: accuracy ${pct(entry.trainAccuracy as number)}, ECE ${pct(entry.trainEce)}` : '';
-    log(`eval epoch ${entry.epoch + 1}: ${entry.worker}${entry.role === 'teacher' ? ' (teacher)' : ''} accuracy ${pct(entry.accuracy)} | NLL ${entry.nll.toFixed(4)} | ECE ${pct(entry.ece)}${train}`);
-  };
+    this.log(`eval epoch ${entry.epoch + 1}: ${entry.worker}${entry.role === 'teacher' ? ' (teacher)' : ''} accuracy ${pct(entry.accuracy)} | NLL ${entry.nll.toFixed(4)} | ECE ${pct(entry.ece)}${train}`);
+  }
 
-  // The metrics file describes itself: which run, algorithm and workers, from which step.
-  const worker = (w: RunConfig['members'][number] | RunConfig['teachers'][number]) => ({ name: w.name, model: workerModelName(w) });
-  writeRecord({ kind: 'run', run: config.name, algorithm: config.algorithm, members: config.members.map(worker), teachers: config.teachers.map(worker), epochs: config.epochs, batchSize: config.batchSize, startStep: resumeAt.step });
-
-  const onJoin = async (peer: Buffer, m: MessageOf<'join'>) => {
-    const reject = (reason: string, retryable = false) => {
-      log(`coordinator: refused '${m.member}': ${reason}`);
-      return socket.send(peer, { type: 'reject', reason, ...(retryable ? { retryable } : {}) }).catch(() => {});
-    };
-    if (m.protocolVersion !== PROTOCOL_VERSION) return reject(`protocol version ${m.protocolVersion}; this coordinator speaks version ${PROTOCOL_VERSION}`);
-    if (m.runId !== undefined && m.runId !== config.name) return reject(`this coordinator runs '${config.name}', not '${m.runId}'`);
-    const role = roleOf.get(m.member);
-    if (!role) return reject(`no member or teacher named '${m.member}' in run '${config.name}' (expected ${[...roleOf.keys()].join(', ')})`);
-    if (m.role !== undefined && m.role !== role && !(m.role === 'student' && role === 'member')) return reject(`'${m.member}' is a ${role} in this run, not a ${m.role}`);
-    const process = `${m.host}:${m.pid}`;
-    if (joined.has(m.member) && pidOf.get(m.member) === process) {
-      // The same process asking again before it did anything else: its first answer was slow.
-      if (!active.has(m.member)) return welcome(m.member);
+  private async onJoin(peer: Buffer, m: MessageOf<'join'>): Promise<void> {
+    let verdict = this.members.judgeJoin(m);
+    if (verdict.action === 'welcome-again') return this.welcome(m.member);
+    if (verdict.action === 'lost-and-rejoin') {
       // It was training and heard nothing from us for livenessMs (a stalled machine or network):
       // it no longer follows this run's steps, so it is lost, and admitted again below.
-      await workerLost(m.member, 'it lost contact with the coordinator and joined again');
+      await this.workerLost({ name: m.member, reason: 'rejoined', detail: 'it lost contact with the coordinator and joined again' });
+      verdict = this.members.judgeJoin(m);
     }
-    if (joined.has(m.member)) {
-      // Another process under a live worker's name: refused until that worker is declared lost
-      // (it died, or it has been silent for livenessMs); a restarted worker keeps asking.
-      return reject(`'${m.member}' has already joined (from ${pidOf.get(m.member)})`, true);
+    if (verdict.action === 'reject') {
+      this.log(`coordinator: refused '${m.member}': ${verdict.reason}`);
+      await this.socket.send(peer, { type: 'reject', reason: verdict.reason, ...(verdict.retryable ? { retryable: true } : {}) }).catch(() => {});
+      return;
     }
-    joined.set(m.member, peer);
-    memberOf.set(peer.toString('hex'), m.member);
-    pidOf.set(m.member, process);
-    lastSeen.set(m.member, Date.now());
-    if (absent.delete(m.member)) {
+    if (verdict.action !== 'admit') return;
+    const { role } = verdict;
+    const returning = this.members.admit(peer, m);
+    this.liveness.watch(m.member, Date.now());
+    if (returning) {
       // Elastic: back from its last complete checkpoint, at the first step not yet done.
-      const latest = await latestComplete();
-      const at = { step: nextStep, checkpointStep: latest?.step ?? 0, ...(latest ? { dir: checkpointDir(runDir, latest.step) } : {}) };
-      rejoinAt.set(m.member, at);
-      log(`coordinator: ${m.member} (${role}) rejoined from ${m.host}, pid ${m.pid}; it restores ${at.dir ? `the checkpoint of step ${at.checkpointStep}` : 'its initial weights'} and continues at step ${at.step}`);
+      const latest = await this.checkpoints.latest();
+      const at = { step: this.server.nextStep, checkpointStep: latest?.step ?? 0, ...(latest ? { dir: latest.dir } : {}) };
+      this.members.setRejoin(m.member, at);
+      this.log(`coordinator: ${m.member} (${role}) rejoined from ${m.host}, pid ${m.pid}; it restores ${at.dir ? `the checkpoint of step ${at.checkpointStep}` : 'its initial weights'} and continues at step ${at.step}`);
+      this.records.event('worker-admitted', { worker: m.member, role, host: m.host, pid: m.pid, startStep: at.step, generation: this.recovery.generation, rejoin: true, checkpointStep: at.checkpointStep });
     } else {
-      rejoinAt.delete(m.member);
-      log(`coordinator: ${m.member} (${role}) joined from ${m.host}, pid ${m.pid}${resumeAt.step > 0 ? `; it starts at step ${resumeAt.step}` : ''}`);
+      this.members.setRejoin(m.member, undefined);
+      this.log(`coordinator: ${m.member} (${role}) joined from ${m.host}, pid ${m.pid}${this.resumeAt.step > 0 ? `; it starts at step ${this.resumeAt.step}` : ''}`);
+      this.records.event('worker-admitted', { worker: m.member, role, host: m.host, pid: m.pid, startStep: this.resumeAt.step, generation: this.recovery.generation, rejoin: false });
     }
-    await welcome(m.member);
-  };
+    await this.welcome(m.member);
+  }
 
-  const welcome = (name: string) => {
-    const rejoin = rejoinAt.get(name);
-    const start = rejoin ?? resumeAt;
-    return send(name, {
+  private welcome(name: string): Promise<void> {
+    const rejoin = this.members.rejoinOf(name);
+    const start = rejoin ?? this.resumeAt;
+    return this.send(name, {
       type: 'welcome',
-      runId: config.name,
+      runId: this.config.name,
       member: name,
-      members: [...roleOf.keys()],
+      members: [...this.members.all],
       startStep: start.step,
-      config: wireConfig,
+      config: this.wireConfig,
       ...(start.dir ? { resume: start.dir } : {}),
       ...(rejoin ? { checkpointStep: rejoin.checkpointStep } : {}),
-      generation,
+      generation: this.recovery.generation,
     });
-  };
-  /** The members (or teachers) a step waits for: all, less those lost under the elastic policy. */
-  const live = (names: string[]) => names.filter((n) => !absent.has(n));
+  }
 
-  /** Steps every member has been served (since the last rollback). */
-  const servedSteps = new Set<number>();
-  /** Sums of finished steps, reset and reused by later ones (each holds a WebAssembly memory). */
-  const spareSums: PredictionSums[] = [];
-  const newSums = (size: number) => {
-    const spare = spareSums.findIndex((s) => s.size === size);
-    return spare >= 0 ? spareSums.splice(spare, 1)[0].reset() : new PredictionSums(size);
-  };
-  const stepOf = (step: number): StepState => {
-    let state = steps.get(step);
-    if (!state) steps.set(step, (state = { members: new Map(), teachers: new Map(), served: new Set(), summed: 0 }));
-    return state;
-  };
+  private async onPredictions(name: string, m: MessageOf<'predictions'>): Promise<void> {
+    const arrival = this.server.add(name, this.members.roleOf(name)!, m);
+    if (arrival.kind === 'already-done') this.log(`coordinator: ignored predictions of ${name} for step ${m.step}, which is already done`);
+    if (arrival.kind === 'other-shape') this.log(`coordinator: ignored predictions of ${name} for step ${m.step}: ${arrival.why}`);
+    if (arrival.kind !== 'added') return;
+    await this.serve(m.step);
+  }
 
-  /**
-   * Adds a step's predictions to its sums in config order, whatever order they arrive in, so a
-   * run's arithmetic does not depend on timing (float sums depend on their order): as far as
-   * the config-order prefix has arrived, or, with `complete` (the step is being served), all
-   * that are there.
-   */
-  const sumOrder = rule.kind === 'peers-leave-one-out' ? members : rule.kind === 'teachers-mean' ? teachers : [];
-  const accumulate = (state: StepState, complete = false) => {
-    const group = rule.kind === 'peers-leave-one-out' ? state.members : state.teachers;
-    for (; state.summed < sumOrder.length; state.summed++) {
-      const entry = group.get(sumOrder[state.summed]);
-      if (entry) (state.sums ??= newSums(entry.probs.length)).add(entry.probs, entry.negEntropy);
-      else if (!complete) break;
+  /** Serves a step if it can be; once done, the teachers' windows advance. */
+  private async serve(step: number): Promise<void> {
+    if (!(await this.server.serve(step, this.recovery.generation, this.send))) return;
+    if (this.members.teachers.length > 0) await this.broadcast(this.members.teachers, { type: 'advance', step });
+    if ((step + 1) % this.logEvery === 0 && !this.display.interactive) {
+      const losses = this.members.members.map((n) => `${n} ${this.server.lastLoss.get(n)?.toFixed(4) ?? '-'}`).join(' | ');
+      this.log(`step ${step + 1} | loss ${losses}`);
     }
-  };
+  }
 
-  const onPredictions = async (name: string, m: MessageOf<'predictions'>) => {
-    const role = roleOf.get(name)!;
-    if (servedSteps.has(m.step)) {
-      log(`coordinator: ignored predictions of ${name} for step ${m.step}, which is already done`);
-      return;
-    }
-    const state = stepOf(m.step);
-    const entry: StepPredictions = { indices: m.indices.data as Uint32Array | Int32Array, probs: float32(m.probs), negEntropy: m.negEntropy, classes: m.probs.shape[1] };
-    // The first predictions of this step, which every later one must match.
-    const first = [...state.members, ...state.teachers][0];
-    if (first && !sameSamples(first[1].indices, entry.indices)) {
-      throw new CohortError(`step ${m.step}: ${name}'s batch holds samples ${preview(entry.indices)} but ${first[0]}'s ${preview(first[1].indices)}; workers must read the same data with the same seed and batch size`);
-    }
-    if (first && first[1].probs.length !== entry.probs.length) {
-      const { probs, classes } = first[1];
-      log(`coordinator: ignored predictions of ${name} for step ${m.step}: shape ${m.probs.shape.join('x')}, the others sent ${probs.length / classes}x${classes}`);
-      return;
-    }
-    const group = role === 'member' ? state.members : state.teachers;
-    if (group.has(name)) return; // a duplicate
-    group.set(name, entry);
-    // Sum as predictions arrive, overlapping the wait for the others.
-    accumulate(state);
-    if (role === 'member' && m.loss !== undefined) lastLoss.set(name, m.loss);
-    await serve(m.step, state);
-  };
-
-  const serve = async (step: number, state: StepState) => {
-    const liveMembers = live(members);
-    const waiting = liveMembers.filter((n) => state.members.has(n) && !state.served.has(n));
-    if (rule.kind === 'peers-leave-one-out') {
-      // Every live member's predictions, and at least one peer for each.
-      if (waiting.length < liveMembers.length || waiting.length < 2) return;
-      accumulate(state, true);
-      // Each member's signal goes out as soon as it is computed, so ZeroMQ's I/O thread sends
-      // it while the next one is computed (sends never reject: a failure marks the worker lost).
-      for (const n of waiting) {
-        state.served.add(n);
-        const own = state.members.get(n)!;
-        // own.probs is not read again once the step is served: its teaching signal is written
-        // over it (no new buffer per member and step: at 256x1000 a fresh 1 MB costs page faults).
-        const teaching = state.sums!.leaveOneOut(own.probs, own.negEntropy, own.probs);
-        await send(n, {
-          type: 'teaching',
-          step,
-          teaching: { dtype: 'float32', shape: [own.probs.length / own.classes, own.classes], data: teaching.meanProbs },
-          ...(rule.negEntropy ? { peerNegEntropy: teaching.meanNegEntropy } : {}),
-          peerCount: waiting.length - 1,
-          generation,
-        });
-      }
-    } else if (rule.kind === 'teachers-mean') {
-      const liveTeachers = live(teachers);
-      if (waiting.length === 0 || state.teachers.size === 0 || !liveTeachers.every((n) => state.teachers.has(n))) return;
-      accumulate(state, true);
-      const probs = state.sums!.mean();
-      const classes = [...state.teachers.values()][0].classes;
-      await Promise.all(
-        waiting.map((n) => {
-          state.served.add(n);
-          return send(n, { type: 'teaching', step, teaching: { dtype: 'float32', shape: [probs.length / classes, classes], data: probs }, peerCount: state.teachers.size, generation });
-        }),
-      );
-    } else {
-      for (const n of waiting) state.served.add(n);
-    }
-    if (!liveMembers.every((n) => state.served.has(n))) return;
-    steps.delete(step);
-    servedSteps.add(step);
-    while (servedSteps.has(nextStep)) nextStep++;
-    if (state.sums && spareSums.length < 4) spareSums.push(state.sums); // reused by a later step: less garbage
-    served++;
-    if (teachers.length > 0) await broadcast(teachers, { type: 'advance', step });
-    if ((step + 1) % logEvery === 0 && !display.interactive) {
-      const losses = members.map((n) => `${n} ${lastLoss.get(n)?.toFixed(4) ?? '-'}`).join(' | ');
-      log(`step ${step + 1} | loss ${losses}`);
-    }
-  };
-
-  const onEvalLogits = (name: string, m: MessageOf<'evalLogits'>) => {
-    if (roleOf.get(name) !== 'member') return;
-    const key = `${m.epoch}:${m.batch}`;
-    let batch = evalBatches.get(key);
-    if (!batch) evalBatches.set(key, (batch = new Map()));
-    batch.set(name, { logits: float32(m.logits), labels: m.labels.data as Int32Array, classes: m.logits.shape.at(-1)! });
-    if (batch.size < members.length) return;
-    let ensemble = ensembles.get(m.epoch);
-    if (!ensemble) ensembles.set(m.epoch, (ensemble = new EnsembleMetrics()));
-    const first = batch.get(members[0])!;
-    ensemble.add(members.map((n) => batch.get(n)!.logits), first.labels, first.classes);
-    evalBatches.delete(key);
-  };
-
-  const onEval = (name: string, m: MessageOf<'eval'>) => {
-    const role = roleOf.get(name)!;
-    record({ epoch: m.epoch, worker: name, role, accuracy: m.metrics.accuracy, nll: m.metrics.nll, ece: m.metrics.ece, ...m.metrics }, m.reliability);
-    if (role !== 'member') return;
-    let reported = evalsPerEpoch.get(m.epoch);
-    if (!reported) evalsPerEpoch.set(m.epoch, (reported = new Set()));
-    reported.add(name);
-    const ensemble = ensembles.get(m.epoch);
-    if (reported.size === members.length && ensemble && members.length > 1) {
-      const { bins, ...metrics } = ensemble.result();
-      record({ epoch: m.epoch, worker: 'ensemble', role: 'ensemble', ...metrics }, bins.map((b) => ({ ...b, accuracy: b.count > 0 ? b.accuracy : null, confidence: b.count > 0 ? b.confidence : null })));
-      ensembles.delete(m.epoch);
-    }
-  };
-
-  const onCheckpointed = (name: string, m: MessageOf<'checkpointed'>) => {
-    let reported = reportedCheckpoints.get(m.step);
-    if (!reported) reportedCheckpoints.set(m.step, (reported = new Set()));
-    reported.add(name);
-    if (reported.size < members.length) return;
-    reportedCheckpoints.delete(m.step);
-    // Off the event loop: a slow disk's fsync must not hold back the heartbeats (workers would
-    // declare the coordinator lost). In order; a failure (a full disk) fails the run.
-    checkpointWrites = checkpointWrites.then(async () => {
-      await writeCheckpointManifest(runDir, m.step, members);
-      await pruneCheckpoints(runDir, config.checkpoint.keep);
-      log(`coordinator: checkpoint of step ${m.step} complete (${checkpointDir(runDir, m.step)})`);
-    }).catch((error: unknown) => {
-      checkpointFailure ??= error instanceof CohortError ? error : new CohortError(`checkpoint of step ${m.step}: ${(error as Error).message}`);
-      wake?.();
-    });
-  };
-  let checkpointWrites: Promise<void> = Promise.resolve();
-  let checkpointFailure: CohortError | undefined;
-  /** The newest complete checkpoint once the manifests being written are on disk. */
-  const latestComplete = async () => {
-    await checkpointWrites;
-    return latestCheckpoint(runDir);
-  };
+  private onEval(name: string, m: MessageOf<'eval'>): void {
+    for (const { record, reliability } of this.evaluations.addEval(name, this.members.roleOf(name)!, m)) this.recordEval(record, reliability);
+  }
 
   /** Applies the recovery policy to a lost worker: roll the cohort back, go on without it, or stop the run. */
-  async function workerLost(name: string, reason: string, stillRunning = false): Promise<void> {
-    if (!roleOf.has(name) || absent.has(name)) return;
+  private async workerLost(lost: LostWorker): Promise<void> {
+    const { name, detail } = lost;
+    if (!this.members.roleOf(name) || this.members.isAbsent(name)) return;
     const when = new Date().toISOString();
-    if (config.recovery.policy === 'fail') throw new CohortError(`worker ${name} lost at ${when}: ${reason} (recovery policy 'fail')`);
-    restarts++;
-    if (restarts > config.recovery.maxRestarts) {
-      throw new CohortError(`worker ${name} lost at ${when}: ${reason}; giving up after ${config.recovery.maxRestarts} restart(s)`);
-    }
-    const peer = joined.get(name);
-    if (peer) memberOf.delete(peer.toString('hex'));
-    active.delete(name);
-    const pid = Number(pidOf.get(name)?.split(':').pop());
-    if (stillRunning && pid > 0) options.onWorkerLost?.(name, pid);
-    joined.delete(name);
-    pidOf.delete(name);
-    lastSeen.delete(name);
-    if (config.recovery.policy === 'elastic') return continueWithout(name, when, reason);
-    generation++;
-    const latest = await latestComplete();
-    resumeAt = latest ? { step: latest.step, dir: checkpointDir(runDir, latest.step) } : { step: 0 };
-    for (const state of [steps, evalBatches, ensembles, evalsPerEpoch, reportedCheckpoints, servedSteps]) state.clear();
-    done.clear();
-    nextStep = resumeAt.step;
-    log(
-      `coordinator: ${name} lost at ${when} (${reason}); rolling the cohort back to step ${resumeAt.step} ` +
-        `(${resumeAt.dir ? `checkpoint ${resumeAt.dir}` : 'initial weights: no checkpoint yet'}), generation ${generation}; ` +
-        `waiting for ${name} to rejoin (restart ${restarts} of at most ${config.recovery.maxRestarts})`,
+    const decision = this.recovery.decide(name, detail, when);
+    const pid = this.members.pidOf(name);
+    const stopped = decision.action !== 'fail' && !!lost.stillRunning && pid > 0;
+    this.records.event('worker-lost', { worker: name, reason: lost.reason, detail, pid, step: this.server.nextStep, generation: this.recovery.generation, restarts: this.recovery.restarts, stopped, ...(lost.silentMs === undefined ? {} : { silentMs: lost.silentMs }) });
+    if (decision.action === 'fail') throw decision.error;
+    this.members.remove(name);
+    this.liveness.forget(name);
+    if (stopped) this.options.onWorkerLost?.(name, pid);
+    if (decision.action === 'continue-without') return this.continueWithout(name, when, detail);
+    this.resumeAt = await this.checkpoints.rollbackPoint();
+    this.server.rollBack(this.resumeAt.step);
+    this.evaluations.rollBack();
+    this.checkpoints.rollBack();
+    this.members.done.clear();
+    const { generation, restarts, maxRestarts } = this.recovery;
+    this.log(
+      `coordinator: ${name} lost at ${when} (${detail}); rolling the cohort back to step ${this.resumeAt.step} ` +
+        `(${this.resumeAt.dir ? `checkpoint ${this.resumeAt.dir}` : 'initial weights: no checkpoint yet'}), generation ${generation}; ` +
+        `waiting for ${name} to rejoin (restart ${restarts} of at most ${maxRestarts})`,
     );
-    await broadcast(joined.keys(), { type: 'rollback', step: resumeAt.step, ...(resumeAt.dir ? { checkpoint: resumeAt.dir } : {}), generation, reason: `${name} lost: ${reason}` });
+    this.records.event('rollback', { worker: name, step: this.resumeAt.step, ...(this.resumeAt.dir ? { checkpoint: this.resumeAt.dir } : {}), generation });
+    await this.broadcast(this.members.joined(), { type: 'rollback', step: this.resumeAt.step, ...(this.resumeAt.dir ? { checkpoint: this.resumeAt.dir } : {}), generation, reason: `${name} lost: ${detail}` });
   }
 
   /** Elastic: the steps in flight drop the lost worker's predictions and are served by the live ones. */
-  async function continueWithout(name: string, when: string, reason: string): Promise<void> {
-    absent.set(name, { since: Date.now() });
-    done.delete(name);
-    const role = roleOf.get(name)!;
-    for (const state of steps.values()) {
-      if (!(role === 'member' ? state.members : state.teachers).delete(name)) continue;
-      // The sums of the others, added again (not a subtraction, which would round differently).
-      state.sums = undefined;
-      state.summed = 0;
-      accumulate(state);
-    }
-    const others = [...roleOf.keys()].filter((n) => !absent.has(n));
-    log(
-      `coordinator: ${name} lost at ${when} (${reason}); elastic: ${others.join(', ')} continue without it from step ${nextStep}; ` +
-        `waiting for ${name} to rejoin from its last checkpoint (restart ${restarts} of at most ${config.recovery.maxRestarts})`,
+  private async continueWithout(name: string, when: string, detail: string): Promise<void> {
+    this.members.markAbsent(name, Date.now());
+    this.server.drop(name, this.members.roleOf(name)!);
+    const others = this.members.all.filter((n) => !this.members.isAbsent(n));
+    this.log(
+      `coordinator: ${name} lost at ${when} (${detail}); elastic: ${others.join(', ')} continue without it from step ${this.server.nextStep}; ` +
+        `waiting for ${name} to rejoin from its last checkpoint (restart ${this.recovery.restarts} of at most ${this.recovery.maxRestarts})`,
     );
-    for (const step of [...steps.keys()].sort((a, b) => a - b)) {
-      const state = steps.get(step);
-      if (state) await serve(step, state);
+    this.records.event('continue-without', { worker: name, step: this.server.nextStep, others });
+    for (const step of this.server.pending()) await this.serve(step);
+  }
+
+  /** Handles one message from a joined worker (of the current generation). */
+  private async onMessage(name: string, message: Message): Promise<void> {
+    switch (message.type) {
+      case 'predictions':
+        await this.onPredictions(name, message);
+        break;
+      case 'evalLogits':
+        this.evaluations.addLogits(name, this.members.roleOf(name)!, message);
+        break;
+      case 'eval':
+        this.onEval(name, message);
+        break;
+      case 'progress': {
+        const { type: _, generation: __, totalSteps, ...fields } = message;
+        this.records.write({ kind: 'step', worker: name, role: this.members.roleOf(name)!, ...fields });
+        this.display.update({ worker: name, totalSteps, ...fields });
+        break;
+      }
+      case 'done':
+        this.members.finished(name);
+        break;
+      case 'checkpointed':
+        this.checkpoints.reported(name, message.step);
+        break;
+      case 'error':
+        throw new CohortError(`worker ${name} failed: ${message.message}`, { code: 'WORKER_FAILED' });
+      default:
+        break;
     }
   }
 
-  const all = [...roleOf.keys()];
-  let failure: CohortError | undefined;
-  let pending: Promise<{ peer: Buffer; message: Message }> | undefined;
-  let lastActivity = Date.now();
-  let lastBeat = Date.now();
-  // The abort signal wakes the wait below instead of being raced as one long-lived promise: each
-  // Promise.race on a promise that never settles adds a reaction to it that holds the race's
-  // result, so every message received (tensors included) would stay in memory for the whole run.
-  const onAbort = () => wake?.();
-  options.signal?.addEventListener('abort', onAbort, { once: true });
-  try {
-    while (done.size + absent.size < all.length || absent.size > 0) {
-      // Elastic: every other worker is done; one that does not come back is given up on.
-      if (absent.size > 0 && done.size + absent.size === all.length) {
-        const late = [...absent].filter(([, a]) => Date.now() - a.since > config.exchange.timeoutMs).map(([n]) => n);
-        if (late.length === absent.size) {
-          log(`coordinator: ${late.join(', ')} did not rejoin within ${config.exchange.timeoutMs / 1000} s of being lost; finishing without ${late.length > 1 ? 'them' : 'it'} (no final weights or last evaluation)`);
-          break;
-        }
-      }
-      pending ??= socket.receive();
-      let timer: NodeJS.Timeout | undefined;
-      const tick = new Promise<'tick'>((resolve) => {
-        timer = setTimeout(() => resolve('tick'), 500);
-        wake = () => resolve('tick');
-      });
-      throwIfAborted(options.signal);
-      const next = await Promise.race([pending, tick]);
-      clearTimeout(timer); // a message usually wins the race: no timer left behind per message
-      wake = undefined;
-      throwIfAborted(options.signal);
-      const now = Date.now();
-      if (checkpointFailure) throw checkpointFailure;
-      for (const lost of lostQueue.splice(0)) await workerLost(lost.name, lost.reason, lost.stillRunning);
-      if (now - lastBeat >= config.recovery.heartbeatMs) {
-        lastBeat = now;
-        void broadcast(joined.keys(), { type: 'heartbeat' });
-      }
-      for (const [name, seen] of [...lastSeen]) {
-        if (!done.has(name) && now - seen > config.recovery.livenessMs) await workerLost(name, `no message for ${((now - seen) / 1000).toFixed(1)} s`, true);
-      }
-      if (next === 'tick') {
-        if (now - lastActivity > config.exchange.timeoutMs) {
-          throw new CohortError(`no message from ${all.filter((n) => !done.has(n)).join(', ')} for ${config.exchange.timeoutMs / 1000} s; giving up`);
-        }
-        continue;
-      }
-      pending = undefined;
-      lastActivity = now;
-      const { peer, message } = next;
-      if (message.type === 'join') {
-        await onJoin(peer, message);
-        continue;
-      }
-      const name = memberOf.get(peer.toString('hex'));
-      if (name === undefined) {
-        log(`coordinator: ignored a ${message.type} message from ${peerName(peer)}, which has not joined`);
-        continue;
-      }
-      lastSeen.set(name, now);
-      active.add(name);
-      if ('generation' in message && (message.generation ?? 0) < generation) continue; // sent before a rollback
-      switch (message.type) {
-        case 'predictions':
-          await onPredictions(name, message);
-          break;
-        case 'evalLogits':
-          onEvalLogits(name, message);
-          break;
-        case 'eval':
-          onEval(name, message);
-          break;
-        case 'progress': {
-          const { type: _, generation: __, totalSteps, ...fields } = message;
-          writeRecord({ kind: 'step', worker: name, role: roleOf.get(name)!, ...fields });
-          display.update({ worker: name, totalSteps, ...fields });
-          break;
-        }
-        case 'done':
-          done.add(name);
-          break;
-        case 'checkpointed':
-          onCheckpointed(name, message);
-          break;
-        case 'error':
-          throw new CohortError(`worker ${name} failed: ${message.message}`);
-        default:
-          break;
-      }
+  /** One turn's checks of time: heartbeats due, silent workers, a run with no message at all for too long. */
+  private async judgeTime(now: number, tick: boolean): Promise<void> {
+    if (this.liveness.heartbeatDue(now)) void this.broadcast(this.members.joined(), { type: 'heartbeat' });
+    for (const { worker, silentMs } of this.liveness.silent(now, this.members.done)) {
+      await this.workerLost({ name: worker, reason: 'silent', detail: `no message for ${(silentMs / 1000).toFixed(1)} s`, silentMs, stillRunning: true });
     }
-    await checkpointWrites;
-    if (checkpointFailure) throw checkpointFailure;
-    await broadcast(all, { type: 'shutdown', reason: 'the run is complete' });
-    await socket.flush();
-    display.stop();
-  } catch (error) {
-    display.stop();
-    failure = error instanceof CohortError ? error : new CohortError(`coordinator: ${(error as Error).message}`);
-    await broadcast(all, { type: 'shutdown', reason: failure.message }).catch(() => {});
-    await socket.flush();
-  } finally {
-    options.signal?.removeEventListener('abort', onAbort);
-    pending?.catch(() => {}); // rejected by the close below
-    socket.close();
+    if (tick && this.liveness.stalled(now)) {
+      throw new CohortError(`no message from ${this.members.all.filter((n) => !this.members.done.has(n)).join(', ')} for ${this.config.exchange.timeoutMs / 1000} s; giving up`, { code: 'COORDINATOR_TIMEOUT' });
+    }
   }
-  if (failure) throw failure;
-  const order = [...all, 'ensemble'];
-  const finalInOrder = order.filter((n) => final.has(n)).map((n) => final.get(n)!);
-  return { runDir, final: finalInOrder, steps: served, dropped: socket.dropped, restarts };
+
+  /** The main loop: messages and time in, until every worker is done (or given up on). */
+  async run(): Promise<RunSummary> {
+    const { options, members } = this;
+    let failure: CohortError | undefined;
+    let pending: Promise<{ peer: Buffer; message: Message }> | undefined;
+    // The abort signal wakes the wait below instead of being raced as one long-lived promise: each
+    // Promise.race on a promise that never settles adds a reaction to it that holds the race's
+    // result, so every message received (tensors included) would stay in memory for the whole run.
+    const onAbort = () => this.wake?.();
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      while (members.running()) {
+        // Elastic: every other worker is done; one that does not come back is given up on.
+        const late = members.givenUp(Date.now(), this.config.exchange.timeoutMs);
+        if (late.length > 0) {
+          this.log(`coordinator: ${late.join(', ')} did not rejoin within ${this.config.exchange.timeoutMs / 1000} s of being lost; finishing without ${late.length > 1 ? 'them' : 'it'} (no final weights or last evaluation)`);
+          this.records.event('given-up', { workers: late });
+          break;
+        }
+        pending ??= this.socket.receive();
+        let timer: NodeJS.Timeout | undefined;
+        const tick = new Promise<'tick'>((resolve) => {
+          timer = setTimeout(() => resolve('tick'), 500);
+          this.wake = () => resolve('tick');
+        });
+        throwIfAborted(options.signal);
+        const next = await Promise.race([pending, tick]);
+        clearTimeout(timer); // a message usually wins the race: no timer left behind per message
+        this.wake = undefined;
+        throwIfAborted(options.signal);
+        const now = Date.now();
+        if (this.checkpoints.failure) throw this.checkpoints.failure;
+        for (const lost of this.lostQueue.splice(0)) await this.workerLost(lost);
+        await this.judgeTime(now, next === 'tick');
+        if (next === 'tick') continue;
+        pending = undefined;
+        const { peer, message } = next;
+        const name = message.type === 'join' ? undefined : members.nameOf(peer);
+        this.liveness.arrived(now, name);
+        if (message.type === 'join') {
+          await this.onJoin(peer, message);
+          continue;
+        }
+        if (name === undefined) {
+          this.log(`coordinator: ignored a ${message.type} message from ${peerName(peer)}, which has not joined`);
+          continue;
+        }
+        members.heardFrom(name);
+        if ('generation' in message && this.recovery.isStale(message.generation)) continue; // sent before a rollback
+        await this.onMessage(name, message);
+      }
+      await this.checkpoints.settled();
+      if (this.checkpoints.failure) throw this.checkpoints.failure;
+      await this.broadcast(members.all, { type: 'shutdown', reason: 'the run is complete' });
+      await this.socket.flush();
+      this.display.stop();
+    } catch (error) {
+      this.display.stop();
+      failure = asCohortError(error, 'INTERNAL', 'coordinator: ');
+      await this.broadcast(members.all, { type: 'shutdown', reason: failure.message }).catch(() => {});
+      await this.socket.flush();
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort);
+      pending?.catch(() => {}); // rejected by the close below
+      this.socket.close();
+    }
+    const { served: steps } = this.server;
+    const { restarts } = this.recovery;
+    try {
+      this.records.event('run-finished', failure ? { outcome: 'failed', steps, restarts, code: failure.code, message: failure.message } : { outcome: 'complete', steps, restarts });
+    } catch (error) {
+      failure ??= asCohortError(error, 'FILE_UNWRITABLE', '');
+    }
+    if (failure) throw failure;
+    return { runDir: this.runDir, final: this.evaluations.finalRecords([...members.all, 'ensemble']), steps, dropped: this.socket.dropped, restarts };
+  }
 }
 
 /** Throws the abort reason (an Error as is, anything else as a CohortError) once `signal` has aborted. */
 function throwIfAborted(signal?: AbortSignal): void {
-  if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new CohortError(String(signal.reason));
+  if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new CohortError(String(signal.reason), { code: 'ABORTED' });
 }
-

@@ -12,7 +12,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { CohortError } from '../shared/errors.js';
 import { fileErrorReason } from '../shared/io/atomic-write.js';
-import { parseMetricsLines, type EvalRecord, type RunRecord, type StepRecord } from '../shared/metrics/records.js';
+import { parseMetricsLines, type EvalRecord, type ProblemKind, type RunRecord, type StepRecord } from '../shared/metrics/records.js';
 
 export const METRICS_FILE = 'metrics.jsonl';
 
@@ -22,6 +22,8 @@ export interface SkippedLines {
   of: number;
   /** The first problem, as parseMetricsLines words it ('line 3: not JSON'). */
   first?: string;
+  /** The first problem's kind: 'no-kind' is an eval line written before records had a kind. */
+  firstKind?: ProblemKind;
 }
 
 export interface RunData {
@@ -41,10 +43,8 @@ export interface RunData {
 }
 
 /** A hint for the most common skipped line: an eval line from before records had a `kind`. */
-function explain(problem: string): string {
-  return /^line \d+: kind: /.test(problem)
-    ? `${problem}; eval lines written before metrics records had a kind are not read`
-    : problem;
+function explain(problem: string, kind: ProblemKind | undefined): string {
+  return kind === 'no-kind' ? `${problem}; eval lines written before metrics records had a kind are not read` : problem;
 }
 
 /** The metrics file of a run directory. */
@@ -53,7 +53,7 @@ export const metricsPath = (run: { dir: string }) => join(run.dir, METRICS_FILE)
 /** Says what was skipped, or undefined when nothing was: 'skipped 3 of 10 lines (first: ...)'. */
 export function describeSkipped(skipped: SkippedLines): string | undefined {
   if (skipped.count === 0) return undefined;
-  return `skipped ${skipped.count} of ${skipped.of} lines that are not metrics records (first: ${explain(skipped.first ?? '?')})`;
+  return `skipped ${skipped.count} of ${skipped.of} lines that are not metrics records (first: ${explain(skipped.first ?? '?', skipped.firstKind)})`;
 }
 
 function lastBy<T>(records: T[], key: (r: T) => string): T[] {
@@ -85,21 +85,21 @@ export function readRun(dir: string): RunData {
   try {
     isDir = statSync(dir).isDirectory();
   } catch (error) {
-    throw new CohortError(`run directory '${dir}' cannot be read: ${(error as NodeJS.ErrnoException).code === 'ENOENT' ? 'it does not exist' : fileErrorReason(error)}`);
+    throw new CohortError(`run directory '${dir}' cannot be read: ${(error as NodeJS.ErrnoException).code === 'ENOENT' ? 'it does not exist' : fileErrorReason(error)}`, { code: 'REPORT_INPUT_INVALID', cause: error });
   }
-  if (!isDir) throw new CohortError(`'${dir}' is not a run directory: it is a file (give the folder that holds ${METRICS_FILE})`);
+  if (!isDir) throw new CohortError(`'${dir}' is not a run directory: it is a file (give the folder that holds ${METRICS_FILE})`, { code: 'REPORT_INPUT_INVALID' });
   const file = join(dir, METRICS_FILE);
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new CohortError(`run directory '${dir}' has no ${METRICS_FILE} (a run directory is RUNDIR/NAME, where cohort train writes config.json and ${METRICS_FILE})`);
+      throw new CohortError(`run directory '${dir}' has no ${METRICS_FILE} (a run directory is RUNDIR/NAME, where cohort train writes config.json and ${METRICS_FILE})`, { code: 'REPORT_INPUT_INVALID' });
     }
-    throw new CohortError(`cannot read ${file}: ${fileErrorReason(error)}`);
+    throw new CohortError(`cannot read ${file}: ${fileErrorReason(error)}`, { code: 'FILE_UNREADABLE', cause: error });
   }
-  const { records, problems } = parseMetricsLines(text);
-  const skipped: SkippedLines = { count: problems.length, of: records.length + problems.length, ...(problems[0] ? { first: problems[0] } : {}) };
+  const { records, problems, problemKinds } = parseMetricsLines(text);
+  const skipped: SkippedLines = { count: problems.length, of: records.length + problems.length, ...(problems[0] ? { first: problems[0], firstKind: problemKinds[0] } : {}) };
   const runs = records.filter((r): r is RunRecord => r.kind === 'run');
   const steps = lastBy(
     records.filter((r): r is StepRecord => r.kind === 'step'),
@@ -111,7 +111,7 @@ export function readRun(dir: string): RunData {
   ).sort((a, b) => a.epoch - b.epoch);
   if (steps.length === 0 && evals.length === 0) {
     const what = skipped.of === 0 ? 'it is empty' : skipped.count > 0 ? describeSkipped(skipped) : 'it holds no step or eval record';
-    throw new CohortError(`${file} has no usable records: ${what}`);
+    throw new CohortError(`${file} has no usable records: ${what}`, { code: 'REPORT_INPUT_INVALID' });
   }
   const run = runs.at(-1);
   return { dir, label: run?.run ?? basename(resolve(dir)), ...(run ? { run } : {}), steps, evals, workers: workerOrder(run, steps, evals), skipped };
@@ -119,7 +119,7 @@ export function readRun(dir: string): RunData {
 
 /** Reads every run directory and gives each a unique label (the directory is added when two runs share a name). */
 export function readRuns(dirs: string[]): RunData[] {
-  if (dirs.length === 0) throw new CohortError('name at least one run directory');
+  if (dirs.length === 0) throw new CohortError('name at least one run directory', { code: 'USAGE' });
   const runs = dirs.map(readRun);
   const counts = new Map<string, number>();
   for (const r of runs) counts.set(r.label, (counts.get(r.label) ?? 0) + 1);

@@ -10,7 +10,6 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,7 +25,7 @@ import type { CohortModel } from '../shared/models/index.js';
 import { makeOptimizer } from '../shared/training/objective.js';
 import { temperedPredictions } from '../shared/training/predictions.js';
 import { buildWorkerModel, finalWeightsDir } from '../worker/run-worker.js';
-import { ROOT, runCli } from './helpers/cli.js';
+import { runCli, startCli } from './helpers/cli.js';
 import { freePort } from './helpers/net.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-equivalence-'));
@@ -46,12 +45,7 @@ interface Proc {
 }
 
 function cohort(name: string, args: string[]): Proc {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'cli.ts', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (d) => (output += d));
-  child.stderr.on('data', (d) => (output += d));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 240_000);
-  return { name, done: new Promise((resolve) => child.on('close', (code) => (clearTimeout(timer), resolve({ code, output })))) };
+  return { name, done: startCli(args, { timeoutMs: 240_000 }).exited };
 }
 
 /** Runs `config` as 1 + N processes; returns the coordinator's output. */

@@ -22,6 +22,7 @@ import { resolveRunConfig } from '../shared/config/run-config.js';
 import { PROTOCOL_VERSION, type Message } from '../shared/protocol/messages.js';
 import { WorkerSocket } from '../shared/protocol/sockets.js';
 import { runCli } from './helpers/cli.js';
+import { predictionsMessage } from './helpers/messages.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-coordinator-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -64,15 +65,7 @@ async function worker(endpoint: string, name: string): Promise<WorkerSocket> {
 const predictions = (step: number, indices: number[], values: number[], T = 2): Message => {
   const classes = values.length / indices.length;
   const { probs, negEntropy } = softmaxRows(Float32Array.from(values), classes, T);
-  return {
-    type: 'predictions',
-    step,
-    epoch: 0,
-    batch: step,
-    indices: { dtype: 'uint32', shape: [indices.length], data: Uint32Array.from(indices) },
-    probs: { dtype: 'float32', shape: [indices.length, classes], data: Float32Array.from(probs) },
-    negEntropy: negEntropy.reduce((a, b) => a + b, 0) / indices.length,
-  };
+  return predictionsMessage(step, indices, probs, negEntropy.reduce((a, b) => a + b, 0) / indices.length);
 };
 
 test('admission: wrong version, unknown name, duplicate and wrong role are refused with the reason; garbage is dropped', async () => {

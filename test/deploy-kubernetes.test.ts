@@ -22,7 +22,7 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -33,7 +33,7 @@ import { loadRunConfig, runDirectory } from '../shared/config/run-config.js';
 import { BACKEND_CHOICES } from '../shared/engine/backend.js';
 import { decodeMessage } from '../shared/protocol/codec.js';
 import { generateKeys, loadCoordinatorKeys, loadWorkerKeys } from '../shared/protocol/curve.js';
-import { ROOT, runCli } from './helpers/cli.js';
+import { ROOT, runCli, startCli } from './helpers/cli.js';
 
 const DIR = join(ROOT, 'deploy', 'kubernetes');
 const root = mkdtempSync(join(tmpdir(), 'cohort-k8s-'));
@@ -563,7 +563,7 @@ test("the Job's worker args (--member-index N --config FILE, --backend, --gpu) j
     }
   }
   assert.deepEqual([argValue(args, '--member-index'), argValue(args, '--backend'), argValue(args, '--gpu')], ['2', 'webgpu', '0']);
-  const child = spawn(process.execPath, ['--import', 'tsx', 'cli.ts', ...args, '--insecure'], { cwd: ROOT, stdio: 'ignore' });
+  const child = startCli([...args, '--insecure'], { output: 'ignore' });
   try {
     const [, ...frames] = await router.receive();
     const decoded = decodeMessage(frames);

@@ -3,24 +3,26 @@
  * a worker killed with SIGKILL at a random step is restarted and the cohort rolls back to the
  * last global checkpoint, ending with member weights bit-identical to an undisturbed run; the
  * `fail` policy stops the run naming the worker; restarts are bounded; a run whose every process
- * died resumes with --resume; interrupted checkpoints are never loaded.
+ * died resumes with --resume; interrupted checkpoints are never loaded. The tests follow the
+ * runs through their typed event records (metrics.jsonl), never through log lines.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { loadFashionMnist } from '../shared/data/fashion-mnist.js';
 import { initBackend } from '../shared/engine/backend.js';
 import { completeCheckpoints, latestCheckpoint, pruneCheckpoints, writeCheckpointManifest } from '../shared/io/checkpoint.js';
 import { readSavedWeights } from '../shared/io/model-files.js';
 import { mulberry32 } from '../shared/data/sampler.js';
 import { resolveRunConfig } from '../shared/config/run-config.js';
-import { ROOT } from './helpers/cli.js';
+import type { MetricsRecord } from '../shared/metrics/records.js';
+import { startCli } from './helpers/cli.js';
 import { dmlReplayWeights } from './helpers/dml-reference.js';
-import { killAt, train, type Run } from './helpers/faults.js';
+import { eventsOf, finished, RunRecordsFollower } from './helpers/events.js';
+import { killAt, pidTracker, train } from './helpers/faults.js';
 import { freePort } from './helpers/net.js';
 import { asRoot, cannotRun, tool, unmet } from './helpers/requirements.js';
 import { weightDifferences } from './helpers/weight-differences.js';
@@ -47,6 +49,7 @@ function config(name: string, extra: Record<string, unknown> = {}): string {
       dataset: { name: 'fashion-mnist', cacheDir },
       batchSize: 32,
       trainLimit: STEPS * 32,
+      progressEvery: 1, // a step record per worker and step: the kill triggers follow them
       members: [member('a'), member('b'), member('c')],
       checkpoint: { everySteps: 5, keep: 2 },
       runDir: join(root, 'runs'),
@@ -61,10 +64,32 @@ async function weights(run: string, member: string): Promise<Float32Array[]> {
 }
 
 /**
- * How the coordinator words a killed worker's loss: the launcher's exit report, or, when a
- * heartbeat to the dead process fails first, the send error (a race between the two).
+ * How a killed worker's loss is reported: the launcher's exit report, or, when a heartbeat to
+ * the dead process fails first, the send error (a race between the two).
  */
-const KILLED = String.raw`(?:its process exited with SIGKILL|unreachable \(.*\))`;
+const KILLED = ['exited', 'unreachable'];
+
+/** The run's only loss: of `worker`, for one of `reasons`, and the rollback it caused. */
+function onlyLoss(records: MetricsRecord[], worker: string | undefined, reasons: string[]) {
+  const lost = eventsOf(records, 'worker-lost');
+  assert.equal(lost.length, 1, `one loss: ${JSON.stringify(lost)}`);
+  if (worker !== undefined) assert.equal(lost[0].worker, worker);
+  assert.ok(reasons.includes(lost[0].reason), `lost for ${lost[0].reason} (${lost[0].detail})`);
+  const rollbacks = eventsOf(records, 'rollback');
+  assert.equal(rollbacks.length, 1, 'one rollback');
+  assert.equal(rollbacks[0].worker, lost[0].worker);
+  return { lost: lost[0], rollback: rollbacks[0] };
+}
+
+/** `worker` was started again by the launcher and admitted at the rollback's step. */
+function replaced(records: MetricsRecord[], worker: string, step: number): void {
+  const started = eventsOf(records, 'worker-started').filter((e) => e.worker === worker);
+  assert.deepEqual(started.map((e) => e.attempt), [0, 1], `${worker} started, then restarted`);
+  const admitted = eventsOf(records, 'worker-admitted').filter((e) => e.worker === worker);
+  assert.equal(admitted.length, 2, `${worker} admitted twice`);
+  assert.equal(admitted[1].pid, started[1].pid, 'the replacement process is the one admitted');
+  assert.equal(admitted[1].startStep, step, `${worker}'s replacement starts at the rollback's step`);
+}
 
 describe('restart policy', () => {
   test('a worker killed with SIGKILL at a random step: rolled back and restarted, the weights equal an undisturbed run bit for bit', { timeout: 300_000 }, async () => {
@@ -74,12 +99,11 @@ describe('restart policy', () => {
     assert.equal(faulty.code, 0, faulty.output);
     // Back to the last complete checkpoint: the one of step floor(k / 5) * 5, or the one before
     // when the kill came while that one was being written.
-    const rollback = new RegExp(`coordinator: b lost at .* \\(${KILLED}\\); rolling the cohort back to step (\\d+) `).exec(faulty.output);
-    assert.ok(rollback, `killed at step ${step}:\n${faulty.output}`);
+    const { rollback } = onlyLoss(faulty.records, 'b', KILLED);
     const latest = Math.floor(step / 5) * 5;
-    assert.ok([latest, latest - 5].includes(Number(rollback[1])), `killed at step ${step}, rolled back to ${rollback[1]}`);
-    assert.match(faulty.output, /launcher: restarting b in 1000 ms/);
-    assert.match(faulty.output, /coordinator: b \(member\) joined from .*; it starts at step \d+/);
+    assert.ok([latest, latest - 5].includes(rollback.step), `killed at step ${step}, rolled back to ${rollback.step}`);
+    assert.equal(eventsOf(faulty.records, 'worker-started').find((e) => e.worker === 'b' && e.attempt === 1)?.delayMs, 1000, 'restarted after the backoff');
+    replaced(faulty.records, 'b', rollback.step);
     for (const member of ['a', 'b', 'c']) {
       assert.deepEqual(await weights('faulty', member), await weights('clean', member), `member ${member} (killed b at step ${step})`);
     }
@@ -99,8 +123,8 @@ describe('restart policy', () => {
     const [clean, faulty] = await Promise.all([train([adam('adam-clean')]), train([adam('adam-faulty')], killAt('b', 100))]);
     assert.equal(clean.code, 0, clean.output);
     assert.equal(faulty.code, 0, faulty.output);
-    assert.match(faulty.output, new RegExp(`coordinator: b lost at .* \\(${KILLED}\\); rolling the cohort back to step 80 `));
-    assert.match(faulty.output, /coordinator: b \(member\) joined from .*; it starts at step 80/);
+    assert.equal(onlyLoss(faulty.records, 'b', KILLED).rollback.step, 80);
+    replaced(faulty.records, 'b', 80);
     for (const member of ['a', 'b']) {
       const [actual, expected] = [await weights('adam-faulty', member), await weights('adam-clean', member)];
       assert.deepEqual(actual, expected, `member ${member}: ${weightDifferences(actual, expected)}`);
@@ -113,11 +137,11 @@ describe('restart policy', () => {
     const env = { COHORT_FAILPOINT: 'checkpoint-before-state@15', COHORT_FAILPOINT_ONCE: join(root, 'mid-checkpoint.once') };
     const run = await train([config('mid-checkpoint')], () => {}, { env });
     assert.equal(run.code, 0, run.output);
-    const lost = new RegExp(`coordinator: (\\w+) lost at .* \\(${KILLED}\\); rolling the cohort back to step (\\d+) `).exec(run.output);
-    assert.ok(lost, run.output);
-    assert.equal(lost[2], '10', `rolled back to step ${lost[2]}: the interrupted checkpoint of step 15 must not be used`);
-    assert.doesNotMatch(run.output.slice(0, lost.index), /checkpoint of step 15 complete/, 'the interrupted checkpoint was never completed');
-    for (const member of ['a', 'b', 'c']) assert.deepEqual(await weights('mid-checkpoint', member), await weights('clean', member), `member ${member} (${lost[1]} killed)`);
+    const { lost, rollback } = onlyLoss(run.records, undefined, KILLED);
+    assert.equal(rollback.step, 10, `rolled back to step ${rollback.step}: the interrupted checkpoint of step 15 must not be used`);
+    const beforeLoss = run.records.slice(0, run.records.indexOf(lost));
+    assert.ok(!eventsOf(beforeLoss, 'checkpoint-complete').some((e) => e.step === 15), 'the interrupted checkpoint was never completed');
+    for (const member of ['a', 'b', 'c']) assert.deepEqual(await weights('mid-checkpoint', member), await weights('clean', member), `member ${member} (${lost.worker} killed)`);
   });
 
   test('a teacher killed with SIGKILL: restarted, the students roll back, their weights equal an undisturbed KD run', { timeout: 300_000 }, async () => {
@@ -132,8 +156,9 @@ describe('restart policy', () => {
     const [clean, faulty] = await Promise.all([train([kd('kd-clean')]), train([kd('kd-teacher-killed')], killAt('t', step))]);
     assert.equal(clean.code, 0, clean.output);
     assert.equal(faulty.code, 0, faulty.output);
-    assert.match(faulty.output, new RegExp(`coordinator: t lost at .* \\(${KILLED}\\); rolling the cohort back to step \\d+ `), `killed at step ${step}`);
-    assert.match(faulty.output, /coordinator: t \(teacher\) joined from .*; it starts at step \d+/);
+    const { rollback } = onlyLoss(faulty.records, 't', KILLED);
+    replaced(faulty.records, 't', rollback.step);
+    assert.equal(eventsOf(faulty.records, 'worker-admitted').filter((e) => e.worker === 't')[1].role, 'teacher');
     for (const member of ['s1', 's2']) assert.deepEqual(await weights('kd-teacher-killed', member), await weights('kd-clean', member), `student ${member} (teacher killed at step ${step})`);
   });
 
@@ -141,49 +166,61 @@ describe('restart policy', () => {
     // livenessMs 5 s: with 3 s, a CI machine loaded by other work once starved the coordinator
     // long enough for the healthy workers to think it gone (the run then gave up after 3 restarts).
     const step = 6 + Math.floor(mulberry32((Date.now() >>> 0) ^ 0x1b873593)() * 15);
-    const pids = new Map<string, number>();
+    const { pids, onRecord } = pidTracker();
     let stoppedAt = 0;
-    const run = await train([config('hung', { recovery: { livenessMs: 5000, heartbeatMs: 500 } })], (line) => {
-      const joined = /^coordinator: (\w+) \(member\) joined from .*, pid (\d+)/.exec(line);
-      if (joined) pids.set(joined[1], Number(joined[2]));
-      if (new RegExp(`^step ${step} \\|`).test(line) && !stoppedAt) {
-        process.kill(pids.get('b')!, 'SIGSTOP');
+    let stoppedPid = 0;
+    const run = await train([config('hung', { recovery: { livenessMs: 5000, heartbeatMs: 500 } })], (record) => {
+      onRecord(record);
+      if (record.kind === 'step' && record.step + 1 === step && !stoppedAt) {
+        stoppedPid = pids.get('b')!;
+        process.kill(stoppedPid, 'SIGSTOP');
         stoppedAt = Date.now();
       }
     });
     try {
-      process.kill(pids.get('b')!, 'SIGKILL'); // in case the run did not
+      process.kill(stoppedPid, 'SIGKILL'); // in case the run did not
     } catch {
       // gone, as it should be
     }
     assert.equal(run.code, 0, run.output);
-    const lost = /coordinator: b lost at (\S+) \(no message for (\d+\.\d) s\); rolling the cohort back to step \d+ /.exec(run.output);
-    assert.ok(lost, `stopped at step ${step}:\n${run.output}`);
-    const detected = Date.parse(lost[1]) - stoppedAt;
+    // Lost once (not again when its process is stopped), for its silence.
+    const { lost, rollback } = onlyLoss(run.records, 'b', ['silent']);
+    const detected = Date.parse(lost.time) - stoppedAt;
     console.log(`# b stopped at step ${step}, declared lost ${detected} ms later`);
-    assert.ok(Number(lost[2]) >= 5 && detected < 5000 + 2000, `declared lost after ${detected} ms (livenessMs 5000)`);
-    assert.match(run.output, /launcher: stopping b \(pid \d+\), which the coordinator declared lost/);
-    assert.match(run.output, /coordinator: b \(member\) joined from .*; it starts at step \d+/);
-    assert.equal([...run.output.matchAll(/coordinator: \w+ lost at/g)].length, 1, 'lost once, not again when its process is stopped');
+    assert.ok(lost.silentMs! >= 5000 && detected < 5000 + 2000, `declared lost after ${detected} ms (livenessMs 5000)`);
+    assert.equal(lost.pid, stoppedPid);
+    assert.ok(lost.stopped, 'the launcher is asked to stop it');
+    assert.deepEqual(eventsOf(run.records, 'worker-stopped').map((e) => [e.worker, e.pid]), [['b', stoppedPid]]);
+    replaced(run.records, 'b', rollback.step);
     for (const member of ['a', 'b', 'c']) assert.deepEqual(await weights('hung', member), await weights('clean', member), `member ${member}`);
   });
 
   test("the 'fail' policy stops the run with an error naming the worker", { timeout: 120_000 }, async () => {
     const run = await train([config('no-restart', { recovery: { policy: 'fail' } })], killAt('c', 3));
     assert.equal(run.code, 2);
+    const lost = eventsOf(run.records, 'worker-lost');
+    assert.deepEqual(lost.map((e) => [e.worker, e.reason]), [['c', 'exited']]);
+    assert.equal(finished(run.records)?.code, 'WORKER_LOST');
+    assert.equal(eventsOf(run.records, 'rollback').length, 0);
+    // One clear error line for the user.
     assert.match(run.output, /cohort: error: worker c lost at .*: its process exited with SIGKILL \(recovery policy 'fail'\)/);
   });
 
   test('restarts are bounded by maxRestarts', { timeout: 180_000 }, async () => {
-    const run = await train([config('bounded', { recovery: { maxRestarts: 1, backoffMs: 100 } })], (line) => {
+    const run = await train([config('bounded', { recovery: { maxRestarts: 1, backoffMs: 100 } })], (record) => {
       // Kill a each time it joins, after it has started training.
-      const joined = /^coordinator: a \(member\) joined from .*, pid (\d+)/.exec(line);
-      if (joined) setTimeout(() => process.kill(Number(joined[1]), 'SIGKILL'), 1500);
+      if (record.kind === 'event' && record.event === 'worker-admitted' && record.worker === 'a') setTimeout(() => process.kill(record.pid, 'SIGKILL'), 1500);
     });
     assert.equal(run.code, 2, run.output);
     // Whichever sees the second death first names it: the launcher (the process exited) or the
     // coordinator's socket (the peer is gone).
-    assert.match(run.output, new RegExp(`cohort: error: worker a lost at .*: ${KILLED}; giving up after 1 restart\\(s\\)`));
+    const lost = eventsOf(run.records, 'worker-lost');
+    assert.deepEqual(lost.map((e) => [e.worker, e.restarts]), [['a', 1], ['a', 2]]);
+    assert.ok(lost.every((e) => KILLED.includes(e.reason)), JSON.stringify(lost));
+    const end = finished(run.records);
+    assert.equal(end?.outcome, 'failed');
+    assert.equal(end?.code, 'RESTARTS_EXHAUSTED');
+    assert.match(run.output, /cohort: error: worker a lost at .*; giving up after 1 restart\(s\)/);
   });
 });
 
@@ -194,17 +231,22 @@ describe('elastic policy', () => {
     const path = config('elastic', { epochs, recovery: { policy: 'elastic', backoffMs: 100 } });
     const run = await train([path], killAt('b', step));
     assert.equal(run.code, 0, run.output);
-    const lost = new RegExp(`coordinator: b lost at .* \\(${KILLED}\\); elastic: a, c continue without it from step (\\d+);`).exec(run.output);
-    const back = /coordinator: b \(member\) rejoined from .*; it restores the checkpoint of step (\d+) and continues at step (\d+)/.exec(run.output);
-    assert.ok(lost && back, `killed at step ${step}:\n${run.output}`);
-    const [from, restoreStep, until] = [Number(lost[1]), Number(back[1]), Number(back[2])];
+    const lost = eventsOf(run.records, 'continue-without');
+    const back = eventsOf(run.records, 'worker-admitted').filter((e) => e.rejoin);
+    assert.equal(lost.length, 1, `killed at step ${step}: one loss`);
+    assert.deepEqual([lost[0].worker, lost[0].others], ['b', ['a', 'c']]);
+    assert.ok(KILLED.includes(eventsOf(run.records, 'worker-lost')[0].reason));
+    assert.deepEqual(back.map((e) => e.worker), ['b']);
+    const [from, restoreStep, until] = [lost[0].step, back[0].checkpointStep!, back[0].startStep];
     console.log(`# b killed at step ${step}: steps ${from}..${until - 1} served without it; it restored the checkpoint of step ${restoreStep}`);
     assert.ok(restoreStep <= from && from <= until && until <= epochs * STEPS, `${restoreStep} <= ${from} <= ${until}`);
     assert.ok(restoreStep >= Math.floor(step / 5) * 5 - 5, `restored step ${restoreStep}, killed at ${step}`);
-    assert.doesNotMatch(run.output, /rolling (the cohort )?back/);
-    // Every step is served once: the coordinator's progress lines count 1..epochs * STEPS.
-    const served = [...run.output.matchAll(/^step (\d+) \|/gm)].map((m) => Number(m[1]));
-    assert.deepEqual(served, Array.from({ length: epochs * STEPS }, (_, i) => i + 1));
+    assert.equal(eventsOf(run.records, 'rollback').length, 0, 'no rollback');
+    // Every step is served once: the coordinator served epochs * STEPS steps (none twice: there
+    // was no rollback), and a, which was never lost, reported each step once.
+    assert.equal(finished(run.records)?.steps, epochs * STEPS);
+    const aSteps = run.records.filter((r) => r.kind === 'step' && r.worker === 'a').map((r) => (r.kind === 'step' ? r.step : -1));
+    assert.deepEqual(aSteps, Array.from({ length: epochs * STEPS }, (_, i) => i));
     const expected = await dmlReplayWeights(resolveRunConfig(JSON.parse(readFileSync(path, 'utf8'))), { member: 'b', from, until, restoreStep });
     for (const [i, member] of ['a', 'b', 'c'].entries()) assert.deepEqual(await weights('elastic', member), expected[i], `member ${member}`);
   });
@@ -213,30 +255,25 @@ describe('elastic policy', () => {
 describe('resume and checkpoint files', () => {
   test('--resume after every process died continues from the last complete checkpoint to the same weights', { timeout: 300_000 }, async () => {
     const path = config('resumed');
-    let pids: number[] = [];
-    let coordinator: number | undefined;
-    const first = await new Promise<Run>((resolve) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', 'cli.ts', 'train', path, '--log-every', '1'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-      coordinator = child.pid;
-      let output = '';
-      createInterface({ input: child.stdout }).on('line', (line) => {
-        output += `${line}\n`;
-        const joined = /joined from .*, pid (\d+)/.exec(line);
-        if (joined) pids.push(Number(joined[1]));
-        if (/^coordinator: checkpoint of step 15 complete/.test(line)) {
-          // Everything dies at once: the coordinator and its workers.
-          for (const pid of [coordinator!, ...pids]) process.kill(pid, 'SIGKILL');
-        }
-      });
-      child.on('close', (code) => resolve({ code, output }));
-    });
-    assert.notEqual(first.code, 0);
     const runDir = join(root, 'runs', 'resumed');
+    const { pids, onRecord } = pidTracker();
+    const cli = startCli(['train', path, '--log-every', '1'], { timeoutMs: 240_000 });
+    const follower = new RunRecordsFollower(runDir, (record) => {
+      onRecord(record);
+      if (record.kind === 'event' && record.event === 'checkpoint-complete' && record.step === 15) {
+        // Everything dies at once: the coordinator and its workers.
+        for (const pid of [cli.pid!, ...pids.values()]) process.kill(pid, 'SIGKILL');
+      }
+    });
+    const first = await cli.exited;
+    follower.stop();
+    assert.notEqual(first.code, 0);
     assert.ok((latestCheckpoint(runDir)?.step ?? 0) >= 15);
-    pids = [];
     const second = await train([path, '--resume']);
     assert.equal(second.code, 0, second.output);
-    assert.match(second.output, /coordinator: resuming from the checkpoint of step (15|20|25)/);
+    const resumed = eventsOf(second.records, 'resumed');
+    assert.equal(resumed.length, 1);
+    assert.ok([15, 20, 25].includes(resumed[0].step), `resumed from step ${resumed[0].step}`);
     // The undisturbed run of the first test, same config.
     for (const member of ['a', 'b', 'c']) assert.deepEqual(await weights('resumed', member), await weights('clean', member), member);
   });
@@ -277,6 +314,7 @@ describe('a full disk', () => {
       const path = config('disk-full');
       const full = await train([path]);
       assert.equal(full.code, 2, full.output);
+      assert.equal(finished(full.records)?.code, 'WORKER_FAILED');
       assert.match(full.output, /cohort: error: worker \w+ failed: cannot write the checkpoint \S+step-000000010\S* \(cannot write \S+: no space left on device \(ENOSPC\)\); the last complete checkpoint is untouched/);
       assert.doesNotMatch(full.output, /^\s+at /m, 'no stack trace');
       assert.equal(latestCheckpoint(runDir)?.step, 5);
@@ -287,7 +325,7 @@ describe('a full disk', () => {
       assert.equal(spawnSync('mount', ['-o', 'remount,size=256m', runDir]).status, 0);
       const resumed = await train([path, '--resume']);
       assert.equal(resumed.code, 0, resumed.output);
-      assert.match(resumed.output, /coordinator: resuming from the checkpoint of step 5 /);
+      assert.deepEqual(eventsOf(resumed.records, 'resumed').map((e) => e.step), [5]);
       for (const member of ['a', 'b', 'c']) assert.deepEqual(await weights('disk-full', member), await weights('clean', member), member);
     } finally {
       spawnSync('umount', [runDir]);
@@ -300,31 +338,27 @@ describe('coordinator crash', () => {
     const path = config('coordinator-crash', { recovery: { livenessMs: 3000, heartbeatMs: 500 } });
     const port = await freePort();
     const endpoint = `tcp://127.0.0.1:${port}`;
-    const start = (extra: string[], onLine: (line: string) => void = () => {}) =>
-      new Promise<Run>((resolve) => {
-        const child = spawn(process.execPath, ['--import', 'tsx', 'cli.ts', ...extra], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-        let output = '';
-        for (const stream of [child.stdout, child.stderr]) {
-          createInterface({ input: stream }).on('line', (line) => {
-            output += `${line}\n`;
-            onLine(line);
-            if (/^coordinator: checkpoint of step 10 complete/.test(line) && extra.includes('coordinator') && !extra.includes('--resume')) child.kill('SIGKILL');
-          });
-        }
-        child.on('close', (code) => resolve({ code, output }));
-      });
+    const runDir = join(root, 'runs', 'coordinator-crash');
+    const start = (extra: string[]) => startCli(extra, { timeoutMs: 240_000 });
     const first = start(['coordinator', path, '--bind', endpoint, '--insecure', '--log-every', '1']);
+    const firstRecords = new RunRecordsFollower(runDir, (record) => {
+      if (record.kind === 'event' && record.event === 'checkpoint-complete' && record.step === 10) first.kill('SIGKILL');
+    });
     const workers = ['a', 'b', 'c'].map((m) => start(['worker', '--connect', endpoint, '--member', m, '--insecure']));
-    const killed = await first;
+    const killed = await first.exited;
+    const before = firstRecords.stop();
     assert.notEqual(killed.code, 0, 'the first coordinator was killed');
-    const second = await start(['coordinator', path, '--bind', endpoint, '--insecure', '--resume', '--log-every', '1']);
+    const secondRecords = new RunRecordsFollower(runDir);
+    const second = await start(['coordinator', path, '--bind', endpoint, '--insecure', '--resume', '--log-every', '1']).exited;
+    const after = secondRecords.stop();
     assert.equal(second.code, 0, second.output);
-    assert.match(second.output, /coordinator: resuming from the checkpoint of step 10/);
-    const results = await Promise.all(workers);
-    for (const r of results) {
-      assert.equal(r.code, 0, r.output);
-      assert.match(r.output, /no message from the coordinator for 3 s; joining again/);
-    }
+    assert.deepEqual(eventsOf(after, 'resumed').map((e) => e.step), [10]);
+    const results = await Promise.all(workers.map((w) => w.exited));
+    for (const r of results) assert.equal(r.code, 0, r.output);
+    // The same worker processes, which judged the first coordinator lost, joined the second on their own.
+    const pidsOf = (records: MetricsRecord[]) => new Map(eventsOf(records, 'worker-admitted').map((e) => [e.worker, e.pid]));
+    assert.deepEqual(pidsOf(after), pidsOf(before));
+    assert.deepEqual([...pidsOf(after).values()].sort(), workers.map((w) => w.pid!).sort());
     for (const member of ['a', 'b', 'c']) assert.deepEqual(await weights('coordinator-crash', member), await weights('clean', member), member);
   });
 });

@@ -9,11 +9,9 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { Packr } from 'msgpackr';
 import { Dealer } from 'zeromq';
 import { loadFashionMnist } from '../shared/data/fashion-mnist.js';
@@ -22,7 +20,7 @@ import { initBackend } from '../shared/engine/backend.js';
 import { readSavedWeights } from '../shared/io/model-files.js';
 import { encodeMessage } from '../shared/protocol/codec.js';
 import { PROTOCOL_VERSION, type Message } from '../shared/protocol/messages.js';
-import { ROOT } from './helpers/cli.js';
+import { startCli } from './helpers/cli.js';
 import { freePort } from './helpers/net.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-hostile-'));
@@ -53,22 +51,9 @@ function configFile(name: string): string {
   return path;
 }
 
-function cohort(args: string[], onLine: (line: string) => void = () => {}): Promise<{ code: number | null; output: string[] }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'cli.ts', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    const output: string[] = [];
-    for (const stream of [child.stdout, child.stderr]) {
-      createInterface({ input: stream }).on('line', (line) => {
-        output.push(line);
-        onLine(line);
-      });
-    }
-    const timer = setTimeout(() => child.kill('SIGKILL'), 280_000);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, output });
-    });
-  });
+async function cohort(args: string[], onLine: (line: string) => void = () => {}): Promise<{ code: number | null; output: string[] }> {
+  const { code, output } = await startCli(args, { onLine, timeoutMs: 280_000 }).exited;
+  return { code, output: output.split('\n').slice(0, -1) };
 }
 
 /** A coordinator and its 3 workers as separate processes; `attack` runs once all have joined. */

@@ -10,16 +10,17 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { loadFashionMnist } from '../shared/data/fashion-mnist.js';
 import { initBackend } from '../shared/engine/backend.js';
 import { readSavedWeights } from '../shared/io/model-files.js';
-import { ROOT, runCli } from './helpers/cli.js';
-import { train } from './helpers/faults.js';
+import type { MetricsRecord } from '../shared/metrics/records.js';
+import { runCli, startCli } from './helpers/cli.js';
+import { eventsOf, RunRecordsFollower } from './helpers/events.js';
+import { runDirOf, train } from './helpers/faults.js';
 import { asRoot, cannotRun, tool, unmet } from './helpers/requirements.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-hosts-'));
@@ -87,7 +88,7 @@ function config(name: string): string {
   const path = join(root, `${name}.json`);
   writeFileSync(path, JSON.stringify({
     name, algorithm: 'dml', dataset: { name: 'fashion-mnist', cacheDir }, batchSize: 32, trainLimit: STEPS * 32,
-    members: ['a', 'b', 'c', 'd'].map(member), checkpoint: { everySteps: 5, keep: 2 }, runDir: join(root, 'runs'),
+    progressEvery: 1, members: ['a', 'b', 'c', 'd'].map(member), checkpoint: { everySteps: 5, keep: 2 }, runDir: join(root, 'runs'),
     recovery: { livenessMs: 5000, heartbeatMs: 500, maxRestarts: 4 }, exchange: { timeoutMs: 120_000 },
   }));
   return path;
@@ -99,30 +100,23 @@ interface Proc {
 }
 
 /** `cohort ARGS` inside host `h`'s namespace. */
-function onHost(h: (typeof hosts)[number], name: string, args: string[], onLine: (line: string) => void = () => {}): Proc {
-  const child = spawn('ip', ['netns', 'exec', h.ns, process.execPath, '--import', 'tsx', 'cli.ts', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  for (const stream of [child.stdout, child.stderr]) {
-    createInterface({ input: stream }).on('line', (line) => {
-      output += `${line}\n`;
-      onLine(line);
-    });
-  }
-  const timer = setTimeout(() => child.kill('SIGKILL'), 240_000);
-  return { name, done: new Promise((resolve) => child.on('close', (code) => (clearTimeout(timer), resolve({ code, output })))) };
+function onHost(h: (typeof hosts)[number], name: string, args: string[]): Proc {
+  return { name, done: startCli(args, { timeoutMs: 240_000, wrap: (argv) => ['ip', ['netns', 'exec', h.ns, ...argv]] }).exited };
 }
 
 /** The coordinator on host 0, a and b on host 1, c and d on host 2. */
-async function runAcrossHosts(path: string, onCoordinatorLine: (line: string) => void = () => {}): Promise<string> {
+async function runAcrossHosts(path: string, onRecord: (record: MetricsRecord) => void = () => {}): Promise<{ output: string; records: MetricsRecord[] }> {
   const keys = join(root, 'keys');
   const endpoint = `tcp://${hosts[0].ip}:${PORT}`;
-  const coordinator = onHost(hosts[0], 'coordinator', ['coordinator', path, '--bind', endpoint, '--keys', keys, '--log-every', '1'], onCoordinatorLine);
+  const follower = new RunRecordsFollower(runDirOf(path), onRecord);
+  const coordinator = onHost(hosts[0], 'coordinator', ['coordinator', path, '--bind', endpoint, '--keys', keys, '--log-every', '1']);
   const workers = [['a', 1], ['b', 1], ['c', 2], ['d', 2]].map(([m, h]) =>
     onHost(hosts[h as number], m as string, ['worker', '--connect', endpoint, '--member', m as string, '--keys', keys, '--timeout', '120']));
   const results = await Promise.all([coordinator, ...workers].map(async (p) => ({ name: p.name, ...(await p.done) })));
   const all = results.map((r) => `--- ${r.name} (exit ${r.code}):\n${r.output}`).join('\n');
+  const records = follower.stop();
   for (const r of results) assert.equal(r.code, 0, `${r.name} failed:\n${all}`);
-  return results[0].output;
+  return { output: results[0].output, records };
 }
 
 async function weights(run: string, member: string): Promise<Float32Array[]> {
@@ -135,9 +129,9 @@ describe('three hosts in network namespaces', () => {
     const oneHost = await train([config('one-host'), '--insecure']);
     assert.equal(oneHost.code, 0, oneHost.output);
 
-    const output = await runAcrossHosts(config('across'));
-    assert.match(output, /\(CURVE\)/);
-    assert.match(output, new RegExp(`coordinator: c \\(member\\) joined from .*`));
+    const across = await runAcrossHosts(config('across'));
+    assert.match(across.output, /\(CURVE\)/);
+    assert.deepEqual(eventsOf(across.records, 'worker-admitted').map((e) => e.worker).sort(), ['a', 'b', 'c', 'd']);
     for (const m of ['a', 'b', 'c', 'd']) assert.deepEqual(await weights('across', m), await weights('one-host', m), `member ${m}`);
 
     // Host 2 loses its network at step 12 and gets it back once the coordinator has declared
@@ -146,17 +140,18 @@ describe('three hosts in network namespaces', () => {
     let cut = false;
     let lost = 0;
     const h2 = hosts[2];
-    const output2 = await runAcrossHosts(config('cut'), (line) => {
-      if (!cut && new RegExp(`^step ${cutAt} \\|`).test(line)) {
+    const cutRun = await runAcrossHosts(config('cut'), (record) => {
+      if (!cut && record.kind === 'step' && record.step + 1 === cutAt) {
         cut = true;
         assert.ok(ip('-n', h2.ns, 'link', 'set', h2.inner, 'down').ok);
       }
-      if (/^coordinator: [cd] lost at .* \(no message for/.test(line) && ++lost === 2) assert.ok(ip('-n', h2.ns, 'link', 'set', h2.inner, 'up').ok);
+      if (record.kind === 'event' && record.event === 'worker-lost' && ['c', 'd'].includes(record.worker) && record.reason === 'silent' && ++lost === 2) assert.ok(ip('-n', h2.ns, 'link', 'set', h2.inner, 'up').ok);
     });
     assert.ok(cut, 'the link was cut');
-    for (const line of output2.split('\n').filter((l) => /^coordinator: [cd] (lost|\(member\) joined)/.test(l))) console.log(`# ${line.slice(0, 160)}`);
-    assert.match(output2, /coordinator: c lost at \S+ \(no message for \d+\.\d s\); rolling the cohort back to step \d+/);
-    assert.match(output2, /coordinator: d lost at \S+ \(no message for \d+\.\d s\); rolling the cohort back to step \d+/);
+    const losses = eventsOf(cutRun.records, 'worker-lost');
+    for (const e of losses) console.log(`# ${e.worker} lost: ${e.reason} (${e.detail}) at step ${e.step}`);
+    for (const w of ['c', 'd']) assert.ok(losses.some((e) => e.worker === w && e.reason === 'silent'), `${w} was declared lost for its silence`);
+    assert.ok(eventsOf(cutRun.records, 'rollback').length >= 1, 'the cohort rolled back');
     for (const m of ['a', 'b', 'c', 'd']) assert.deepEqual(await weights('cut', m), await weights('one-host', m), `member ${m} after the cut`);
   });
 });

@@ -8,14 +8,13 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createProgressDisplay, formatDuration, progressFields, type ProgressUpdate } from '../coordinator/progress-display.js';
 import { loadFashionMnist } from '../shared/data/fashion-mnist.js';
 import { parseMetricsLines, type EvalRecord, type StepRecord } from '../shared/metrics/records.js';
-import { ROOT, runCli } from './helpers/cli.js';
+import { runCli, startCli } from './helpers/cli.js';
 import { cannotRun, tool, unmet } from './helpers/requirements.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-progress-'));
@@ -89,12 +88,11 @@ describe('a real run', () => {
     }
   });
 
-  test('on a terminal: one line per worker, redrawn in place, and no plain progress lines', { timeout: 180_000 }, (t) => {
+  test('on a terminal: one line per worker, redrawn in place, and no plain progress lines', { timeout: 180_000 }, async (t) => {
     if (cannotRun(t, unmet(tool('script', 'bsdutils')))) return; // gives the run a terminal
     // A wide terminal, so that the lines are not cut to 80 columns.
-    const command = `stty cols 200; ${process.execPath} --import tsx cli.ts train ${config('tty')} --insecure`;
-    const run = spawnSync('script', ['-qec', command, '/dev/null'], { cwd: ROOT, encoding: 'utf8', timeout: 170_000, env: { ...process.env, COLUMNS: '160' } });
-    assert.equal(run.status, 0, run.stdout);
+    const run = await startCli(['train', config('tty'), '--insecure'], { timeoutMs: 170_000, env: { COLUMNS: '160' }, wrap: (argv) => ['script', ['-qec', `stty cols 200; ${argv.join(' ')}`, '/dev/null']] }).exited;
+    assert.equal(run.code, 0, run.stdout);
     const out = run.stdout;
     assert.ok(out.includes('\u001b[1A'), 'the cursor moves up to redraw');
     for (const w of ['a', 'b']) assert.match(out, new RegExp(`${w} [█░]{20} epoch 2/2 \\| step 40/40 \\| \\d+ img/s \\| loss \\d\\.\\d{4} \\| acc \\d+\\.\\d\\d% \\| ETA 0s`));

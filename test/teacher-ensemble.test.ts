@@ -22,7 +22,8 @@ import { kdLoss } from '../shared/losses/index.js';
 import { makeOptimizer } from '../shared/training/objective.js';
 import { temperedPredictions } from '../shared/training/predictions.js';
 import { buildWorkerModel, finalWeightsDir } from '../worker/run-worker.js';
-import { randomIdx, spawnCohort } from './helpers/fake-coordinator.js';
+import { startCli } from './helpers/cli.js';
+import { randomIdx } from './helpers/fake-coordinator.js';
 import { freePort } from './helpers/net.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-teacher-ensemble-'));
@@ -108,12 +109,12 @@ test('KD with two teacher workers: the student learns from the mean of their sof
   writeFileSync(path, JSON.stringify(raw));
   const port = await freePort();
   const endpoint = `tcp://127.0.0.1:${port}`;
-  const coordinator = spawnCohort(['coordinator', path, '--bind', endpoint, '--insecure', '--log-every', '10'], 150_000);
+  const coordinator = startCli(['coordinator', path, '--bind', endpoint, '--insecure', '--log-every', '10'], { timeoutMs: 150_000 });
   const workers = ['student', 'big', 'small'].map((name) => ({
     name,
-    p: spawnCohort(['worker', '--connect', endpoint, '--member', name, '--timeout', '120', '--insecure'], 150_000),
+    p: startCli(['worker', '--connect', endpoint, '--member', name, '--timeout', '120', '--insecure'], { timeoutMs: 150_000 }),
   }));
-  const results = await Promise.all([{ name: 'coordinator', p: coordinator }, ...workers].map(async ({ name, p }) => ({ name, ...(await p.done) })));
+  const results = await Promise.all([{ name: 'coordinator', p: coordinator }, ...workers].map(async ({ name, p }) => ({ name, ...(await p.exited) })));
   for (const r of results) assert.equal(r.code, 0, `${r.name} failed (${r.signal ?? ''}):\n${r.output}`);
   assert.match(results[0].output, /step 20 \| loss student \d+\.\d{4}/);
   for (const t of ['big', 'small']) assert.match(results[0].output, new RegExp(`eval epoch 1: ${t} \\(teacher\\) accuracy`));

@@ -31,7 +31,8 @@ import type { Message } from '../shared/protocol/messages.js';
 import { finalLogits } from '../shared/training/objective.js';
 import { temperedPredictions } from '../shared/training/predictions.js';
 import { buildWorkerModel } from '../worker/run-worker.js';
-import { FakeCoordinator, randomIdx, spawnCohort, type CohortProcess } from './helpers/fake-coordinator.js';
+import { startCli, type CliProcess } from './helpers/cli.js';
+import { FakeCoordinator, randomIdx } from './helpers/fake-coordinator.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-teachers-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -44,8 +45,8 @@ before(async () => {
   await initBackend({ backend: 'wasm' });
 });
 
-function worker(endpoint: string, member: string): CohortProcess {
-  return spawnCohort(['worker', '--connect', endpoint, '--member', member, '--insecure', '--backend', 'wasm', '--timeout', '60'], 90_000);
+function worker(endpoint: string, member: string): CliProcess {
+  return startCli(['worker', '--connect', endpoint, '--member', member, '--insecure', '--backend', 'wasm', '--timeout', '60'], { timeoutMs: 90_000 });
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -114,7 +115,7 @@ test('a teacher runs at most teacherWindow steps ahead: W predictions, then one 
 
     // A shutdown stops it, with the reason.
     await coordinator.send('t', { type: 'shutdown', reason: 'test over' });
-    const exit = await teacher.done;
+    const exit = await teacher.exited;
     assert.match(exit.output, /the coordinator stopped the run: test over/);
   } finally {
     teacher.kill();
@@ -242,7 +243,7 @@ async function crossQualityRun(
     await coordinator.until(() => coordinator.received('done').length === 2, 80_000, 'both workers to finish the epoch', diagnostics);
     for (const n of ['teacher', 'student']) await coordinator.send(n, { type: 'shutdown', reason: 'run complete' });
     for (const [n, p] of Object.entries(processes)) {
-      const exit = await p.done;
+      const exit = await p.exited;
       assert.equal(exit.code, 0, `${n} exit:\n${exit.output}`);
     }
   } finally {

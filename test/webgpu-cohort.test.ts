@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { initBackend } from '../shared/engine/backend.js';
 import { probeAdapters } from '../shared/engine/webgpu.js';
 import { readFileSync } from 'node:fs';
 import { readSavedWeights } from '../shared/io/model-files.js';
@@ -62,6 +63,7 @@ async function train(name: string, backends: [string, string]) {
 
 test('DML with one member on webgpu and one on wasm ends with the weights of the same run on cpu', { timeout: 900_000 }, async (t) => {
   if (cannotRun(t, adapterMissing())) return;
+  await initBackend({ backend: 'cpu' }); // this process reads the saved weights
   const mixed = await train('mixed', ['webgpu', 'wasm']);
   assert.match(mixed, /a: backend webgpu on GPU llvmpipe/);
   assert.match(mixed, /b: backend wasm on CPU/);

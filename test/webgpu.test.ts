@@ -141,13 +141,13 @@ function smallModel(name: ModelName, side = imagenetFamily(name) ? 8 : 16) {
 }
 
 /**
- * The whole step is compared where it is well conditioned. At batch 2 and 8x8 the ResNets'
- * and MobileNetV2's last batch norms average 2 values (1x1 maps): images moved by one part in
- * 1e6 move the cpu gradients by 6e-2 to 10 (measured), so no backend comparison means anything
- * there. At 16x16 and batch 8 they average 32 values and the step is compared to 1e-4. That
- * costs minutes per model on the pure-JS cpu backend and llvmpipe, so it runs for one model of
- * each architecture; resnet34 and the multi-exit 34/50 repeat resnet18's and resnet50's blocks
- * (their kernels are all replayed above, at their own shapes).
+ * The whole step is compared where it is well conditioned, measured as how far cpu's own
+ * gradients move when the images move by one part in 1e6. At batch 2 and 8x8 the ResNets'
+ * and MobileNetV2's last batch norms average two values (1x1 maps) and that is 6e-2 to 10; at
+ * batch 8 it is 1.4e-5 (resnet18, multi-exit-resnet18), 5.4e-5 (resnet34), 2.7e-4
+ * (mobilenetv2). ResNet-50's bottlenecks stay at 2e-2 to 4e-2 up to batch 32 at 8x8, and
+ * larger inputs cost minutes per step on the pure-JS cpu backend and llvmpipe: resnet50 and the
+ * multi-exit 34/50 are checked kernel by kernel only (every configuration they run, above).
  */
 const STEP_SHAPE: Partial<Record<ModelName, { side: number; batch: number }>> = {
   'reference-cnn': { side: 16, batch: 2 },
@@ -155,10 +155,10 @@ const STEP_SHAPE: Partial<Record<ModelName, { side: number; batch: number }>> = 
   'cnn-student': { side: 16, batch: 2 },
   'mlp-teacher': { side: 16, batch: 2 },
   'mlp-student': { side: 16, batch: 2 },
-  resnet18: { side: 16, batch: 8 },
-  resnet50: { side: 16, batch: 8 },
-  mobilenetv2: { side: 16, batch: 8 },
-  'multi-exit-resnet18': { side: 16, batch: 8 },
+  resnet18: { side: 8, batch: 8 },
+  resnet34: { side: 8, batch: 8 },
+  mobilenetv2: { side: 8, batch: 8 },
+  'multi-exit-resnet18': { side: 8, batch: 8 },
 };
 
 /**
@@ -232,7 +232,8 @@ async function gradientsOn(backend: 'cpu' | 'webgpu', model: ReturnType<typeof s
 const models = (process.env.COHORT_WEBGPU_MODELS?.split(',') as ModelName[] | undefined) ?? MODEL_NAMES;
 for (const name of models) {
   const step = STEP_SHAPE[name];
-  test(`${name}: every kernel of a training step, forward and backward, matches cpu on webgpu${step ? ', and so does the whole step' : ''}`, needsAdapter, async (t) => {
+  test(`${name}: every kernel of a training step, forward and backward, matches cpu on webgpu${step ? ', and so does the whole step' : ''}`, { ...needsAdapter, timeout: 900_000 }, async (t) => {
+    const started = Date.now();
     await initBackend({ backend: 'webgpu' });
     await initBackend({ backend: 'cpu' });
     const rng = seeded(5);
@@ -282,6 +283,7 @@ for (const name of models) {
     assert.ok(Math.abs(gpu.loss - cpu.loss) <= 1e-5 * Math.abs(cpu.loss), `loss ${gpu.loss} on webgpu, ${cpu.loss} on cpu`);
     assert.ok(error < tolerance, `gradients: relative error ${error.toExponential(2)} (tolerance ${tolerance.toExponential(1)})`);
     model.model.dispose();
+    t.diagnostic(`${((Date.now() - started) / 1000).toFixed(0)} s`);
   });
 }
 

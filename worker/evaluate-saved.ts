@@ -21,7 +21,7 @@ export interface SavedEvaluation {
 /** Evaluates `members` (default: every member of the run) from `runDir` (the folder holding config.json). */
 export async function evaluateSaved(runDir: string, members?: string[], log: (line: string) => void = () => {}): Promise<SavedEvaluation[]> {
   const configPath = join(runDir, 'config.json');
-  if (!existsSync(configPath)) throw new CohortError(`${runDir} is not a run directory (no config.json)`);
+  if (!existsSync(configPath)) throw new CohortError(`${runDir} is not a run directory (no config.json)`, { code: 'USAGE' });
   const config = resolveRunConfig(JSON.parse(readFileSync(configPath, 'utf8')));
   const dataset = await openDataset(config.dataset, log);
   const results: SavedEvaluation[] = [];

@@ -17,7 +17,7 @@ async function loadOrt(): Promise<Ort> {
   try {
     return await import('onnxruntime-node');
   } catch (error) {
-    throw new CohortError(`ONNX teachers need onnxruntime-node, which is not installed or does not load here (${(error as Error).message.split('\n')[0]}); npm install onnxruntime-node`);
+    throw new CohortError(`ONNX teachers need onnxruntime-node, which is not installed or does not load here (${(error as Error).message.split('\n')[0]}); npm install onnxruntime-node`, { code: 'BACKEND_NOT_INSTALLED', cause: error });
   }
 }
 
@@ -62,13 +62,13 @@ export class OnnxTeacher {
     const ort = await loadOrt();
     const channels = o.imageShape[2];
     if (o.input.mean && o.input.mean.length !== channels) {
-      throw new CohortError(`teacher ${o.name}: input.mean has ${o.input.mean.length} values for ${channels}-channel images`);
+      throw new CohortError(`teacher ${o.name}: input.mean has ${o.input.mean.length} values for ${channels}-channel images`, { code: 'CONFIG_INVALID' });
     }
     let session: InferenceSession;
     try {
       session = await ort.InferenceSession.create(o.path, { executionProviders: ['cpu'] });
     } catch (error) {
-      throw new CohortError(`teacher ${o.name}: cannot open ONNX model ${o.path}: ${(error as Error).message.split('\n')[0]}`);
+      throw new CohortError(`teacher ${o.name}: cannot open ONNX model ${o.path}: ${(error as Error).message.split('\n')[0]}`, { code: 'FILE_UNREADABLE', cause: error });
     }
     const { scale, shift } = renormalization(o.normalization, o.input, channels);
     return new OnnxTeacher(ort, session, o, tf.tensor1d(scale), tf.tensor1d(shift));
@@ -93,11 +93,11 @@ export class OnnxTeacher {
     try {
       output = (await this.session.run(feeds))[this.session.outputNames[0]];
     } catch (error) {
-      throw new CohortError(`teacher ${this.o.name}: ONNX model ${this.o.path} failed on a ${x.shape.join('x')} batch (${this.o.input.layout}): ${(error as Error).message.split('\n')[0]}`);
+      throw new CohortError(`teacher ${this.o.name}: ONNX model ${this.o.path} failed on a ${x.shape.join('x')} batch (${this.o.input.layout}): ${(error as Error).message.split('\n')[0]}`, { code: 'MODEL_INVALID', cause: error });
     }
     const dims = output.dims as number[];
     if (dims.length !== 2 || dims[0] !== x.shape[0] || dims[1] !== this.o.classes) {
-      throw new CohortError(`teacher ${this.o.name}: ONNX model ${this.o.path} outputs [${dims.join(', ')}], expected [${x.shape[0]}, ${this.o.classes}] (batch, the dataset's classes)`);
+      throw new CohortError(`teacher ${this.o.name}: ONNX model ${this.o.path} outputs [${dims.join(', ')}], expected [${x.shape[0]}, ${this.o.classes}] (batch, the dataset's classes)`, { code: 'MODEL_INVALID' });
     }
     const logits = tf.tensor2d(output.data as Float32Array, [dims[0], dims[1]]);
     output.dispose();

@@ -52,7 +52,7 @@ function studyConfigs(only?: string[]): { file: string; raw: Record<string, unkn
   if (!only) return all;
   const names = new Set(all.map((c) => c.raw.name as string));
   const unknown = only.filter((n) => !names.has(n));
-  if (unknown.length) throw new CohortError(`--only: no experiment named ${unknown.join(', ')} (known: ${[...names].join(', ')})`);
+  if (unknown.length) throw new CohortError(`--only: no experiment named ${unknown.join(', ')} (known: ${[...names].join(', ')})`, { code: 'USAGE' });
   return all.filter((c) => only.includes(c.raw.name as string));
 }
 
@@ -156,7 +156,7 @@ async function schedule(jobs: Job[], cores: number, run: (job: Job) => Promise<O
     }
     if (firstError !== undefined) waiting.length = 0;
     if (running.size) await Promise.race(running);
-    else if (waiting.length) throw new CohortError(`study: ${waiting.map((j) => j.config.name).join(', ')} could not be scheduled`);
+    else if (waiting.length) throw new CohortError(`study: ${waiting.map((j) => j.config.name).join(', ')} could not be scheduled`, { code: 'LAUNCH_FAILED' });
   }
   if (firstError !== undefined) throw firstError;
   return done;
@@ -177,7 +177,7 @@ async function runJob(job: Job, fresh: boolean): Promise<Outcome> {
     console.log(`study: ${config.name} (${config.algorithm}, ${config.epochs} epochs, ${job.slots} core(s)) ...`);
     await trainLocally({ config, insecure: true, interactive: false, log: (line) => appendFileSync(logFile, `${line}\n`) });
     outcome = finished(config);
-    if (!outcome) throw new CohortError(`${config.name}: finished without a final evaluation of every worker (see ${logFile})`);
+    if (!outcome) throw new CohortError(`${config.name}: finished without a final evaluation of every worker (see ${logFile})`, { code: 'RUN_INCOMPLETE' });
     outcome.seconds = (Date.now() - t0) / 1000;
   }
   const summary = outcome.evals.filter((e) => e.role !== 'teacher').map((e) => `${e.worker} ${pct(e.accuracy)}% (ECE ${pct(e.ece)}%)`).join(', ');
@@ -197,9 +197,9 @@ async function main(): Promise<void> {
     .option('fresh', { type: 'boolean', default: false, describe: 'run again experiments that already finished' })
     .strict()
     .parse();
-  if (!Number.isInteger(args.seeds) || args.seeds < 1) throw new CohortError(`--seeds must be a positive integer, got ${args.seeds}`);
-  if (args.epochs !== undefined && (!Number.isInteger(args.epochs) || args.epochs < 1)) throw new CohortError(`--epochs must be a positive integer, got ${args.epochs}`);
-  if (!Number.isInteger(args.parallel) || args.parallel < 1) throw new CohortError(`--parallel must be a positive integer, got ${args.parallel}`);
+  if (!Number.isInteger(args.seeds) || args.seeds < 1) throw new CohortError(`--seeds must be a positive integer, got ${args.seeds}`, { code: 'USAGE' });
+  if (args.epochs !== undefined && (!Number.isInteger(args.epochs) || args.epochs < 1)) throw new CohortError(`--epochs must be a positive integer, got ${args.epochs}`, { code: 'USAGE' });
+  if (!Number.isInteger(args.parallel) || args.parallel < 1) throw new CohortError(`--parallel must be a positive integer, got ${args.parallel}`, { code: 'USAGE' });
   const configs = studyConfigs(args.only?.split(',').map((s) => s.trim()));
   // Every (experiment, seed) run, the same experiment's seeds side by side, in config order.
   const jobs: Job[] = configs.flatMap(({ raw }) =>

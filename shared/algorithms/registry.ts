@@ -236,7 +236,7 @@ const ENTRIES: Record<Algorithm, AlgorithmEntry> = {
 export function requireOneRun(config: Pick<RunConfig, 'algorithm'>, instead: string): void {
   const plan = ENTRIES[config.algorithm].stages;
   if (plan === 'one run') return;
-  throw new CohortError(`${config.algorithm} runs as a chain of ${plan.algorithm.toUpperCase()} stages: start it with \`cohort train\`, or ${instead.replace('STAGE', plan.algorithm)}`);
+  throw new CohortError(`${config.algorithm} runs as a chain of ${plan.algorithm.toUpperCase()} stages: start it with \`cohort train\`, or ${instead.replace('STAGE', plan.algorithm)}`, { code: 'USAGE' });
 }
 
 /** The entry of an algorithm. */

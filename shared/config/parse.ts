@@ -19,5 +19,5 @@ export function parseConfig<S extends z.ZodType>(schema: S, value: unknown, pref
     if (issue.code === 'unrecognized_keys') return `${where}: unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `'${k}'`).join(', ')}`;
     return `${where}: ${issue.message}`;
   });
-  throw new CohortError(`invalid ${prefix} config:\n  ${lines.join('\n  ')}`);
+  throw new CohortError(`invalid ${prefix} config:\n  ${lines.join('\n  ')}`, { code: 'CONFIG_INVALID' });
 }

@@ -246,18 +246,18 @@ export function loadRunConfig(path: string): RunConfig {
     text = readFileSync(path, 'utf8');
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new CohortError(code === 'ENOENT' ? `config file not found: ${path}` : `cannot read config ${path}: ${(error as Error).message}`);
+    throw new CohortError(code === 'ENOENT' ? `config file not found: ${path}` : `cannot read config ${path}: ${(error as Error).message}`, { code: 'FILE_UNREADABLE', cause: error });
   }
   let value: unknown;
   try {
     value = extname(path).toLowerCase() === '.json' ? JSON.parse(text) : parseYaml(text);
   } catch (error) {
-    throw new CohortError(`${path}: not valid ${extname(path).toLowerCase() === '.json' ? 'JSON' : 'YAML'}: ${(error as Error).message.split('\n')[0]}`);
+    throw new CohortError(`${path}: not valid ${extname(path).toLowerCase() === '.json' ? 'JSON' : 'YAML'}: ${(error as Error).message.split('\n')[0]}`, { code: 'CONFIG_INVALID', cause: error });
   }
   try {
     return resolveRunConfig(value);
   } catch (error) {
-    if (error instanceof CohortError) throw new CohortError(`${path}: ${error.message}`);
+    if (error instanceof CohortError) throw new CohortError(`${path}: ${error.message}`, { code: error.code, cause: error });
     throw error;
   }
 }

@@ -119,10 +119,10 @@ export async function openDataset(config: DatasetConfig, log: (line: string) => 
       const train = await loadIdxDataset(parsed.train.images, parsed.train.labels, parsed.classes);
       const test = await loadIdxDataset(parsed.test.images, parsed.test.labels, parsed.classes ?? train.classes);
       if (test.height !== train.height || test.width !== train.width || test.channels !== train.channels) {
-        throw new CohortError(`dataset: test images are ${test.height}x${test.width}x${test.channels}, train images ${train.height}x${train.width}x${train.channels}`);
+        throw new CohortError(`dataset: test images are ${test.height}x${test.width}x${test.channels}, train images ${train.height}x${train.width}x${train.channels}`, { code: 'DATA_INVALID' });
       }
       const classNames = parsed.classNames ?? Array.from({ length: train.classes }, (_, c) => String(c));
-      if (classNames.length !== train.classes) throw new CohortError(`dataset.classNames: ${classNames.length} names for ${train.classes} classes`);
+      if (classNames.length !== train.classes) throw new CohortError(`dataset.classNames: ${classNames.length} names for ${train.classes} classes`, { code: 'CONFIG_INVALID' });
       log(`idx: ${train.count} train / ${test.count} test images of ${train.height}x${train.width}x${train.channels}, ${train.classes} classes`);
       return memoryDataset('idx', { train, test }, classNames, parsed.normalization ?? pixelStatistics(train), parsed.augment);
     }
@@ -140,7 +140,7 @@ function memoryDataset(
 ): Dataset {
   for (const value of [normalization.mean, normalization.std]) {
     if (typeof value !== 'number' && value.length !== splits.train.channels) {
-      throw new CohortError(`dataset.normalization: ${value.length} values for ${splits.train.channels}-channel images`);
+      throw new CohortError(`dataset.normalization: ${value.length} values for ${splits.train.channels}-channel images`, { code: 'CONFIG_INVALID' });
     }
   }
   return {
@@ -173,7 +173,7 @@ function imageFolderDataset(config: ImageFolderConfig, log: (line: string) => vo
     if (split === 'train') return train;
     test ??= scanImageFolder(config.test);
     if (test.classes.join('\0') !== train.classes.join('\0')) {
-      throw new CohortError(`dataset: the class folders of ${config.test} differ from those of ${config.train}`);
+      throw new CohortError(`dataset: the class folders of ${config.test} differ from those of ${config.train}`, { code: 'DATA_INVALID' });
     }
     return test;
   };

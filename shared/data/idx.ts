@@ -26,27 +26,27 @@ export function parseIdx(buffer: Uint8Array, source: string): IdxArray {
     try {
       bytes = gunzipSync(bytes);
     } catch (error) {
-      throw new CohortError(`${source}: corrupt gzip data (${(error as Error).message})`);
+      throw new CohortError(`${source}: corrupt gzip data (${(error as Error).message})`, { code: 'DATA_INVALID', cause: error });
     }
   }
-  if (bytes.length < 4) throw new CohortError(`${source}: not an IDX file (only ${bytes.length} bytes)`);
+  if (bytes.length < 4) throw new CohortError(`${source}: not an IDX file (only ${bytes.length} bytes)`, { code: 'DATA_INVALID' });
   if (bytes[0] !== 0 || bytes[1] !== 0) {
-    throw new CohortError(`${source}: not an IDX file (the magic number must start with two zero bytes)`);
+    throw new CohortError(`${source}: not an IDX file (the magic number must start with two zero bytes)`, { code: 'DATA_INVALID' });
   }
   if (bytes[2] !== UNSIGNED_BYTE) {
-    throw new CohortError(`${source}: IDX value type 0x${bytes[2].toString(16).padStart(2, '0')} is not supported (only unsigned bytes, 0x08)`);
+    throw new CohortError(`${source}: IDX value type 0x${bytes[2].toString(16).padStart(2, '0')} is not supported (only unsigned bytes, 0x08)`, { code: 'DATA_INVALID' });
   }
   const rank = bytes[3];
   const headerLength = 4 + 4 * rank;
   if (rank === 0 || bytes.length < headerLength) {
-    throw new CohortError(`${source}: truncated IDX header (${rank} dimensions need ${headerLength} bytes, found ${bytes.length})`);
+    throw new CohortError(`${source}: truncated IDX header (${rank} dimensions need ${headerLength} bytes, found ${bytes.length})`, { code: 'DATA_INVALID' });
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const dims = Array.from({ length: rank }, (_, i) => view.getUint32(4 + 4 * i, false));
   const expected = dims.reduce((a, b) => a * b, 1);
   const found = bytes.length - headerLength;
   if (found !== expected) {
-    throw new CohortError(`${source}: expected ${expected} bytes of values after the header (dims ${dims.join('x')}), found ${found}`);
+    throw new CohortError(`${source}: expected ${expected} bytes of values after the header (dims ${dims.join('x')}), found ${found}`, { code: 'DATA_INVALID' });
   }
   // A plain Uint8Array view (not a Buffer, whatever was read), sharing the memory.
   return { dims, data: new Uint8Array(bytes.buffer, bytes.byteOffset + headerLength, found) };
@@ -58,7 +58,7 @@ export async function readIdxFile(path: string): Promise<IdxArray> {
     bytes = await readFile(path);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new CohortError(code === 'ENOENT' ? `IDX file not found: ${path}` : `cannot read ${path}: ${(error as Error).message}`);
+    throw new CohortError(code === 'ENOENT' ? `IDX file not found: ${path}` : `cannot read ${path}: ${(error as Error).message}`, { code: 'DATASET_UNAVAILABLE', cause: error });
   }
   return parseIdx(bytes, path);
 }

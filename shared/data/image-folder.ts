@@ -40,9 +40,9 @@ function listDir(dir: string, what: string): Dirent[] {
     return readdirSync(dir, { withFileTypes: true });
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new CohortError(`${what} not found: ${dir}`);
-    if (code === 'ENOTDIR') throw new CohortError(`${what} is not a directory: ${dir}`);
-    throw new CohortError(`cannot read ${what} ${dir}: ${(error as Error).message}`);
+    if (code === 'ENOENT') throw new CohortError(`${what} not found: ${dir}`, { code: 'DATASET_UNAVAILABLE' });
+    if (code === 'ENOTDIR') throw new CohortError(`${what} is not a directory: ${dir}`, { code: 'DATASET_UNAVAILABLE' });
+    throw new CohortError(`cannot read ${what} ${dir}: ${(error as Error).message}`, { code: 'DATASET_UNAVAILABLE', cause: error });
   }
 }
 
@@ -66,7 +66,7 @@ export function scanImageFolder(root: string): ImageFolder {
   const absolute = resolve(root);
   const entries = listDir(absolute, 'image folder').filter((e) => !e.name.startsWith('.'));
   const classes = sortedNames(entries.filter((e) => kind(absolute, e) === 'dir'));
-  if (classes.length === 0) throw new CohortError(`image folder has no class folders (expected root/<class>/<image>): ${absolute}`);
+  if (classes.length === 0) throw new CohortError(`image folder has no class folders (expected root/<class>/<image>): ${absolute}`, { code: 'DATA_INVALID' });
   const samples: ImageSample[] = [];
   const empty: string[] = [];
   classes.forEach((name, label) => {
@@ -77,7 +77,7 @@ export function scanImageFolder(root: string): ImageFolder {
   });
   if (empty.length > 0) {
     const shown = empty.slice(0, 3).join(', ') + (empty.length > 3 ? ` and ${empty.length - 3} more` : '');
-    throw new CohortError(`image folder ${absolute}: no ${IMAGE_EXTENSIONS.join('/')} images in class folder ${shown}`);
+    throw new CohortError(`image folder ${absolute}: no ${IMAGE_EXTENSIONS.join('/')} images in class folder ${shown}`, { code: 'DATA_INVALID' });
   }
   return { root: absolute, classes, samples };
 }

@@ -79,8 +79,8 @@ export class ImageFolderLoader implements BatchSource {
     this.transform = validateTransform(options.transform);
     this.threads = options.threads ?? Math.min(2, availableParallelism());
     this.prefetch = options.prefetch ?? 4;
-    if (!Number.isInteger(this.threads) || this.threads < 0) throw new CohortError(`image loader: threads must be an integer >= 0, got ${this.threads}`);
-    if (!Number.isInteger(this.prefetch) || this.prefetch < 1) throw new CohortError(`image loader: prefetch must be an integer >= 1, got ${this.prefetch}`);
+    if (!Number.isInteger(this.threads) || this.threads < 0) throw new CohortError(`image loader: threads must be an integer >= 0, got ${this.threads}`, { code: 'INVALID_ARGUMENT' });
+    if (!Number.isInteger(this.prefetch) || this.prefetch < 1) throw new CohortError(`image loader: prefetch must be an integer >= 1, got ${this.prefetch}`, { code: 'INVALID_ARGUMENT' });
     this.folder = options.folder ?? scanImageFolder(options.root);
     this.sampler = new BatchSampler({
       count: this.folder.samples.length,
@@ -126,9 +126,9 @@ export class ImageFolderLoader implements BatchSource {
    * the start otherwise. Breaking out of the loop early is fine; state() stays exact.
    */
   async *epoch(e: number): AsyncGenerator<Batch> {
-    if (this.closed) throw new CohortError('image loader: epoch() after close()');
-    if (!Number.isInteger(e) || e < 0) throw new CohortError(`image loader: epoch must be an integer >= 0, got ${e}`);
-    if (this.iterating) throw new CohortError('image loader: one epoch() at a time (finish or break out of the previous loop first)');
+    if (this.closed) throw new CohortError('image loader: epoch() after close()', { code: 'INVALID_ARGUMENT' });
+    if (!Number.isInteger(e) || e < 0) throw new CohortError(`image loader: epoch must be an integer >= 0, got ${e}`, { code: 'INVALID_ARGUMENT' });
+    if (this.iterating) throw new CohortError('image loader: one epoch() at a time (finish or break out of the previous loop first)', { code: 'INVALID_ARGUMENT' });
     this.iterating = true;
     const start = this.position.current.epoch === e ? this.position.current.batch : 0;
     this.position.restore({ epoch: e, batch: start });

@@ -39,9 +39,9 @@ export class MemoryLoader implements BatchSource {
   constructor(private readonly options: MemoryLoaderOptions) {
     const { data, downscale } = options;
     if (downscale) {
-      if (data.height !== data.width) throw new CohortError(`downscale needs square images, the dataset's are ${data.height}x${data.width}`);
+      if (data.height !== data.width) throw new CohortError(`downscale needs square images, the dataset's are ${data.height}x${data.width}`, { code: 'CONFIG_INVALID' });
       if (!Number.isInteger(downscale.size) || downscale.size < 1 || downscale.size > data.height) {
-        throw new CohortError(`downscale size must be an integer in 1..${data.height}, got ${downscale.size}`);
+        throw new CohortError(`downscale size must be an integer in 1..${data.height}, got ${downscale.size}`, { code: 'CONFIG_INVALID' });
       }
     }
     const side = downscale && downscale.upsample === 'none' ? downscale.size : undefined;
@@ -72,7 +72,7 @@ export class MemoryLoader implements BatchSource {
   }
 
   async *epoch(e: number): AsyncGenerator<Batch> {
-    if (!Number.isInteger(e) || e < 0) throw new CohortError(`data loader: epoch must be an integer >= 0, got ${e}`);
+    if (!Number.isInteger(e) || e < 0) throw new CohortError(`data loader: epoch must be an integer >= 0, got ${e}`, { code: 'INVALID_ARGUMENT' });
     const start = this.position.current.epoch === e ? this.position.current.batch : 0;
     this.position.restore({ epoch: e, batch: start });
     for (let b = start; b < this.batchesPerEpoch; b++) {

@@ -89,12 +89,12 @@ export class BatchSampler {
 
   constructor(private readonly options: SamplerOptions) {
     const { count, batchSize, limit } = options;
-    if (!Number.isInteger(count) || count <= 0) throw new CohortError(`sampler: count must be a positive integer, got ${count}`);
-    if (!Number.isInteger(batchSize) || batchSize <= 0) throw new CohortError(`sampler: batchSize must be a positive integer, got ${batchSize}`);
-    if (limit !== undefined && (!Number.isInteger(limit) || limit <= 0)) throw new CohortError(`sampler: limit must be a positive integer, got ${limit}`);
+    if (!Number.isInteger(count) || count <= 0) throw new CohortError(`sampler: count must be a positive integer, got ${count}`, { code: 'INVALID_ARGUMENT' });
+    if (!Number.isInteger(batchSize) || batchSize <= 0) throw new CohortError(`sampler: batchSize must be a positive integer, got ${batchSize}`, { code: 'INVALID_ARGUMENT' });
+    if (limit !== undefined && (!Number.isInteger(limit) || limit <= 0)) throw new CohortError(`sampler: limit must be a positive integer, got ${limit}`, { code: 'INVALID_ARGUMENT' });
     this.size = Math.min(count, limit ?? count);
     this.batchesPerEpoch = options.dropLast ? Math.floor(this.size / batchSize) : Math.ceil(this.size / batchSize);
-    if (this.batchesPerEpoch === 0) throw new CohortError(`sampler: batchSize ${batchSize} > ${this.size} samples with dropLast`);
+    if (this.batchesPerEpoch === 0) throw new CohortError(`sampler: batchSize ${batchSize} > ${this.size} samples with dropLast`, { code: 'INVALID_ARGUMENT' });
   }
 
   state(): SamplerState {
@@ -103,7 +103,7 @@ export class BatchSampler {
 
   restore(state: SamplerState): void {
     if (!Number.isInteger(state.epoch) || state.epoch < 0 || !Number.isInteger(state.batch) || state.batch < 0 || state.batch > this.batchesPerEpoch) {
-      throw new CohortError(`sampler: invalid state ${JSON.stringify(state)} (${this.batchesPerEpoch} batches per epoch)`);
+      throw new CohortError(`sampler: invalid state ${JSON.stringify(state)} (${this.batchesPerEpoch} batches per epoch)`, { code: 'INVALID_ARGUMENT' });
     }
     if (state.epoch !== this.epoch) this.order = undefined;
     this.epoch = state.epoch;

@@ -66,7 +66,7 @@ const range = (v: unknown): v is [number, number] =>
 /** Throws a CohortError naming the bad field; returns the spec unchanged otherwise. */
 export function validateTransform(spec: TransformSpec): TransformSpec {
   const bad = (what: string): never => {
-    throw new CohortError(`transform: ${what} (got ${JSON.stringify(spec)})`);
+    throw new CohortError(`transform: ${what} (got ${JSON.stringify(spec)})`, { code: 'CONFIG_INVALID' });
   };
   if (spec.kind === 'train') {
     if (!positiveInt(spec.size)) bad('train size must be a positive integer');
@@ -162,7 +162,7 @@ export function resizeShorterCenterCropBox(
   const newLong = Math.trunc((resize * long) / short);
   const resized = width <= height ? { width: resize, height: newLong } : { width: newLong, height: resize };
   if (crop > resized.width || crop > resized.height) {
-    throw new CohortError(`center crop ${crop} is larger than the resized image ${resized.width}x${resized.height}`);
+    throw new CohortError(`center crop ${crop} is larger than the resized image ${resized.width}x${resized.height}`, { code: 'CONFIG_INVALID' });
   }
   return {
     resized,
@@ -201,8 +201,8 @@ export function normalizeRgb(
   offset = 0,
   norm: RgbNormalization = IMAGENET_NORMALIZATION,
 ): Float32Array {
-  if (src.length % 3 !== 0) throw new CohortError(`normalizeRgb: ${src.length} values is not a whole number of RGB pixels`);
-  if (offset + src.length > out.length) throw new CohortError(`normalizeRgb: output of ${out.length} values has no room at ${offset}`);
+  if (src.length % 3 !== 0) throw new CohortError(`normalizeRgb: ${src.length} values is not a whole number of RGB pixels`, { code: 'INVALID_ARGUMENT' });
+  if (offset + src.length > out.length) throw new CohortError(`normalizeRgb: output of ${out.length} values has no room at ${offset}`, { code: 'INVALID_ARGUMENT' });
   const table = norm === IMAGENET_NORMALIZATION ? IMAGENET_TABLE : normalizationTable(norm);
   for (let i = 0; i < src.length; i += 3) {
     out[offset + i] = table[src[i]];
@@ -237,10 +237,10 @@ function areaWeights(inSize: number, outSize: number): AxisWeights {
 
 function checkImage(src: ArrayLike<number>, width: number, height: number, channels: number, outWidth: number, outHeight: number, what: string): void {
   for (const [name, v] of Object.entries({ width, height, channels, outWidth, outHeight })) {
-    if (!positiveInt(v)) throw new CohortError(`${what}: ${name} must be a positive integer, got ${v}`);
+    if (!positiveInt(v)) throw new CohortError(`${what}: ${name} must be a positive integer, got ${v}`, { code: 'INVALID_ARGUMENT' });
   }
   if (src.length !== width * height * channels) {
-    throw new CohortError(`${what}: ${src.length} values is not ${width}x${height}x${channels}`);
+    throw new CohortError(`${what}: ${src.length} values is not ${width}x${height}x${channels}`, { code: 'INVALID_ARGUMENT' });
   }
 }
 

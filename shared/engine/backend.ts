@@ -93,13 +93,6 @@ export function pinGpu(gpu: number): void {
   process.env.TF_FORCE_GPU_ALLOW_GROWTH = 'true';
 }
 
-function isMissingModule(error: unknown, pkg: string): boolean {
-  const e = error as { code?: string; message?: string };
-  return (
-    (e?.code === 'ERR_MODULE_NOT_FOUND' || e?.code === 'MODULE_NOT_FOUND') && (e.message ?? '').includes(pkg)
-  );
-}
-
 /** Imports a native tfjs-node package; null when it is not installed. */
 async function importNative(choice: keyof typeof NATIVE_PACKAGES): Promise<boolean> {
   const pkg: string = NATIVE_PACKAGES[choice];
@@ -107,7 +100,7 @@ async function importNative(choice: keyof typeof NATIVE_PACKAGES): Promise<boole
     await import(pkg);
     return true;
   } catch (error) {
-    if (isMissingModule(error, pkg)) return false;
+    if (!isInstalled(pkg)) return false;
     const reason = (error as Error)?.message?.split('\n')[0] ?? String(error);
     throw new CohortError(`backend '${choice}': ${pkg} is installed but failed to load: ${reason}`, { code: 'BACKEND_LOAD_FAILED', cause: error });
   }

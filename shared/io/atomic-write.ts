@@ -42,7 +42,7 @@ export function writeFileAtomic(path: string, bytes: Uint8Array): void {
     renameSync(temporary, path);
   } catch (error) {
     rmSync(temporary, { force: true });
-    throw new CohortError(`cannot write ${path}: ${fileErrorReason(error)}`);
+    throw new CohortError(`cannot write ${path}: ${fileErrorReason(error)}`, { code: 'FILE_UNWRITABLE', cause: error });
   }
   syncFolder(dirname(path));
 }
@@ -64,7 +64,7 @@ export async function writeFileAtomicAsync(path: string, bytes: Uint8Array): Pro
     await rename(temporary, path);
   } catch (error) {
     await rm(temporary, { force: true });
-    throw new CohortError(`cannot write ${path}: ${fileErrorReason(error)}`);
+    throw new CohortError(`cannot write ${path}: ${fileErrorReason(error)}`, { code: 'FILE_UNWRITABLE', cause: error });
   }
   try {
     const folder = await open(dirname(path), 'r');

@@ -60,14 +60,14 @@ export async function saveMemberCheckpoint(dir: string, model: tfl.LayersModel, 
     writeFileAtomic(join(dir, 'state.json'), Buffer.from(`${JSON.stringify(state)}\n`));
   } catch (error) {
     const reason = error instanceof CohortError ? error.message : fileErrorReason(error);
-    throw new CohortError(`cannot write the checkpoint ${dir} (${reason}); the last complete checkpoint is untouched`);
+    throw new CohortError(`cannot write the checkpoint ${dir} (${reason}); the last complete checkpoint is untouched`, { code: 'CHECKPOINT_FAILED' });
   }
 }
 
 /** Restores weights and optimizer state (exactly: optimizer-state.ts) from `dir`; returns the member state. */
 export async function loadMemberCheckpoint(dir: string, model: tfl.LayersModel, optimizer: tf.Optimizer): Promise<MemberState> {
   const statePath = join(dir, 'state.json');
-  if (!existsSync(statePath)) throw new CohortError(`incomplete member checkpoint ${dir} (no state.json)`);
+  if (!existsSync(statePath)) throw new CohortError(`incomplete member checkpoint ${dir} (no state.json)`, { code: 'CHECKPOINT_MISMATCH' });
   const state = JSON.parse(readFileSync(statePath, 'utf8')) as MemberState;
   loadModelWeights(model, dir);
   const named = loadNamedTensors(dir, 'optimizer');
@@ -83,7 +83,7 @@ export async function loadMemberCheckpoint(dir: string, model: tfl.LayersModel, 
 export async function writeCheckpointManifest(runDir: string, step: number, members: string[]): Promise<void> {
   const dir = checkpointDir(runDir, step);
   for (const m of members) {
-    if (!existsSync(join(dir, m, 'state.json'))) throw new CohortError(`checkpoint ${dir}: member ${m} has not written its state`);
+    if (!existsSync(join(dir, m, 'state.json'))) throw new CohortError(`checkpoint ${dir}: member ${m} has not written its state`, { code: 'CHECKPOINT_FAILED' });
   }
   const manifest: CheckpointManifest = { format: 'cohort-checkpoint-1', step, members, time: new Date().toISOString() };
   await writeFileAtomicAsync(join(dir, 'MANIFEST.json'), Buffer.from(`${JSON.stringify(manifest, null, 1)}\n`));

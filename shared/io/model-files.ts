@@ -42,20 +42,20 @@ export async function saveModel(model: tfl.LayersModel, dir: string): Promise<vo
 /** Reads the named tensors of a `NAME.json` manifest + its binary in `dir`. */
 function readNamed(dir: string, manifestFile: string): { specs: tf.io.WeightsManifestEntry[]; tensors: tf.NamedTensorMap } {
   const manifestPath = join(dir, manifestFile);
-  if (!existsSync(manifestPath)) throw new CohortError(`no saved weights in ${dir} (${manifestFile} is missing)`);
+  if (!existsSync(manifestPath)) throw new CohortError(`no saved weights in ${dir} (${manifestFile} is missing)`, { code: 'FILE_UNREADABLE' });
   let json: { weightsManifest?: tf.io.WeightsManifestConfig };
   try {
     json = JSON.parse(readFileSync(manifestPath, 'utf8'));
   } catch (error) {
-    throw new CohortError(`${manifestPath}: not valid JSON (${(error as Error).message})`);
+    throw new CohortError(`${manifestPath}: not valid JSON (${(error as Error).message})`, { code: 'FILE_UNREADABLE', cause: error });
   }
   const group = json.weightsManifest?.[0];
-  if (!group || group.paths.length !== 1) throw new CohortError(`${manifestPath}: expected one weights group with one file`);
+  if (!group || group.paths.length !== 1) throw new CohortError(`${manifestPath}: expected one weights group with one file`, { code: 'FILE_UNREADABLE' });
   const binPath = join(dir, group.paths[0]);
-  if (!existsSync(binPath)) throw new CohortError(`${binPath} is missing`);
+  if (!existsSync(binPath)) throw new CohortError(`${binPath} is missing`, { code: 'FILE_UNREADABLE' });
   const bytes = readFileSync(binPath);
   const expected = group.weights.reduce((n, w) => n + w.shape.reduce((a, b) => a * b, 1) * (w.dtype === 'float32' || w.dtype === 'int32' ? 4 : 1), 0);
-  if (bytes.byteLength !== expected) throw new CohortError(`${binPath}: ${bytes.byteLength} bytes, the manifest describes ${expected}`);
+  if (bytes.byteLength !== expected) throw new CohortError(`${binPath}: ${bytes.byteLength} bytes, the manifest describes ${expected}`, { code: 'FILE_UNREADABLE' });
   const buffer = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
   return { specs: group.weights, tensors: tf.io.decodeWeights(buffer, group.weights) };
 }
@@ -64,11 +64,11 @@ function readNamed(dir: string, manifestFile: string): { specs: tf.io.WeightsMan
 export function loadModelWeights(model: tfl.LayersModel, dir: string): void {
   const { specs, tensors } = readNamed(dir, 'model.json');
   try {
-    if (specs.length !== model.weights.length) throw new CohortError(`${dir}: ${specs.length} saved weights, the model has ${model.weights.length}`);
+    if (specs.length !== model.weights.length) throw new CohortError(`${dir}: ${specs.length} saved weights, the model has ${model.weights.length}`, { code: 'WEIGHTS_MISMATCH' });
     model.weights.forEach((w, i) => {
       const t = tensors[specs[i].name];
       if (t.shape.join('x') !== w.shape.join('x')) {
-        throw new CohortError(`${dir}: saved weight ${specs[i].name} has shape ${t.shape.join('x')}, the model's ${w.originalName} ${w.shape.join('x')}`);
+        throw new CohortError(`${dir}: saved weight ${specs[i].name} has shape ${t.shape.join('x')}, the model's ${w.originalName} ${w.shape.join('x')}`, { code: 'WEIGHTS_MISMATCH' });
       }
       w.write(t);
     });

@@ -54,7 +54,7 @@ function decode(dtype: string, bytes: Buffer, count: number): Float32Array {
 /** Parses a safetensors file held in memory; `what` names it in errors. */
 export function parseSafetensors(buffer: Buffer, what: string): Map<string, SafeTensor> {
   const fail = (message: string): never => {
-    throw new CohortError(`${what}: not a valid safetensors file: ${message}`);
+    throw new CohortError(`${what}: not a valid safetensors file: ${message}`, { code: 'WEIGHTS_MISMATCH' });
   };
   if (buffer.length < 8) fail(`${buffer.length} bytes, shorter than the 8-byte header length`);
   const headerLength = Number(buffer.readBigUInt64LE(0));
@@ -92,7 +92,7 @@ export function readSafetensors(path: string): Map<string, SafeTensor> {
     buffer = readFileSync(path);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new CohortError(code === 'ENOENT' ? `weights file not found: ${path}` : `cannot read weights file ${path}: ${(error as Error).message}`);
+    throw new CohortError(code === 'ENOENT' ? `weights file not found: ${path}` : `cannot read weights file ${path}: ${(error as Error).message}`, { code: 'FILE_UNREADABLE', cause: error });
   }
   return parseSafetensors(buffer, path);
 }

@@ -22,9 +22,9 @@ export interface ByotOptions extends DistillationOptions {
 export function byotLoss(exitLogits: tf.Tensor2D[], exitFeatures: tf.Tensor[], labels: tf.Tensor1D, options: ByotOptions = {}): tf.Scalar {
   const { T, alpha } = distillationOptions(options, 'byotLoss', BYOT_DEFAULTS);
   const beta = checkNonNegative(options.beta ?? BYOT_DEFAULTS.beta, 'beta', 'byotLoss');
-  if (exitLogits.length === 0) throw new CohortError('byotLoss: needs at least one exit');
+  if (exitLogits.length === 0) throw new CohortError('byotLoss: needs at least one exit', { code: 'INVALID_ARGUMENT' });
   if (beta > 0 && exitFeatures.length !== exitLogits.length) {
-    throw new CohortError(`byotLoss: ${exitFeatures.length} feature tensors for ${exitLogits.length} exits`);
+    throw new CohortError(`byotLoss: ${exitFeatures.length} feature tensors for ${exitLogits.length} exits`, { code: 'INVALID_ARGUMENT' });
   }
   return tf.tidy(() => {
     const deepest = exitLogits.length - 1;
@@ -36,7 +36,7 @@ export function byotLoss(exitLogits: tf.Tensor2D[], exitFeatures: tf.Tensor[], l
       if (targetFeatures) {
         const f = exitFeatures[e];
         if (f.shape.join() !== targetFeatures.shape.join()) {
-          throw new CohortError(`byotLoss: features of exit ${e} have shape [${f.shape}], the deepest exit's [${targetFeatures.shape}]`);
+          throw new CohortError(`byotLoss: features of exit ${e} have shape [${f.shape}], the deepest exit's [${targetFeatures.shape}]`, { code: 'INVALID_ARGUMENT' });
         }
         const perSample = tf.sum(tf.reshape(tf.square(tf.sub(f, targetFeatures)), [f.shape[0], -1]), 1);
         terms.push(tf.mul(tf.mean(perSample), beta) as tf.Scalar);

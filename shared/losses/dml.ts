@@ -12,7 +12,7 @@ import { blend, klDivergence, logOf, logSoftmaxT, negativeEntropy, softmaxT, sto
 export const DML_DEFAULTS = { T: 1, alpha: 0.5 } as const;
 
 function requirePeers(peers: tf.Tensor2D[], where: string): void {
-  if (peers.length === 0) throw new CohortError(`${where}: needs at least one peer`);
+  if (peers.length === 0) throw new CohortError(`${where}: needs at least one peer`, { code: 'INVALID_ARGUMENT' });
 }
 
 /**

@@ -42,13 +42,13 @@ export interface EnsembleOptions {
  * feed it to kdLoss with teacherIsProbs) or sum_i w_i z_i ('logits'), with w normalised to sum 1.
  */
 export function ensembleTeacher(logitsList: tf.Tensor2D[], options: EnsembleOptions = {}): tf.Tensor2D {
-  if (logitsList.length === 0) throw new CohortError('ensembleTeacher: needs at least one teacher');
+  if (logitsList.length === 0) throw new CohortError('ensembleTeacher: needs at least one teacher', { code: 'INVALID_ARGUMENT' });
   const weights = options.weights ?? logitsList.map(() => 1);
   if (weights.length !== logitsList.length) {
-    throw new CohortError(`ensembleTeacher: ${weights.length} weights for ${logitsList.length} teachers`);
+    throw new CohortError(`ensembleTeacher: ${weights.length} weights for ${logitsList.length} teachers`, { code: 'INVALID_ARGUMENT' });
   }
   if (weights.some((w) => !Number.isFinite(w) || w < 0) || weights.every((w) => w === 0)) {
-    throw new CohortError(`ensembleTeacher: weights must be non-negative and not all zero, got [${weights.join(', ')}]`);
+    throw new CohortError(`ensembleTeacher: weights must be non-negative and not all zero, got [${weights.join(', ')}]`, { code: 'INVALID_ARGUMENT' });
   }
   const total = weights.reduce((a, b) => a + b, 0);
   const mode = options.mode ?? 'probs';

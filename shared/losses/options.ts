@@ -12,19 +12,19 @@ export interface DistillationOptions {
 }
 
 export function checkTemperature(T: number, where: string): number {
-  if (!Number.isFinite(T) || T <= 0) throw new CohortError(`${where}: temperature T must be a positive number, got ${T}`);
+  if (!Number.isFinite(T) || T <= 0) throw new CohortError(`${where}: temperature T must be a positive number, got ${T}`, { code: 'INVALID_ARGUMENT' });
   return T;
 }
 
 export function checkFraction(value: number, name: string, where: string): number {
   if (!Number.isFinite(value) || value < 0 || value > 1) {
-    throw new CohortError(`${where}: ${name} must be in [0, 1], got ${value}`);
+    throw new CohortError(`${where}: ${name} must be in [0, 1], got ${value}`, { code: 'INVALID_ARGUMENT' });
   }
   return value;
 }
 
 export function checkNonNegative(value: number, name: string, where: string): number {
-  if (!Number.isFinite(value) || value < 0) throw new CohortError(`${where}: ${name} must be a non-negative number, got ${value}`);
+  if (!Number.isFinite(value) || value < 0) throw new CohortError(`${where}: ${name} must be a non-negative number, got ${value}`, { code: 'INVALID_ARGUMENT' });
   return value;
 }
 

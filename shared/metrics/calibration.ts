@@ -35,7 +35,7 @@ export class CalibrationHistogram {
   private readonly confidenceSums: Float64Array;
 
   constructor(readonly bins = 15) {
-    if (!Number.isInteger(bins) || bins < 1) throw new CohortError(`calibration: bins must be a positive integer, got ${bins}`);
+    if (!Number.isInteger(bins) || bins < 1) throw new CohortError(`calibration: bins must be a positive integer, got ${bins}`, { code: 'INVALID_ARGUMENT' });
     this.counts = new Float64Array(bins);
     this.correct = new Float64Array(bins);
     this.confidenceSums = new Float64Array(bins);
@@ -44,7 +44,7 @@ export class CalibrationHistogram {
   /** Adds samples given by their confidence (max probability) and whether the prediction was right. */
   add(confidences: ArrayLike<number>, isCorrect: ArrayLike<number | boolean>): void {
     if (confidences.length !== isCorrect.length) {
-      throw new CohortError(`calibration: ${confidences.length} confidences for ${isCorrect.length} outcomes`);
+      throw new CohortError(`calibration: ${confidences.length} confidences for ${isCorrect.length} outcomes`, { code: 'INVALID_ARGUMENT' });
     }
     for (let i = 0; i < confidences.length; i++) {
       const b = binIndex(confidences[i], this.bins);

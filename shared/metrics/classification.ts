@@ -11,7 +11,7 @@ import { CalibrationHistogram, confidenceAndCorrectness, type CalibrationResult 
 /** Fraction of rows whose label is among the k largest logits. */
 export function topKAccuracy(logits: tf.Tensor2D, labels: tf.Tensor1D, k = 1): tf.Scalar {
   if (!Number.isInteger(k) || k < 1 || k > logits.shape[1]) {
-    throw new CohortError(`topKAccuracy: k must be an integer in 1..${logits.shape[1]}, got ${k}`);
+    throw new CohortError(`topKAccuracy: k must be an integer in 1..${logits.shape[1]}, got ${k}`, { code: 'INVALID_ARGUMENT' });
   }
   return tf.tidy(() => {
     if (k === 1) return tf.mean(tf.cast(tf.equal(tf.argMax(logits, 1), tf.cast(labels, 'int32')), 'float32')) as tf.Scalar;
@@ -61,7 +61,7 @@ export class MetricAccumulator {
 
   async add(logits: tf.Tensor2D, labels: tf.Tensor1D): Promise<void> {
     const batch = logits.shape[0];
-    if (labels.shape[0] !== batch) throw new CohortError(`metrics: ${batch} predictions for ${labels.shape[0]} labels`);
+    if (labels.shape[0] !== batch) throw new CohortError(`metrics: ${batch} predictions for ${labels.shape[0]} labels`, { code: 'INVALID_ARGUMENT' });
     const ks = (this.options.topK ?? []).filter((k) => k <= logits.shape[1]);
     const scalars = tf.tidy(() => [negativeLogLikelihood(logits, labels), predictiveEntropy(logits), ...ks.map((k) => topKAccuracy(logits, labels, k))]);
     const values = await Promise.all(scalars.map(async (s) => (await s.data())[0]));

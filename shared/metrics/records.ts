@@ -12,6 +12,11 @@
  * - `eval`: every `evalEvery` epochs per member and teacher, and for the cohort ensemble
  *   (`worker: 'ensemble'`): test accuracy, NLL, ECE, the reliability diagram's bins, and for
  *   members the running training-batch metrics of the epoch.
+ * - `event`: what happened to the run, as it happened (`event` says what): a worker's process
+ *   started or stopped by its launcher, a worker admitted,
+ *   lost (with a reason code) or given up on, a rollback, the cohort continuing without a lost
+ *   worker (elastic), a checkpoint complete, a resume, the run finished (or failed, with its
+ *   error code). Tests and tools follow a run through these, never through its log lines.
  *
  * Accuracies and ECE are fractions (0.9 = 90%); NLL in nats; times in ms.
  */
@@ -84,30 +89,76 @@ export const evalRecordSchema = z.object({
   reliability: z.array(reliabilityBinSchema).optional(),
 });
 
-export const metricsRecordSchema = z.discriminatedUnion('kind', [runRecordSchema, stepRecordSchema, evalRecordSchema]);
+/** Why a worker was lost: its process exited (its launcher saw it), a send to it failed, it was silent for livenessMs, or it joined again after losing contact. */
+export const LOSS_REASONS = ['exited', 'unreachable', 'silent', 'rejoined'] as const;
+export type LossReason = (typeof LOSS_REASONS)[number];
+
+const event = <E extends string, S extends z.ZodRawShape>(name: E, shape: S) => z.object({ kind: z.literal('event'), time: z.string(), event: z.literal(name), ...shape });
+const generation = count;
+
+export const eventSchemas = {
+  /** A worker's process joined and was welcomed; `rejoin`: an elastic return (it restores `checkpointStep` and continues at `startStep`). */
+  'worker-admitted': event('worker-admitted', { worker: z.string(), role: z.enum(['member', 'teacher']), host: z.string(), pid: count, startStep: count, generation, rejoin: z.boolean(), checkpointStep: count.optional() }),
+  /** A worker was lost; `step`: the first step not yet done; `pid`: its process (0 when unknown); `stopped`: the launcher was asked to stop a process that may still run. */
+  'worker-lost': event('worker-lost', { worker: z.string(), reason: z.enum(LOSS_REASONS), detail: z.string(), pid: count, step: count, generation, restarts: count, stopped: z.boolean(), silentMs: count.optional() }),
+  /** A launcher started a worker's process (`attempt` 0, then 1, 2, ... for its replacements, after `delayMs`); `pid` is local (for ssh: the ssh client's). */
+  'worker-started': event('worker-started', { worker: z.string(), pid: count, host: z.string().optional(), attempt: count, delayMs: count }),
+  /** A launcher stopped the process `pid` of a worker the coordinator declared lost (hung). */
+  'worker-stopped': event('worker-stopped', { worker: z.string(), pid: count }),
+  /** The cohort rolled back to `step` (from the checkpoint `checkpoint`, or the initial weights) in a new generation, because `worker` was lost. */
+  rollback: event('rollback', { worker: z.string(), step: count, checkpoint: z.string().optional(), generation }),
+  /** Elastic: the others continue without the lost `worker` from `step`. */
+  'continue-without': event('continue-without', { worker: z.string(), step: count, others: z.array(z.string()) }),
+  /** Elastic: lost workers that did not come back; the run finishes without them. */
+  'given-up': event('given-up', { workers: z.array(z.string()) }),
+  /** Every member saved its part of the checkpoint of `step` and its manifest is written. */
+  'checkpoint-complete': event('checkpoint-complete', { step: count, dir: z.string() }),
+  /** The run resumed from the checkpoint of `step`. */
+  resumed: event('resumed', { step: count, dir: z.string() }),
+  /** The run ended: `complete`, or `failed` with its error's code and message. */
+  'run-finished': event('run-finished', { outcome: z.enum(['complete', 'failed']), steps: count, restarts: count, code: z.string().optional(), message: z.string().optional() }),
+};
+
+export const eventRecordSchema = z.discriminatedUnion('event', Object.values(eventSchemas) as unknown as [(typeof eventSchemas)[keyof typeof eventSchemas]]);
+
+export const metricsRecordSchema = z.discriminatedUnion('kind', [runRecordSchema, stepRecordSchema, evalRecordSchema, eventRecordSchema]);
 
 export type ReliabilityBin = z.infer<typeof reliabilityBinSchema>;
 export type RunRecord = z.infer<typeof runRecordSchema>;
 export type StepRecord = z.infer<typeof stepRecordSchema>;
 export type EvalRecord = z.infer<typeof evalRecordSchema>;
-export type MetricsRecord = z.infer<typeof metricsRecordSchema>;
+export type EventName = keyof typeof eventSchemas;
+/** One event record; `EventRecord<'rollback'>` is that event's. */
+export type EventRecord<E extends EventName = EventName> = z.infer<(typeof eventSchemas)[E]>;
+export type MetricsRecord = RunRecord | StepRecord | EvalRecord | EventRecord;
 
-/** Parses a metrics file's text: its records, and a message per line that is not one (numbered from 1). */
-export function parseMetricsLines(text: string): { records: MetricsRecord[]; problems: string[] } {
+/** What is wrong with a line that is not a record: not JSON, an object without `kind` (a line of an old format), or anything else. */
+export type ProblemKind = 'not-json' | 'no-kind' | 'invalid';
+
+/** Parses a metrics file's text: its records, a message per line that is not one (numbered from 1), and each such line's kind of problem (in the same order). */
+export function parseMetricsLines(text: string): { records: MetricsRecord[]; problems: string[]; problemKinds: ProblemKind[] } {
   const records: MetricsRecord[] = [];
   const problems: string[] = [];
+  const problemKinds: ProblemKind[] = [];
+  const problem = (kind: ProblemKind, message: string) => {
+    problems.push(message);
+    problemKinds.push(kind);
+  };
   text.split('\n').forEach((line, i) => {
     if (line.trim() === '') return;
     let value: unknown;
     try {
       value = JSON.parse(line);
     } catch {
-      problems.push(`line ${i + 1}: not JSON`);
+      problem('not-json', `line ${i + 1}: not JSON`);
       return;
     }
     const parsed = metricsRecordSchema.safeParse(value);
     if (parsed.success) records.push(parsed.data);
-    else problems.push(`line ${i + 1}: ${parsed.error.issues.map((x) => `${x.path.join('.') || 'record'}: ${x.message}`).join('; ')}`);
+    else {
+      const kindless = typeof value === 'object' && value !== null && !('kind' in value);
+      problem(kindless ? 'no-kind' : 'invalid', `line ${i + 1}: ${parsed.error.issues.map((x) => `${x.path.join('.') || 'record'}: ${x.message}`).join('; ')}`);
+    }
   });
-  return { records, problems };
+  return { records, problems, problemKinds };
 }

@@ -136,7 +136,7 @@ export interface CohortModel {
 }
 
 function fail(message: string): never {
-  throw new CohortError(`model: ${message}`);
+  throw new CohortError(`model: ${message}`, { code: 'MODEL_INVALID' });
 }
 
 function isPositiveInteger(x: unknown): x is number {

@@ -65,7 +65,7 @@ export function torchvisionMapping(model: tfl.LayersModel, name: (typeof TORCHVI
     const weights = layer.weights as tfl.LayerVariable[];
     if (weights.length === 0) continue;
     const unmapped = (): never => {
-      throw new CohortError(`torchvision weights: layer '${layer.name}' of ${name} has no torchvision counterpart`);
+      throw new CohortError(`torchvision weights: layer '${layer.name}' of ${name} has no torchvision counterpart`, { code: 'MODEL_INVALID' });
     };
     if (layer.name === 'fc') {
       mapped.push({ variable: weights[0], key: `${classifier}.weight`, layout: 'linear' }, { variable: weights[1], key: `${classifier}.bias`, layout: 'vector' });
@@ -111,17 +111,17 @@ export function applyTorchvisionWeights(model: tfl.LayersModel, name: (typeof TO
   for (const key of tensors.keys()) {
     const buffer = /^(.*)\.num_batches_tracked$/.exec(key);
     if (buffer && expected.has(`${buffer[1]}.running_mean`)) continue; // a batch-norm counter: not used in eval or by Keras' momentum
-    if (!expected.has(key)) throw new CohortError(`${what}: unexpected tensor '${key}' for ${name} (weights of another architecture?)`);
+    if (!expected.has(key)) throw new CohortError(`${what}: unexpected tensor '${key}' for ${name} (weights of another architecture?)`, { code: 'WEIGHTS_MISMATCH' });
   }
   const classifier = name === 'mobilenetv2' ? 'classifier.1' : 'fc';
   for (const { variable, key, layout } of mapped) {
     const t = tensors.get(key);
-    if (!t) throw new CohortError(`${what}: missing tensor '${key}' for ${name}`);
-    if (!FLOAT_DTYPES.has(t.dtype)) throw new CohortError(`${what}: tensor '${key}' is ${t.dtype}, expected a floating-point tensor`);
+    if (!t) throw new CohortError(`${what}: missing tensor '${key}' for ${name}`, { code: 'WEIGHTS_MISMATCH' });
+    if (!FLOAT_DTYPES.has(t.dtype)) throw new CohortError(`${what}: tensor '${key}' is ${t.dtype}, expected a floating-point tensor`, { code: 'WEIGHTS_MISMATCH' });
     const want = torchShape(variable.shape as number[], layout);
     if (t.shape.join() !== want.join()) {
       const head = key.startsWith(`${classifier}.`) ? `; the model has ${model.outputs[0].shape[1]} classes (model.classes)` : '';
-      throw new CohortError(`${what}: tensor '${key}' has shape [${t.shape.join(', ')}], ${name} expects [${want.join(', ')}]${head}`);
+      throw new CohortError(`${what}: tensor '${key}' has shape [${t.shape.join(', ')}], ${name} expects [${want.join(', ')}]${head}`, { code: 'WEIGHTS_MISMATCH' });
     }
   }
   for (const { variable, key, layout } of mapped) {
@@ -143,7 +143,7 @@ export function isTorchvisionModel(name: string): name is (typeof TORCHVISION_MO
 export function loadTorchvisionWeights(model: tfl.LayersModel, path: string, name?: string): void {
   const zooName = name ?? { resnet18: 'resnet18', resnet34: 'resnet34', resnet50: 'resnet50', mobilenet_v2: 'mobilenetv2' }[model.name];
   if (!zooName || !isTorchvisionModel(zooName)) {
-    throw new CohortError(`torchvision weights load into ${TORCHVISION_MODELS.join(', ')} only, not '${name ?? model.name}'`);
+    throw new CohortError(`torchvision weights load into ${TORCHVISION_MODELS.join(', ')} only, not '${name ?? model.name}'`, { code: 'MODEL_INVALID' });
   }
   applyTorchvisionWeights(model, zooName, readSafetensors(path), path);
 }

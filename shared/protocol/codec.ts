@@ -28,7 +28,9 @@ export interface DecodeLimits {
 
 export const DEFAULT_LIMITS: DecodeLimits = { maxMessageBytes: 256 * 2 ** 20, maxTensorElements: 2 ** 26 };
 
-export type DecodeResult = { ok: true; message: Message } | { ok: false; error: string };
+/** Why a message was dropped: another protocol version (the sender can be told), or anything else malformed. */
+export type DecodeFailure = 'PROTOCOL_VERSION' | 'MALFORMED_MESSAGE';
+export type DecodeResult = { ok: true; message: Message } | { ok: false; error: string; code: DecodeFailure };
 
 interface TensorHeader { key: string; dtype: Dtype; shape: number[]; byteLength: number }
 
@@ -47,9 +49,9 @@ function describeIssues(type: string, issues: readonly { path: PropertyKey[]; me
 
 export function encodeMessage(message: Message, options: EncodeOptions = {}): Buffer[] {
   const type = (message as { type?: unknown }).type;
-  if (!isMessageType(type)) throw new CohortError(`cannot encode a message of unknown type '${String(type)}'`);
+  if (!isMessageType(type)) throw new CohortError(`cannot encode a message of unknown type '${String(type)}'`, { code: 'INVALID_MESSAGE' });
   const parsed = messageSchemas[type].safeParse(message);
-  if (!parsed.success) throw new CohortError(`cannot encode ${describeIssues(type, parsed.error.issues)}`);
+  if (!parsed.success) throw new CohortError(`cannot encode ${describeIssues(type, parsed.error.issues)}`, { code: 'INVALID_MESSAGE' });
   const header: Record<string, unknown> = { v: PROTOCOL_VERSION };
   const tensors: TensorHeader[] = [];
   const frames: Buffer[] = [];
@@ -106,12 +108,12 @@ export function decodeMessage(frames: readonly Uint8Array[], limits: Partial<Dec
   try {
     return decode(frames, { ...DEFAULT_LIMITS, ...limits });
   } catch (error) {
-    return { ok: false, error: `cannot decode message: ${(error as Error)?.message ?? String(error)}` };
+    return { ok: false, code: 'MALFORMED_MESSAGE', error: `cannot decode message: ${(error as Error)?.message ?? String(error)}` };
   }
 }
 
 function decode(frames: readonly Uint8Array[], limits: DecodeLimits): DecodeResult {
-  const fail = (error: string): DecodeResult => ({ ok: false, error });
+  const fail = (error: string, code: DecodeFailure = 'MALFORMED_MESSAGE'): DecodeResult => ({ ok: false, error, code });
   if (frames.length === 0) return fail('empty message: no header frame');
   const total = frames.reduce((sum, f) => sum + f.byteLength, 0);
   if (total > limits.maxMessageBytes) return fail(`message of ${total} bytes is over the limit of ${limits.maxMessageBytes} bytes`);
@@ -124,7 +126,7 @@ function decode(frames: readonly Uint8Array[], limits: DecodeLimits): DecodeResu
   if (!isPlainObject(header)) return fail('header frame is not a msgpack map');
   const { v, type, tensors, ...fields } = header;
   if (v !== PROTOCOL_VERSION) {
-    return fail(`protocol version ${JSON.stringify(v)} is not supported (this side speaks version ${PROTOCOL_VERSION})`);
+    return fail(`protocol version ${JSON.stringify(v)} is not supported (this side speaks version ${PROTOCOL_VERSION})`, 'PROTOCOL_VERSION');
   }
   if (!isMessageType(type)) return fail(`unknown message type ${JSON.stringify(type)}`);
   if (!Array.isArray(tensors)) return fail(`${type} message: header has no tensors list`);

@@ -35,7 +35,7 @@ function writeSecret(path: string, pair: KeyPair): void {
 
 /** Creates DIR with a coordinator key pair, a worker key pair, and the worker's key authorised. */
 export function generateKeys(dir: string): { coordinator: KeyPair; worker: KeyPair } {
-  if (existsSync(join(dir, FILES.coordinator))) throw new CohortError(`${dir} already holds keys (${FILES.coordinator}); choose another folder or remove them`);
+  if (existsSync(join(dir, FILES.coordinator))) throw new CohortError(`${dir} already holds keys (${FILES.coordinator}); choose another folder or remove them`, { code: 'CURVE_KEYS_INVALID' });
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const coordinator = curveKeyPair();
   const worker = curveKeyPair();
@@ -47,20 +47,20 @@ export function generateKeys(dir: string): { coordinator: KeyPair; worker: KeyPa
 }
 
 function readKeyPair(path: string): KeyPair {
-  if (!existsSync(path)) throw new CohortError(`key file not found: ${path} (create keys with \`cohort keys DIR\`)`);
+  if (!existsSync(path)) throw new CohortError(`key file not found: ${path} (create keys with \`cohort keys DIR\`)`, { code: 'CURVE_KEYS_INVALID' });
   try {
     const pair = JSON.parse(readFileSync(path, 'utf8')) as KeyPair;
     if (typeof pair.publicKey !== 'string' || pair.publicKey.length !== 40 || typeof pair.secretKey !== 'string' || pair.secretKey.length !== 40) throw new Error('expected {publicKey, secretKey} of 40 Z85 characters each');
     return pair;
   } catch (error) {
-    throw new CohortError(`${path}: not a CURVE key pair (${(error as Error).message})`);
+    throw new CohortError(`${path}: not a CURVE key pair (${(error as Error).message})`, { code: 'CURVE_KEYS_INVALID', cause: error });
   }
 }
 
 export function loadCoordinatorKeys(dir: string): CoordinatorKeys {
   const pair = readKeyPair(join(dir, FILES.coordinator));
   const authorizedPath = join(dir, FILES.authorized);
-  if (!existsSync(authorizedPath)) throw new CohortError(`no ${authorizedPath}: list the workers' public keys there`);
+  if (!existsSync(authorizedPath)) throw new CohortError(`no ${authorizedPath}: list the workers' public keys there`, { code: 'CURVE_KEYS_INVALID' });
   const authorized = new Set(
     readFileSync(authorizedPath, 'utf8')
       .split('\n')
@@ -73,7 +73,7 @@ export function loadCoordinatorKeys(dir: string): CoordinatorKeys {
 export function loadWorkerKeys(dir: string): WorkerKeys {
   const pair = readKeyPair(join(dir, FILES.worker));
   const serverPath = join(dir, FILES.coordinatorPublic);
-  if (!existsSync(serverPath)) throw new CohortError(`no ${serverPath}: copy the coordinator's public key there`);
+  if (!existsSync(serverPath)) throw new CohortError(`no ${serverPath}: copy the coordinator's public key there`, { code: 'CURVE_KEYS_INVALID' });
   return { ...pair, serverKey: readFileSync(serverPath, 'utf8').trim() };
 }
 
@@ -115,7 +115,7 @@ export function zapHandlerReady(): Promise<void> {
     try {
       await socket.bind('inproc://zeromq.zap.01');
     } catch (error) {
-      throw new CohortError(`cannot start the CURVE authentication handler: ${(error as Error).message}`);
+      throw new CohortError(`cannot start the CURVE authentication handler: ${(error as Error).message}`, { code: 'SOCKET_FAILED', cause: error });
     }
     void (async () => {
       try {

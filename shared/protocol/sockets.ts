@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { Dealer, Router } from 'zeromq';
 import { CohortError } from '../errors.js';
-import { decodeMessage, DEFAULT_LIMITS, encodeMessage, type DecodeLimits, type EncodeOptions } from './codec.js';
+import { decodeMessage, DEFAULT_LIMITS, encodeMessage, type DecodeFailure, type DecodeLimits, type EncodeOptions } from './codec.js';
 import { tuneGcForStreaming } from './gc-tuning.js';
 import { registerZapDomain, unregisterZapDomain, zapHandlerReady, type CoordinatorKeys, type WorkerKeys } from './curve.js';
 import type { Message } from './messages.js';
@@ -24,7 +24,7 @@ export interface SocketOptions extends EncodeOptions {
 
 export interface CoordinatorSocketOptions extends SocketOptions {
   /** Called for each undecodable message; by default a warning on stderr. */
-  onDropped?: (error: string, peer: Buffer) => void;
+  onDropped?: (error: string, peer: Buffer, code: DecodeFailure) => void;
   /** CURVE: encrypt, and admit only workers whose public key is authorised. */
   curve?: CoordinatorKeys & { onDenied?: (address: string, publicKey: string) => void };
 }
@@ -37,7 +37,12 @@ export interface CoordinatorSocketOptions extends SocketOptions {
 const ZMTP_HEARTBEATS = { heartbeatInterval: 2000, heartbeatTimeToLive: 10_000, heartbeatTimeout: 10_000 };
 
 /** Nothing arrived from the coordinator within the time asked for. */
-export class ReceiveTimeout extends CohortError {}
+/** No message within a receive's timeout. */
+export class ReceiveTimeout extends CohortError {
+  constructor(message: string) {
+    super(message, { code: 'COORDINATOR_TIMEOUT' });
+  }
+}
 
 export interface Received { peer: Buffer; message: Message }
 
@@ -57,7 +62,7 @@ export class CoordinatorSocket {
   /** How many undecodable messages were dropped. */
   dropped = 0;
   private readonly limits: DecodeLimits;
-  private readonly onDropped: (error: string, peer: Buffer) => void;
+  private readonly onDropped: (error: string, peer: Buffer, code: DecodeFailure) => void;
 
   constructor(private readonly options: CoordinatorSocketOptions = {}) {
     tuneGcForStreaming();
@@ -91,7 +96,7 @@ export class CoordinatorSocket {
     try {
       await this.socket.bind(address);
     } catch (error) {
-      throw new CohortError(`coordinator cannot bind ${address}: ${(error as Error).message}`);
+      throw new CohortError(`coordinator cannot bind ${address}: ${(error as Error).message}`, { code: 'SOCKET_FAILED', cause: error });
     }
     return endpointOf(this.socket);
   }
@@ -119,7 +124,7 @@ export class CoordinatorSocket {
     } catch (error) {
       if (error instanceof CohortError) throw error;
       const peerText = typeof peer === 'string' ? peer : peerName(peer);
-      throw new CohortError(`cannot send ${message.type} to worker ${peerText}: ${(error as Error).message}`);
+      throw new CohortError(`cannot send ${message.type} to worker ${peerText}: ${(error as Error).message}`, { code: 'SEND_FAILED', cause: error });
     }
   }
 
@@ -142,7 +147,7 @@ export class CoordinatorSocket {
     const result = decodeMessage(frames, this.limits);
     if (result.ok) return { peer, message: result.message };
     this.dropped++;
-    this.onDropped(result.error, peer);
+    this.onDropped(result.error, peer, result.code);
     return undefined;
   }
 
@@ -163,7 +168,7 @@ export class WorkerSocket {
   constructor(readonly member: string, private readonly options: WorkerSocketOptions = {}) {
     const bytes = Buffer.byteLength(member);
     if (bytes === 0 || bytes > 200 || member.startsWith('\0')) {
-      throw new CohortError(`member name ${JSON.stringify(member)} cannot be used (1 to 200 bytes, not starting with a zero byte)`);
+      throw new CohortError(`member name ${JSON.stringify(member)} cannot be used (1 to 200 bytes, not starting with a zero byte)`, { code: 'INVALID_ARGUMENT' });
     }
     tuneGcForStreaming();
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
@@ -192,7 +197,7 @@ export class WorkerSocket {
     try {
       this.socket.connect(address);
     } catch (error) {
-      throw new CohortError(`worker ${this.member} cannot connect to ${address}: ${(error as Error).message}`);
+      throw new CohortError(`worker ${this.member} cannot connect to ${address}: ${(error as Error).message}`, { code: 'SOCKET_FAILED', cause: error });
     }
   }
 
@@ -239,7 +244,7 @@ export class WorkerSocket {
   /** The coordinator is trusted: a message this worker cannot read means mismatched versions, a fatal error. */
   private decode(frames: Buffer[]): Message {
     const result = decodeMessage(frames, this.limits);
-    if (!result.ok) throw new CohortError(`worker ${this.member}: the coordinator sent a message this worker cannot read: ${result.error}`);
+    if (!result.ok) throw new CohortError(`worker ${this.member}: the coordinator sent a message this worker cannot read: ${result.error}`, { code: 'PROTOCOL_MISMATCH' });
     return result.message;
   }
 

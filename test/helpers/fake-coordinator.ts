@@ -1,17 +1,14 @@
 /**
  * Test helpers for driving real worker processes by hand: a fake coordinator (a bare ZeroMQ
  * ROUTER speaking the real codec) that welcomes workers with a given run config, keeps them
- * alive with heartbeats and records everything they send; a spawned `cohort` CLI process; and
- * a small IDX dataset of random images written to disk.
+ * alive with heartbeats and records everything they send; and a small IDX dataset of random images written to disk.
  */
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { Router } from 'zeromq';
 import { writeIdxFile } from '../../shared/data/idx.js';
 import { mulberry32 } from '../../shared/data/sampler.js';
 import { decodeMessage, encodeMessage } from '../../shared/protocol/codec.js';
 import type { Message } from '../../shared/protocol/messages.js';
-import { ROOT } from './cli.js';
 
 export interface Arrival {
   /** ms since the fake coordinator started. */
@@ -111,34 +108,6 @@ export class FakeCoordinator {
     this.router.close();
     await this.loop;
   }
-}
-
-export interface CohortProcess {
-  done: Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }>;
-  output(): string;
-  kill(): void;
-}
-
-/** Spawns `cohort ARGS` (cli.ts through tsx), killed with SIGKILL after `timeoutMs`. */
-export function spawnCohort(args: string[], timeoutMs: number): CohortProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'cli.ts', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (d) => (output += d));
-  child.stderr.on('data', (d) => (output += d));
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }>((resolve) =>
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, output });
-    }),
-  );
-  return {
-    done,
-    output: () => output,
-    kill: () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    },
-  };
 }
 
 /** `n` random 28x28 grey images with labels i mod 10, as an IDX pair under `dir`. */

@@ -1,45 +1,48 @@
 /**
- * Fault injection for the tests: `cohort train` run as a child process whose output lines can
- * trigger kills, and a trigger that SIGKILLs a named worker once the coordinator reports a step.
+ * Fault injection for the tests: `cohort train` run as a child process whose run records
+ * (metrics.jsonl, followed as they are written) can trigger kills, and a trigger that SIGKILLs
+ * a named worker once a step is reported.
  */
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { ROOT } from './cli.js';
+import { loadRunConfig, runDirectory } from '../../shared/config/run-config.js';
+import type { MetricsRecord } from '../../shared/metrics/records.js';
+import { startCli } from './cli.js';
+import { RunRecordsFollower } from './events.js';
 
 export interface Run {
   code: number | null;
   output: string;
+  /** The run's records written while it ran (events, steps, evaluations). */
+  records: MetricsRecord[];
 }
 
-/** `cohort train ARGS --log-every 1` as a child process (with extra environment variables: failpoints); `onLine` sees every output line (and may kill workers). */
-export function train(args: string[], onLine: (line: string) => void = () => {}, options: { timeoutMs?: number; env?: Record<string, string> } = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    const env = { ...process.env, ...options.env };
-    const child = spawn(process.execPath, ['--import', 'tsx', 'cli.ts', 'train', ...args, '--log-every', '1'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env });
-    let output = '';
-    for (const stream of [child.stdout, child.stderr]) {
-      createInterface({ input: stream }).on('line', (line) => {
-        output += `${line}\n`;
-        onLine(line);
-      });
-    }
-    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 240_000);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, output });
-    });
-  });
+/** The run directory of the config file `path`. */
+export function runDirOf(path: string): string {
+  return runDirectory(loadRunConfig(path));
 }
 
-/** Kills worker `name` (member or teacher) with SIGKILL once the coordinator reports step `step`, up to `times` times. */
-export function killAt(name: string, step: number, times = 1): (line: string) => void {
+/**
+ * `cohort train ARGS --log-every 1` as a child process (with extra environment variables:
+ * failpoints); `onRecord` sees every record of the run as it is written (and may kill workers).
+ */
+export async function train(args: string[], onRecord: (record: MetricsRecord) => void = () => {}, options: { timeoutMs?: number; env?: Record<string, string> } = {}): Promise<Run> {
+  const follower = new RunRecordsFollower(runDirOf(args[0]), onRecord);
+  const { code, output } = await startCli(['train', ...args, '--log-every', '1'], { timeoutMs: options.timeoutMs ?? 240_000, ...(options.env ? { env: options.env } : {}) }).exited;
+  return { code, output, records: follower.stop() };
+}
+
+/** Tracks the pid of each worker's process from its admissions. */
+export function pidTracker(): { pids: Map<string, number>; onRecord: (record: MetricsRecord) => void } {
   const pids = new Map<string, number>();
+  return { pids, onRecord: (r) => void (r.kind === 'event' && r.event === 'worker-admitted' && pids.set(r.worker, r.pid)) };
+}
+
+/** Kills worker `name` (member or teacher) with SIGKILL once a worker reports global step `step` done (step records: progressEvery 1), up to `times` times. */
+export function killAt(name: string, step: number, times = 1): (record: MetricsRecord) => void {
+  const { pids, onRecord } = pidTracker();
   let kills = 0;
-  return (line: string) => {
-    const joined = /^coordinator: (\w+) \((?:member|teacher)\) (?:re)?joined from .*, pid (\d+)/.exec(line);
-    if (joined) pids.set(joined[1], Number(joined[2]));
-    const reached = /^step (\d+) \|/.exec(line);
-    if (reached && Number(reached[1]) === step && kills < times && pids.has(name)) {
+  return (record) => {
+    onRecord(record);
+    if (record.kind === 'step' && record.step + 1 === step && kills < times && pids.has(name)) {
       kills++;
       process.kill(pids.get(name)!, 'SIGKILL');
       pids.delete(name);

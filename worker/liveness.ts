@@ -1,0 +1,32 @@
+/**
+ * The coordinator's liveness, as a worker judges it: by when its last message arrived
+ * (heartbeats included). Time is passed in (`now`, in ms), so the rule is tested with a
+ * made-up clock.
+ */
+export class CoordinatorLiveness {
+  private lastArrival: number;
+
+  constructor(readonly livenessMs: number, start: number) {
+    this.lastArrival = start;
+  }
+
+  /** A message from the coordinator arrived at `at`. */
+  arrived(at: number): void {
+    this.lastArrival = at;
+  }
+
+  /** How long a receive at `now` may wait before the coordinator counts as lost (at least 1 ms). */
+  waitMs(now: number): number {
+    return Math.max(1, this.lastArrival + this.livenessMs - now);
+  }
+
+  /** How long the coordinator has been silent at `now`. */
+  silentMs(now: number): number {
+    return now - this.lastArrival;
+  }
+
+  /** Whether the coordinator has been silent for longer than livenessMs at `now`. */
+  lost(now: number): boolean {
+    return this.silentMs(now) > this.livenessMs;
+  }
+}
