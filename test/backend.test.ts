@@ -71,7 +71,7 @@ test('CLI: bad option values are named in one error line', async () => {
   const cases: Array<[string[], RegExp]> = [
     [['train-single', '--epochs', '0'], /^cohort: error: --epochs must be a positive integer, got '0'$/],
     [['train-single', '--batch-size', 'many'], /^cohort: error: --batch-size must be a positive integer, got 'NaN'$/],
-    [['train-single', '--backend', 'metal'], /^cohort: error: Invalid values: Argument: backend, Given: "metal", Choices: "auto", "tensorflow-gpu", "tensorflow", "wasm", "cpu" \(see --help\)$/],
+    [['train-single', '--backend', 'metal'], /^cohort: error: Invalid values: Argument: backend, Given: "metal", Choices: "auto", "tensorflow-gpu", "webgpu", "tensorflow", "wasm", "cpu" \(see --help\)$/],
     [['train-single', '--gpu', '-2', '--backend', 'wasm'], /^cohort: error: --gpu must be a GPU index \(0, 1, \.\.\.\), got '-2'$/],
     [['no-such-command'], /^cohort: error: Unknown argument: no-such-command \(see --help\)$/],
   ];
@@ -90,6 +90,6 @@ test('CLI: --help lists the commands and the backend choices', async () => {
   assert.match(top.stdout, /train-single/);
   const sub = await runCli(['train-single', '--help']);
   assert.equal(sub.code, 0);
-  assert.match(sub.stdout, /--backend.*\[choices: "auto", "tensorflow-gpu", "tensorflow", "wasm", "cpu"\]/s);
+  assert.match(sub.stdout, /--backend.*\[choices: "auto", "tensorflow-gpu", "webgpu", "tensorflow", "wasm", "cpu"\]/s);
   assert.match(sub.stdout, /--gpu/);
 });

@@ -124,3 +124,13 @@ describe('learning-rate schedules', () => {
     assert.ok(Math.abs(lr(10) - (final + (1e-3 - final) / 2)) < 1e-15);
   });
 });
+
+test('optimizer adamw with weight decay and OneCycle cycling its beta1 is accepted; cycling tfjs Adam or decaying it is refused by key', () => {
+  const base = { algorithm: 'baseline', dataset: { name: 'fashion-mnist' } };
+  const run = resolveRunConfig({ ...base, members: [{ name: 'a', model: { name: 'cnn-student' }, optimizer: { name: 'adamw', lr: 5e-3, weightDecay: 0.01 }, schedule: { kind: 'onecycle', cycleMomentum: true } }] });
+  assert.equal(run.members[0].optimizer.name, 'adamw');
+  assert.throws(
+    () => resolveRunConfig({ ...base, members: [{ name: 'a', model: { name: 'cnn-student' }, optimizer: { name: 'adam', weightDecay: 0.01 }, schedule: { kind: 'onecycle', cycleMomentum: true } }] }),
+    /config\.members\[0\]\.optimizer\.weightDecay: weightDecay \(decoupled\) applies to adamw only, not adam\n\s+config\.members\[0\]\.schedule\.cycleMomentum: adam has no momentum to cycle/,
+  );
+});

@@ -50,8 +50,8 @@ const optimizerSchema = z.strictObject({
   momentum: z.number().min(0).lt(1).default(0.9),
   beta1: z.number().min(0).lt(1).default(0.9),
   beta2: z.number().min(0).lt(1).default(0.999),
-  /** AdamW only: decoupled weight decay (PyTorch's default 0.01). */
-  weightDecay: z.number().min(0).default(0.01),
+  /** AdamW only: decoupled weight decay (default 0.01, PyTorch's). */
+  weightDecay: z.number().min(0).optional(),
 });
 
 const scheduleSchema = z.discriminatedUnion('kind', [
@@ -76,7 +76,7 @@ const scheduleSchema = z.discriminatedUnion('kind', [
 const workerSchema = z.strictObject({
   name,
   model: modelSchema,
-  optimizer: optimizerSchema.default({ name: 'adam', lr: 1e-3, momentum: 0.9, beta1: 0.9, beta2: 0.999, weightDecay: 0.01 }),
+  optimizer: optimizerSchema.default({ name: 'adam', lr: 1e-3, momentum: 0.9, beta1: 0.9, beta2: 0.999 }),
   schedule: scheduleSchema.default({ kind: 'constant' }),
   backend: z.enum(BACKEND_CHOICES).default('auto'),
   /** GPU index this worker is pinned to (CUDA_VISIBLE_DEVICES). */
@@ -173,14 +173,17 @@ export const runConfigSchema = z
     checkRole(run, 'teachers', entry.roles.teachers, issue);
     entry.check(run, issue);
     if (run.teacherSeesDownscaled) checkTeachersSeeDownscaled(run, issue);
-    run.members.forEach((m, i) => checkMomentumCycle(m, ['members', i], issue));
+    run.members.forEach((m, i) => checkOptimizer(m, ['members', i], issue));
   });
 
 type ParsedRun = z.output<typeof runConfigSchema>;
 type Issue = (path: (string | number)[], message: string) => void;
 
-/** OneCycle's cycleMomentum: true needs an optimizer whose momentum can move (not tfjs's Adam). */
-function checkMomentumCycle(worker: z.output<typeof workerSchema>, path: (string | number)[], issue: Issue): void {
+/** weightDecay belongs to AdamW; OneCycle's cycleMomentum: true needs an optimizer whose momentum can move (not tfjs's Adam). */
+function checkOptimizer(worker: z.output<typeof workerSchema>, path: (string | number)[], issue: Issue): void {
+  if (worker.optimizer.weightDecay !== undefined && worker.optimizer.name !== 'adamw') {
+    issue([...path, 'optimizer', 'weightDecay'], `weightDecay (decoupled) applies to adamw only, not ${worker.optimizer.name}`);
+  }
   if (worker.schedule.kind === 'onecycle' && worker.schedule.cycleMomentum === true && !cyclesMomentum(worker.optimizer)) {
     issue([...path, 'schedule', 'cycleMomentum'], `${worker.optimizer.name}${worker.optimizer.name === 'sgd' ? ' without momentum' : ''} has no momentum to cycle (tfjs's Adam fixes beta1): use optimizer adamw, or sgd with momentum`);
   }
