@@ -33,6 +33,16 @@ export function evaluationDue(epoch: number, evalEvery: number, epochs: number):
   return (epoch + 1) % evalEvery === 0 || epoch === epochs - 1;
 }
 
+/**
+ * Whether a member evaluates after global step `step` within its epoch (evalEverySteps: often
+ * enough to see a run fluctuate): every `every` steps, except where the epoch's own evaluation
+ * follows at once.
+ */
+export function stepEvaluationDue(step: number, every: number | undefined, lastOfEpoch: boolean, epochEvaluationDue: boolean): boolean {
+  if (every === undefined || (step + 1) % every !== 0) return false;
+  return !(lastOfEpoch && epochEvaluationDue);
+}
+
 /** Progress since the last report: steps, images, time; the message to send once one is due. */
 export class ProgressReporter {
   private since: { time: number; steps: number; images: number };
@@ -97,7 +107,10 @@ export async function evaluateAndReport(
   epoch: number,
   exchange: { float16: boolean },
   trainMetrics?: MetricAccumulator,
+  /** A mid-epoch evaluation (evalEverySteps): the steps done when it ran. */
+  step?: number,
 ): Promise<void> {
+  const at = step === undefined ? {} : { step };
   const r = await evaluate(typeof network === 'function' ? network : exitModel(network), test, async (batch, logits) => {
     const data = (await logits.data()) as Float32Array;
     await link.send(
@@ -105,6 +118,7 @@ export async function evaluateAndReport(
         type: 'evalLogits',
         generation: link.generation,
         epoch,
+        ...at,
         batch: batch.batch,
         indices: { dtype: 'uint32', shape: [batch.indices.length], data: batch.indices },
         labels: { dtype: 'int32', shape: [batch.labels.length], data: batch.labels },
@@ -116,7 +130,7 @@ export async function evaluateAndReport(
   const t = trainMetrics?.result();
   const train: Record<string, number> = t ? { trainAccuracy: t.accuracy, trainNll: t.nll, trainEce: t.calibration.ece } : {};
   const reliability = r.calibration.bins.map((b) => ({ ...b, accuracy: b.count > 0 ? b.accuracy : null, confidence: b.count > 0 ? b.confidence : null }));
-  await link.send({ type: 'eval', epoch, generation: link.generation, metrics: { accuracy: r.accuracy, nll: r.nll, ece: r.calibration.ece, entropy: r.entropy, count: r.count, ...train }, reliability });
+  await link.send({ type: 'eval', epoch, ...at, generation: link.generation, metrics: { accuracy: r.accuracy, nll: r.nll, ece: r.calibration.ece, entropy: r.entropy, count: r.count, ...train }, reliability });
 }
 
 /** A member's final weights, saved where a teacher's `checkpoint` may point. */

@@ -25,7 +25,7 @@ import type { MessageOf } from '../shared/protocol/messages.js';
 import type { WorkerKeys } from '../shared/protocol/curve.js';
 import { WorkerSocket } from '../shared/protocol/sockets.js';
 import { makeOptimizer, objectiveFor } from '../shared/training/objective.js';
-import { checkpointDue, evaluateAndReport, evaluationDue, ProgressReporter, reportProgress, saveCheckpoint, saveFinal } from './hooks.js';
+import { checkpointDue, evaluateAndReport, evaluationDue, stepEvaluationDue, ProgressReporter, reportProgress, saveCheckpoint, saveFinal } from './hooks.js';
 import { CoordinatorLost, Link, Rollback } from './link.js';
 import { WorkerState } from './state.js';
 import { openOnnxTeacher } from './onnx-teacher.js';
@@ -189,6 +189,9 @@ async function runFrom(
       const lastOfEpoch = batch.batch === stepsPerEpoch - 1;
       await reportProgress(link, progress, epoch, step, batch.labels.length, lastOfEpoch, { loss: state.lastLoss, lr, ...(member ? { metrics: trainMetrics } : {}) });
       if (member && checkpointDue(step, config.checkpoint.everySteps, totalSteps)) await saveCheckpoint(link, state, runDirectory(config), worker.name, step);
+      if (member && stepEvaluationDue(step, config.evalEverySteps, lastOfEpoch, evaluationDue(epoch, config.evalEvery, config.epochs))) {
+        await evaluateAndReport(link, ctx.evalForward ?? state.built!, data.test, epoch, exchange, undefined, step + 1);
+      }
     }
     if (evaluationDue(epoch, config.evalEvery, config.epochs)) await evaluateAndReport(link, ctx.evalForward ?? state.built!, data.test, epoch, exchange, member ? trainMetrics : undefined);
   }

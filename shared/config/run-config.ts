@@ -124,6 +124,8 @@ export const runConfigSchema = z
     /** Cross-quality KD: feed the teacher the student's downscaled images (distillistic) instead of full resolution. */
     teacherSeesDownscaled: z.boolean().default(false),
     evalEvery: z.int().positive().default(1),
+    /** Members also evaluate on the test set every this many steps (accuracy, NLL, ECE, and the ensemble's): often enough to see a run fluctuate. */
+    evalEverySteps: z.int().positive().optional(),
     /** Steps between a worker's progress reports (the live display and the step records of metrics.jsonl). */
     progressEvery: z.int().positive().default(20),
     /** Global checkpoints (all members at the same step) every `everySteps` steps; the newest `keep` are kept. */

@@ -78,6 +78,8 @@ export const evalRecordSchema = z.object({
   worker: z.string(),
   role: z.enum(['member', 'teacher', 'ensemble']),
   epoch: count,
+  /** A mid-epoch evaluation (evalEverySteps): the steps done when it ran; absent at an epoch's end. */
+  step: count.optional(),
   accuracy: fraction,
   nll: z.number(),
   ece: fraction,

@@ -147,6 +147,8 @@ export const messageSchemas = {
     .object({
       type: z.literal('evalLogits'),
       epoch: count,
+      /** A mid-epoch evaluation (evalEverySteps): the steps done. */
+      step: count.optional(),
       batch: count,
       indices: tensor('int32', 'uint32'),
       labels: tensor('int32'),
@@ -171,6 +173,8 @@ export const messageSchemas = {
   eval: z.object({
     type: z.literal('eval'),
     epoch: count,
+    /** A mid-epoch evaluation (evalEverySteps): the steps done. */
+    step: count.optional(),
     metrics: z.record(z.string(), float),
     /** The test set's reliability diagram: per confidence bin, its count, accuracy and mean confidence (null when empty). */
     reliability: z.array(z.object({ lower: float, upper: float, count, accuracy: float.nullable(), confidence: float.nullable() })).max(1000).optional(),
