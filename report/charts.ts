@@ -139,6 +139,22 @@ export function eceChart(runs: RunData[]): Chart {
   return evalChart(runs, 'ece', 'Expected calibration error (ECE) per epoch', 'test ECE', (e) => e.ece, true);
 }
 
+/** Test accuracy during training, every evalEverySteps steps (what shows a run fluctuating). */
+export function stepAccuracyChart(runs: RunData[]): Chart {
+  const rows: Row[] = runs.flatMap((r) => r.stepEvals.map((e) => ({ run: r.label, worker: e.worker, x: e.step, y: e.accuracy })));
+  return lineChart(runs, rows, {
+    id: 'accuracy-steps',
+    title: 'Test accuracy during training (every evalEverySteps steps)',
+    x: 'steps done',
+    xIsEpoch: false,
+    y: 'test accuracy',
+    percent: true,
+    points: true,
+    notes: missing(runs, (r) => r.stepEvals.length > 0, 'step evaluations'),
+    noData: 'no data: the run set no evalEverySteps',
+  });
+}
+
 function stepChart(
   runs: RunData[],
   opts: { id: string; title: string; y: string; value: (s: StepRecord) => number | undefined; what: string },
@@ -241,5 +257,7 @@ export function reliabilityChart(runs: RunData[]): Chart {
 
 /** Every chart of the report, in the order shown. */
 export function allCharts(runs: RunData[]): Chart[] {
-  return [accuracyChart(runs), testLossChart(runs), eceChart(runs), trainLossChart(runs), stepTimeChart(runs), reliabilityChart(runs)];
+  // The chart of evaluations during training appears when a run has them (evalEverySteps).
+  const during = runs.some((r) => r.stepEvals.length > 0) ? [stepAccuracyChart(runs)] : [];
+  return [accuracyChart(runs), ...during, testLossChart(runs), eceChart(runs), trainLossChart(runs), stepTimeChart(runs), reliabilityChart(runs)];
 }

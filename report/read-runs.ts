@@ -37,6 +37,8 @@ export interface RunData {
   steps: StepRecord[];
   /** Eval records, one per (worker, epoch), by epoch. */
   evals: EvalRecord[];
+  /** Mid-epoch evaluations (evalEverySteps), by step; empty when the run made none. */
+  stepEvals: (EvalRecord & { step: number })[];
   /** Worker names in display order: members, teachers (as the run record lists them), then others, ensemble last. */
   workers: string[];
   skipped: SkippedLines;
@@ -106,15 +108,20 @@ export function readRun(dir: string): RunData {
     (r) => `${r.worker}\u0000${r.step}`,
   ).sort((a, b) => a.step - b.step);
   const evals = lastBy(
-    records.filter((r): r is EvalRecord => r.kind === 'eval'),
+    records.filter((r): r is EvalRecord => r.kind === 'eval' && r.step === undefined),
     (r) => `${r.worker}\u0000${r.epoch}`,
   ).sort((a, b) => a.epoch - b.epoch);
-  if (steps.length === 0 && evals.length === 0) {
+  /** Mid-epoch evaluations (evalEverySteps), by step. */
+  const stepEvals = lastBy(
+    records.filter((r): r is EvalRecord & { step: number } => r.kind === 'eval' && r.step !== undefined),
+    (r) => `${r.worker}\u0000${r.step}`,
+  ).sort((a, b) => a.step - b.step);
+  if (steps.length === 0 && evals.length === 0 && stepEvals.length === 0) {
     const what = skipped.of === 0 ? 'it is empty' : skipped.count > 0 ? describeSkipped(skipped) : 'it holds no step or eval record';
     throw new CohortError(`${file} has no usable records: ${what}`, { code: 'REPORT_INPUT_INVALID' });
   }
   const run = runs.at(-1);
-  return { dir, label: run?.run ?? basename(resolve(dir)), ...(run ? { run } : {}), steps, evals, workers: workerOrder(run, steps, evals), skipped };
+  return { dir, label: run?.run ?? basename(resolve(dir)), ...(run ? { run } : {}), steps, evals, stepEvals, workers: workerOrder(run, steps, evals), skipped };
 }
 
 /** Reads every run directory and gives each a unique label (the directory is added when two runs share a name). */

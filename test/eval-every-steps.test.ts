@@ -1,7 +1,7 @@
 /**
  * evalEverySteps: members evaluate on the test set every N steps as well as at each epoch's
  * end, each evaluation recorded in metrics.jsonl with its step, for every member and the
- * ensemble (what shows a run fluctuating during training); the rule for when one is due; the
+ * ensemble (what shows a run fluctuating during training), drawn by the report; the rule for when one is due; the
  * coordinator's ensemble of a mid-epoch evaluation.
  */
 import { after, test } from 'node:test';
@@ -51,4 +51,10 @@ test('a DML run with evalEverySteps records an evaluation of every member and of
   // Training moves the members between evaluations.
   const a = evals.filter((e) => e.worker === 'a').map((e) => e.nll);
   assert.ok(new Set(a).size > 1, 'the evaluations differ as the member trains');
+  // The report draws them: one more chart, test accuracy over the steps.
+  const report = await runCli(['report', join(root, 'runs', 'eval-steps')]);
+  assert.equal(report.code, 0, report.stderr);
+  assert.match(report.stdout, /\(7 charts, \d+ KiB\)/);
+  const html = readFileSync(join(root, 'runs', 'eval-steps', 'report.html'), 'utf8');
+  assert.match(html, /Test accuracy during training/);
 });
