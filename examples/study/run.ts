@@ -20,6 +20,7 @@ import { trainLocally } from '../../coordinator/launch-local.js';
 import { resolveRunConfig, runDirectory, type RunConfig } from '../../shared/config/run-config.js';
 import { CohortError } from '../../shared/errors.js';
 import { parseMetricsLines, type EvalRecord } from '../../shared/metrics/records.js';
+import { accuracySummary, describeDifference, inOrder, mean, pairedDifference } from './statistics.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -30,6 +31,11 @@ interface Result {
   role: string;
   downscaled: boolean;
   accuracy: number;
+  /** Best test accuracy over all of the run's evaluations (every evalEverySteps steps and each epoch's end). */
+  best: number;
+  /** Spread (sample sd) of the test accuracy over the second half of the evaluations. */
+  fluctuation: number;
+  evaluations: number;
   ece: number;
   nll: number;
   /** Mean confidence (max probability) minus accuracy on the test set: < 0 under-confident. */
@@ -65,16 +71,35 @@ function configFor(raw: Record<string, unknown>, seed: number, out: string, epoc
   return resolveRunConfig({ ...raw, name: `${raw.name}-s${seed}`, seed, runDir: out, teachers, ...(epochs ? { epochs } : {}), ...(trainLimit ? { trainLimit } : {}) });
 }
 
-/** The last evaluation of every worker and the run's wall time, when it finished (its final evaluation is recorded). */
-function finished(config: RunConfig): { evals: EvalRecord[]; seconds: number } | undefined {
+/**
+ * A finished run's summary: the last (epoch-end) evaluation of every worker, all of its
+ * evaluations in the order they ran, its steps per epoch and wall time. Kept in
+ * `docs/study/NAME.json` (committed), so that a study can be completed over several
+ * invocations and machines: a run whose summary is there is not run again.
+ */
+interface Summary {
+  evals: EvalRecord[];
+  all: EvalRecord[];
+  stepsPerEpoch: number;
+  seconds: number;
+}
+
+const summaryPath = (summaries: string, config: RunConfig) => join(summaries, `${config.name}.json`);
+
+/** The run's summary, from docs/study or from its metrics file when it finished there. */
+function finished(config: RunConfig, summaries: string): Summary | undefined {
+  const kept = summaryPath(summaries, config);
+  if (existsSync(kept)) return JSON.parse(readFileSync(kept, 'utf8')) as Summary;
   const file = join(runDirectory(config), 'metrics.jsonl');
   if (!existsSync(file)) return undefined;
   const records = parseMetricsLines(readFileSync(file, 'utf8')).records;
-  const evals = records.filter((r): r is EvalRecord => r.kind === 'eval' && r.epoch === config.epochs - 1);
+  const all = records.filter((r): r is EvalRecord => r.kind === 'eval');
+  const evals = all.filter((e) => e.epoch === config.epochs - 1 && e.step === undefined);
   const workers = [...config.members, ...config.teachers].map((w) => w.name);
   if (!workers.every((w) => evals.some((e) => e.worker === w))) return undefined;
   const times = records.map((r) => Date.parse(r.time));
-  return { evals, seconds: (Math.max(...times) - Math.min(...times)) / 1000 };
+  const lastStep = Math.max(0, ...records.filter((r) => r.kind === 'step').map((r) => (r as { step: number }).step + 1));
+  return { evals, all, stepsPerEpoch: Math.max(1, Math.round(lastStep / config.epochs)), seconds: (Math.max(...times) - Math.min(...times)) / 1000 };
 }
 
 const pct = (v: number) => (100 * v).toFixed(2);
@@ -90,14 +115,40 @@ function meanAndSpread(values: number[], digits: (v: number) => string): string 
 function resultsTable(results: Result[]): string {
   const keys = [...new Set(results.map((r) => `${r.experiment}\u0000${r.worker}`))];
   const lines = [
-    '| experiment | worker | input | seeds | test accuracy % | ECE % | NLL | confidence - accuracy (points) | run minutes |',
-    '|---|---|---|---|---|---|---|---|---|',
+    '| experiment | worker | input | seeds | final test accuracy % | best test accuracy % | late spread (points) | ECE % | NLL | confidence - accuracy (points) | run minutes |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const key of keys) {
     const [experiment, worker] = key.split('\u0000');
     const rows = results.filter((r) => r.experiment === experiment && r.worker === worker);
     const input = rows[0].downscaled ? '14x14' : '28x28';
-    lines.push(`| ${experiment} | ${worker}${rows[0].role === 'teacher' ? ' (teacher)' : ''} | ${rows[0].role === 'ensemble' ? '-' : input} | ${rows.length} | ${meanAndSpread(rows.map((r) => r.accuracy), pct)} | ${meanAndSpread(rows.map((r) => r.ece), pct)} | ${meanAndSpread(rows.map((r) => r.nll), (v) => v.toFixed(4))} | ${rows.every((r) => r.overconfidence !== undefined) ? meanAndSpread(rows.map((r) => r.overconfidence!), (v) => (100 * v).toFixed(2)) : '-'} | ${(rows.reduce((a, r) => a + (r.seconds ?? 0), 0) / rows.length / 60).toFixed(1)} |`);
+    lines.push(`| ${experiment} | ${worker}${rows[0].role === 'teacher' ? ' (teacher)' : ''} | ${rows[0].role === 'ensemble' ? '-' : input} | ${rows.length} | ${meanAndSpread(rows.map((r) => r.accuracy), pct)} | ${meanAndSpread(rows.map((r) => r.best), pct)} | ${(100 * mean(rows.map((r) => r.fluctuation))).toFixed(2)} (${rows[0].evaluations} evals) | ${meanAndSpread(rows.map((r) => r.ece), pct)} | ${meanAndSpread(rows.map((r) => r.nll), (v) => v.toFixed(4))} | ${rows.every((r) => r.overconfidence !== undefined) ? meanAndSpread(rows.map((r) => r.overconfidence!), (v) => (100 * v).toFixed(2)) : '-'} | ${(rows.reduce((a, r) => a + (r.seconds ?? 0), 0) / rows.length / 60).toFixed(1)} |`);
+  }
+  return lines.join('\n');
+}
+
+/** The thesis' claims as paired contrasts over seeds: (experiment, worker, metric) a minus b. */
+const CLAIMS: { claim: string; metric: 'accuracy' | 'best' | 'fluctuation' | 'ece'; a: [string, string]; b: [string, string] }[] = [
+  { claim: 'KD helps the student (final accuracy)', metric: 'accuracy', a: ['kd', 'student'], b: ['student', 'student'] },
+  { claim: 'KD helps the student (best accuracy)', metric: 'best', a: ['kd', 'student'], b: ['student', 'student'] },
+  { claim: 'DML helps a member (final accuracy, member a of 2)', metric: 'accuracy', a: ['dml-2', 'student-a'], b: ['student', 'student'] },
+  { claim: 'DML is less stable than KD (late spread)', metric: 'fluctuation', a: ['dml-2', 'student-a'], b: ['kd', 'student'] },
+  { claim: 'DML is less stable than the student alone (late spread)', metric: 'fluctuation', a: ['dml-2', 'student-a'], b: ['student', 'student'] },
+  { claim: "Tf-KD's extra smoothing hurts calibration (ECE, smooth - plain)", metric: 'ece', a: ['tfkd-smooth', 'student'], b: ['tfkd-plain', 'student'] },
+  { claim: 'cross-quality KD helps the 14x14 student (vs alone)', metric: 'accuracy', a: ['cross-quality-kd', 'student'], b: ['student-14px', 'student'] },
+  { claim: 'cross-quality KD vs DML across qualities (14x14 student)', metric: 'accuracy', a: ['cross-quality-kd', 'student'], b: ['dml-14px', 'student'] },
+];
+
+/** Paired differences over seeds with 95% intervals, for each claim whose runs are there. */
+function claimsTable(results: Result[]): string {
+  const bySeed = ([experiment, worker]: [string, string], metric: (typeof CLAIMS)[number]['metric']) =>
+    new Map(results.filter((r) => r.experiment === experiment && r.worker === worker).map((r) => [r.seed, r[metric]]));
+  const lines = ['| claim | a - b (points), mean [95% interval] | seeds | outside the noise |', '|---|---|---|---|'];
+  for (const c of CLAIMS) {
+    const d = pairedDifference(bySeed(c.a, c.metric), bySeed(c.b, c.metric));
+    if (d.n === 0) continue;
+    const { text, outsideNoise } = describeDifference(d);
+    lines.push(`| ${c.claim}: ${c.a.join('/')} - ${c.b.join('/')} | ${text} | ${d.n} | ${outsideNoise ? 'yes' : 'no'} |`);
   }
   return lines.join('\n');
 }
@@ -113,7 +164,7 @@ interface Job {
   needs?: string;
 }
 
-type Outcome = { evals: EvalRecord[]; seconds: number };
+type Outcome = Summary;
 
 /**
  * Runs the jobs, at most `cores` worker processes at once: in list order, a job starts when the
@@ -163,11 +214,12 @@ async function schedule(jobs: Job[], cores: number, run: (job: Job) => Promise<O
 }
 
 /** Trains one run unless its final evaluation is already recorded; its output goes to RUN/train.log. */
-async function runJob(job: Job, fresh: boolean): Promise<Outcome> {
+async function runJob(job: Job, fresh: boolean, summaries: string): Promise<Outcome> {
   const { config } = job;
   const dir = runDirectory(config);
   if (fresh) rmSync(dir, { recursive: true, force: true });
-  const before = finished(config);
+  if (fresh) rmSync(summaryPath(summaries, config), { force: true });
+  const before = finished(config, summaries);
   let outcome = before;
   if (!outcome) {
     rmSync(dir, { recursive: true, force: true });
@@ -176,9 +228,11 @@ async function runJob(job: Job, fresh: boolean): Promise<Outcome> {
     const t0 = Date.now();
     console.log(`study: ${config.name} (${config.algorithm}, ${config.epochs} epochs, ${job.slots} core(s)) ...`);
     await trainLocally({ config, insecure: true, interactive: false, log: (line) => appendFileSync(logFile, `${line}\n`) });
-    outcome = finished(config);
+    outcome = finished(config, summaries);
     if (!outcome) throw new CohortError(`${config.name}: finished without a final evaluation of every worker (see ${logFile})`, { code: 'RUN_INCOMPLETE' });
     outcome.seconds = (Date.now() - t0) / 1000;
+    mkdirSync(summaries, { recursive: true });
+    writeFileSync(summaryPath(summaries, config), `${JSON.stringify(outcome)}\n`);
   }
   const summary = outcome.evals.filter((e) => e.role !== 'teacher').map((e) => `${e.worker} ${pct(e.accuracy)}% (ECE ${pct(e.ece)}%)`).join(', ');
   console.log(`study: ${config.name}${before ? ' (done before)' : ''} in ${(outcome.seconds / 60).toFixed(1)} min: ${summary}`);
@@ -188,13 +242,14 @@ async function runJob(job: Job, fresh: boolean): Promise<Outcome> {
 async function main(): Promise<void> {
   const args = await yargs(hideBin(process.argv))
     .scriptName('npm run study --')
-    .option('seeds', { type: 'number', default: 2, describe: 'seeds per experiment (1, 2, ...)' })
+    .option('seeds', { type: 'number', default: 5, describe: 'seeds per experiment (paired: the same seeds for every experiment)' })
     .option('epochs', { type: 'number', describe: "override every config's epochs" })
     .option('only', { type: 'string', describe: 'comma-separated experiment names (the teacher is needed by kd and cross-quality-kd)' })
     .option('out', { type: 'string', default: 'runs/study', describe: 'folder of the runs, results.md and report.html' })
     .option('train-limit', { type: 'number', describe: 'train on the first N samples of each epoch only (a smoke run)' })
     .option('parallel', { type: 'number', default: availableParallelism(), describe: 'CPU cores to fill: runs go side by side, each taking one core per worker process (up to all of them)' })
     .option('fresh', { type: 'boolean', default: false, describe: 'run again experiments that already finished' })
+    .option('summaries', { type: 'string', default: 'docs/study', describe: "where each finished run's summary is kept (committed): runs found there are not run again" })
     .strict()
     .parse();
   if (!Number.isInteger(args.seeds) || args.seeds < 1) throw new CohortError(`--seeds must be a positive integer, got ${args.seeds}`, { code: 'USAGE' });
@@ -210,7 +265,7 @@ async function main(): Promise<void> {
     }),
   );
   const started = Date.now();
-  const outcomes = await schedule(jobs, args.parallel, (job) => runJob(job, args.fresh));
+  const outcomes = await schedule(jobs, args.parallel, (job) => runJob(job, args.fresh, args.summaries));
   const results: Result[] = [];
   const runDirs: string[] = [];
   for (const job of jobs) {
@@ -221,12 +276,13 @@ async function main(): Promise<void> {
     const order = [...job.config.members, ...job.config.teachers].map((w) => w.name);
     const rank = (e: EvalRecord) => (order.includes(e.worker) ? order.indexOf(e.worker) : order.length);
     for (const e of [...outcome.evals].sort((a, b) => rank(a) - rank(b))) {
-      results.push({ experiment: job.experiment, seed: job.seed, worker: e.worker, role: e.role, downscaled: downscaled.has(e.worker), accuracy: e.accuracy, ece: e.ece, nll: e.nll, overconfidence: overconfidence(e), seconds: outcome.seconds });
+      const over = accuracySummary(inOrder(outcome.all ?? outcome.evals, e.worker, outcome.stepsPerEpoch ?? 1));
+      results.push({ experiment: job.experiment, seed: job.seed, worker: e.worker, role: e.role, downscaled: downscaled.has(e.worker), accuracy: e.accuracy, best: over.best, fluctuation: over.fluctuation, evaluations: over.evaluations, ece: e.ece, nll: e.nll, overconfidence: overconfidence(e), seconds: outcome.seconds });
     }
   }
   const minutes = (Date.now() - started) / 60_000;
   const total = [...outcomes.values()].reduce((a, o) => a + o.seconds, 0) / 60;
-  const table = resultsTable(results);
+  const table = `${resultsTable(results)}\n\n${claimsTable(results)}`;
   const header = `# Fashion-MNIST study\n\n${args.seeds} seed(s), ${args.epochs ?? 'the configs\''} epochs. This invocation took ${minutes.toFixed(1)} min of wall time, up to ${args.parallel} worker processes at once; the runs' own times add up to ${total.toFixed(1)} min (runs that shared the machine took longer than alone).\n\n`;
   writeFileSync(join(args.out, 'results.md'), `${header}${table}\n`);
   console.log(`\n${table}\n\nstudy: results in ${join(args.out, 'results.md')}`);
