@@ -214,12 +214,15 @@ async function schedule(jobs: Job[], cores: number, run: (job: Job) => Promise<O
 }
 
 /** Trains one run unless its final evaluation is already recorded; its output goes to RUN/train.log. */
-async function runJob(job: Job, fresh: boolean, summaries: string): Promise<Outcome> {
+async function runJob(job: Job, fresh: boolean, summaries: string, needed: ReadonlySet<string>): Promise<Outcome> {
   const { config } = job;
   const dir = runDirectory(config);
   if (fresh) rmSync(dir, { recursive: true, force: true });
   if (fresh) rmSync(summaryPath(summaries, config), { force: true });
-  const before = finished(config, summaries);
+  // A run whose final weights another run loads (a seed's teacher) is done only with them here.
+  const weightsHere = config.members.every((m) => existsSync(join(dir, m.name, 'final', 'model.json')));
+  const before = needed.has(config.name) && !weightsHere ? undefined : finished(config, summaries);
+  if (!before && existsSync(summaryPath(summaries, config))) rmSync(summaryPath(summaries, config), { force: true });
   let outcome = before;
   if (!outcome) {
     rmSync(dir, { recursive: true, force: true });
@@ -265,7 +268,9 @@ async function main(): Promise<void> {
     }),
   );
   const started = Date.now();
-  const outcomes = await schedule(jobs, args.parallel, (job) => runJob(job, args.fresh, args.summaries));
+  // Teacher runs whose weights a run still to do will load.
+  const needed = new Set(jobs.flatMap((j) => (j.needs && (args.fresh || !finished(j.config, args.summaries)) ? [j.needs] : [])));
+  const outcomes = await schedule(jobs, args.parallel, (job) => runJob(job, args.fresh, args.summaries, needed));
   const results: Result[] = [];
   const runDirs: string[] = [];
   for (const job of jobs) {
