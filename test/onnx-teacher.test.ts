@@ -27,7 +27,7 @@ import { kdLoss } from '../shared/losses/index.js';
 import { makeOptimizer } from '../shared/training/objective.js';
 import { temperedPredictions } from '../shared/training/predictions.js';
 import { buildWorkerModel, finalWeightsDir } from '../worker/run-worker.js';
-import { OnnxTeacher } from '../worker/onnx-teacher.js';
+import { onnxProviders, OnnxTeacher } from '../worker/onnx-teacher.js';
 import { relativeError, useWasm } from './helpers/backends.js';
 import { runCli } from './helpers/cli.js';
 import { torchOrSkip, torchvisionReference, type TorchReference } from './helpers/torchvision.js';
@@ -87,12 +87,26 @@ test("an ONNX export of torchvision's resnet18 gives PyTorch's logits as a teach
   // A teacher for another number of classes is a one-line error naming the file.
   const wrong = await OnnxTeacher.open({ path: ref.onnx, input: { layout: 'NCHW' }, normalization: IMAGENET, imageShape: [SIDE, SIDE, 3], classes: 10, name: 't' });
   await assert.rejects(wrong.logits(x), (e: Error) => e instanceof CohortError && /teacher t: ONNX model .*model\.onnx outputs \[3, 4\], expected \[3, 10\]/.test(e.message));
-  tf.dispose([x, xd, a, b, c]);
-  await Promise.all([same, other, wrong].map((teacher) => teacher.dispose()));
+  // Asked for the GPU (a worker on a hardware adapter), it runs on onnxruntime's WebGPU provider,
+  // or where onnxruntime finds no adapter (this machine) on the CPU, saying why, with the same logits.
+  const gpu = await OnnxTeacher.open({ path: ref.onnx, input: { layout: 'NCHW' }, normalization: IMAGENET, imageShape: [SIDE, SIDE, 3], classes: CLASSES, name: 't', gpu: true });
+  if (gpu.placement.provider === 'cpu') assert.match(gpu.placement.fallback ?? '', /adapter/i);
+  const g = await gpu.logits(x);
+  assert.ok(relativeError((await g.data()) as Float32Array, want) < 1e-4);
+  assert.equal(same.placement.provider, 'cpu');
+  assert.equal(same.placement.fallback, undefined);
+  tf.dispose([x, xd, a, b, c, g]);
+  await Promise.all([same, other, wrong, gpu].map((teacher) => teacher.dispose()));
   await assert.rejects(
     OnnxTeacher.open({ path: join(root, 'none.onnx'), input: { layout: 'NCHW' }, normalization: IMAGENET, imageShape: [SIDE, SIDE, 3], classes: CLASSES, name: 't' }),
     (e: Error) => e instanceof CohortError && /^teacher t: cannot open ONNX model .*none\.onnx/.test(e.message) && !e.message.includes('\n'),
   );
+});
+
+test("onnxruntime's WebGPU provider is tried only where the worker's backend is webgpu on a hardware adapter", () => {
+  assert.deepEqual(onnxProviders({ choice: 'webgpu', adapter: { software: false } }), ['webgpu', 'cpu']);
+  assert.deepEqual(onnxProviders({ choice: 'webgpu', adapter: { software: true } }), ['cpu']);
+  assert.deepEqual(onnxProviders({ choice: 'wasm' }), ['cpu']);
 });
 
 test('onnx teachers in a run config: exactly one of model and onnx, input only with onnx', () => {

@@ -46,6 +46,24 @@ export interface OnnxTeacherOptions {
   classes: number;
   /** The teacher's name, for errors. */
   name: string;
+  /** Try onnxruntime's WebGPU execution provider first (the worker is on a hardware GPU adapter). */
+  gpu?: boolean;
+}
+
+/** Which execution provider an ONNX teacher ran on, and why not the GPU when it was asked for. */
+export interface OnnxPlacement {
+  provider: 'webgpu' | 'cpu';
+  /** Why the WebGPU provider was not used, when it was tried. */
+  fallback?: string;
+}
+
+/**
+ * The execution providers to try: onnxruntime's WebGPU provider (its own Dawn, on the same
+ * Vulkan driver) only where the worker's own backend is webgpu on a hardware adapter; never on a
+ * software adapter, as with tfjs.
+ */
+export function onnxProviders(backend: { choice: string; adapter?: { software: boolean } }): ('webgpu' | 'cpu')[] {
+  return backend.choice === 'webgpu' && backend.adapter && !backend.adapter.software ? ['webgpu', 'cpu'] : ['cpu'];
 }
 
 export class OnnxTeacher {
@@ -55,23 +73,37 @@ export class OnnxTeacher {
     private readonly o: OnnxTeacherOptions,
     private readonly scale: tf.Tensor1D,
     private readonly shift: tf.Tensor1D,
+    readonly placement: OnnxPlacement,
   ) {}
 
-  /** Opens the model on the CPU execution provider; a missing or unreadable file or a wrong channel count is a CohortError. */
+  /**
+   * Opens the model: on onnxruntime's WebGPU provider when `gpu` and it can get an adapter (it
+   * fails as a whole without one: then CPU, saying why), otherwise on the CPU provider. A missing
+   * or unreadable file or a wrong channel count is a CohortError.
+   */
   static async open(o: OnnxTeacherOptions): Promise<OnnxTeacher> {
     const ort = await loadOrt();
     const channels = o.imageShape[2];
     if (o.input.mean && o.input.mean.length !== channels) {
       throw new CohortError(`teacher ${o.name}: input.mean has ${o.input.mean.length} values for ${channels}-channel images`, { code: 'CONFIG_INVALID' });
     }
-    let session: InferenceSession;
+    let session: InferenceSession | undefined;
+    let placement: OnnxPlacement = { provider: 'cpu' };
+    if (o.gpu) {
+      try {
+        session = await ort.InferenceSession.create(o.path, { executionProviders: ['webgpu', 'cpu'] });
+        placement = { provider: 'webgpu' };
+      } catch (error) {
+        placement = { provider: 'cpu', fallback: (error as Error).message.split('\n')[0] };
+      }
+    }
     try {
-      session = await ort.InferenceSession.create(o.path, { executionProviders: ['cpu'] });
+      session ??= await ort.InferenceSession.create(o.path, { executionProviders: ['cpu'] });
     } catch (error) {
       throw new CohortError(`teacher ${o.name}: cannot open ONNX model ${o.path}: ${(error as Error).message.split('\n')[0]}`, { code: 'FILE_UNREADABLE', cause: error });
     }
     const { scale, shift } = renormalization(o.normalization, o.input, channels);
-    return new OnnxTeacher(ort, session, o, tf.tensor1d(scale), tf.tensor1d(shift));
+    return new OnnxTeacher(ort, session, o, tf.tensor1d(scale), tf.tensor1d(shift), placement);
   }
 
   /** The model's input tensor for an NHWC batch of the dataset. */
@@ -116,9 +148,11 @@ export async function openOnnxTeacher(
   dataset: { normalization: Normalization; classNames: readonly string[] },
   imageShape: [number, number, number],
   log: (line: string) => void,
+  backend: { choice: string; adapter?: { software: boolean } } = { choice: 'cpu' },
 ): Promise<OnnxTeacher | undefined> {
   if (worker.onnx === undefined) return undefined;
   const teacher = await OnnxTeacher.open({
+    gpu: onnxProviders(backend)[0] === 'webgpu',
     path: worker.onnx,
     input: worker.input ?? { layout: 'NCHW' },
     normalization: dataset.normalization,
@@ -126,6 +160,7 @@ export async function openOnnxTeacher(
     classes: dataset.classNames.length,
     name: worker.name,
   });
-  log(`${worker.name}: ONNX model ${worker.onnx} on onnxruntime's CPU provider`);
+  const { provider, fallback } = teacher.placement;
+  log(`${worker.name}: ONNX model ${worker.onnx} on onnxruntime's ${provider === 'webgpu' ? 'WebGPU' : 'CPU'} provider${fallback ? ` (WebGPU failed: ${fallback})` : ''}`);
   return teacher;
 }

@@ -112,7 +112,7 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, link: Lin
   };
   const teacherCheckpoint = 'checkpoint' in worker ? (worker.checkpoint as string | undefined) : undefined;
   // An ONNX teacher runs in onnxruntime: no tfjs network, no optimizer.
-  const onnx = await openOnnxTeacher(worker, dataset, data.train.imageShape, log);
+  const onnx = await openOnnxTeacher(worker, dataset, data.train.imageShape, log, active);
   const state = new WorkerState({
     name: worker.name,
     fixed: role === 'teacher',
