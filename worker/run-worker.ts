@@ -25,8 +25,8 @@ import type { MessageOf } from '../shared/protocol/messages.js';
 import type { WorkerKeys } from '../shared/protocol/curve.js';
 import { WorkerSocket } from '../shared/protocol/sockets.js';
 import { makeOptimizer, objectiveFor } from '../shared/training/objective.js';
-import { checkpointDue, evaluateAndReport, evaluationDue, ProgressReporter, reportProgress, saveCheckpoint, saveFinal } from './hooks.js';
-import { CoordinatorLost, Link, Rollback } from './link.js';
+import { checkpointDue, evaluateAndReport, evaluationDue, ProgressReporter, reportProgress, saveCheckpoint, saveFinal, stopDue } from './hooks.js';
+import { CoordinatorLost, Link, Rollback, Stopped } from './link.js';
 import { WorkerState } from './state.js';
 import { openOnnxTeacher } from './onnx-teacher.js';
 import { memberStep, teacherStep, type StepContext } from './steps.js';
@@ -143,6 +143,9 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, link: Lin
           log(`${worker.name}: rolling back to step ${r.step} (${r.reason})`);
           link.generation = r.generation;
           position = await state.restore(r.step, r.checkpoint, error.checkpointStep);
+        } else if (error instanceof Stopped) {
+          log(`${worker.name}: stopped by the coordinator (graceful stop at step ${link.stopAt})`);
+          return;
         } else if (error instanceof CoordinatorLost) {
           log(`${worker.name}: ${error.message}; joining again`);
           const again = await link.join(joinOptions(options), config.exchange.timeoutMs);
@@ -188,7 +191,14 @@ async function runFrom(
       ({ lr } = await runStep(ctx, step, batch, trainMetrics));
       const lastOfEpoch = batch.batch === stepsPerEpoch - 1;
       await reportProgress(link, progress, epoch, step, batch.labels.length, lastOfEpoch, { loss: state.lastLoss, lr, ...(member ? { metrics: trainMetrics } : {}) });
-      if (member && checkpointDue(step, config.checkpoint.everySteps, totalSteps)) await saveCheckpoint(link, state, runDirectory(config), worker.name, step);
+      const checkpoint = checkpointDue(step, config.checkpoint.everySteps, totalSteps);
+      if (member && checkpoint) await saveCheckpoint(link, state, runDirectory(config), worker.name, step);
+      if (stopDue(link.stopAt, step, totalSteps)) {
+        // A graceful stop: this member's part of the checkpoint at the barrier, then the shutdown.
+        if (member && !checkpoint) await saveCheckpoint(link, state, runDirectory(config), worker.name, step);
+        await link.awaitShutdown();
+        throw new Stopped('the coordinator shut this worker down after a graceful stop');
+      }
     }
     if (evaluationDue(epoch, config.evalEvery, config.epochs)) await evaluateAndReport(link, ctx.evalForward ?? state.built!, data.test, epoch, exchange, member ? trainMetrics : undefined);
   }
