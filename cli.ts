@@ -224,7 +224,14 @@ async function main(): Promise<void> {
         const { loadWorkerKeys } = await import('./shared/protocol/curve.js');
         requireSecurity('worker', args.connect, args.keys, args.insecure);
         const curve = args.keys === undefined ? undefined : loadWorkerKeys(args.keys);
-        await runWorker({
+        const { EXIT_STOPPED, onStopSignals, signalExitCode } = await import('./coordinator/stop.js');
+        // SIGTERM/SIGINT: the worker goes on until the coordinator's stop shuts it down (a pod's
+        // grace period, a launcher's lifeline end: TERM, then KILL); a second signal exits at once.
+        onStopSignals({
+          first: (signal) => console.error(`cohort worker: ${signal}: going on until the coordinator stops the run (send it again to exit at once)`),
+          second: (signal) => process.exit(signalExitCode(signal)),
+        });
+        const outcome = await runWorker({
           ...(curve ? { curve } : {}),
           connect: args.connect,
           member,
@@ -233,6 +240,8 @@ async function main(): Promise<void> {
           timeoutMs: args.timeout === undefined ? undefined : args.timeout * 1000,
           log,
         });
+        // Stopped gracefully: not done (a Job or a retry loop starts the worker again, for the resumed run).
+        if (outcome.stopped) process.exitCode = EXIT_STOPPED;
       },
     )
     .command(

@@ -24,6 +24,7 @@ import { algorithmEntry } from '../shared/algorithms/registry.js';
 import { runDirectory, type RunConfig } from '../shared/config/run-config.js';
 import { createProgressDisplay } from './progress-display.js';
 import { runCoordinator, type CoordinatorControl, type RunSummary } from './run-coordinator.js';
+import { EXIT_STOPPED } from './stop.js';
 
 export interface LaunchOptions {
   config: RunConfig;
@@ -104,7 +105,8 @@ async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
     relay(child, name, log);
     child.on('exit', (code, signal) => {
       if (children.get(name) === child) children.delete(name);
-      if (finished || (code === 0 && !signal)) return;
+      // EXIT_STOPPED: the coordinator stopped the run gracefully and shut the worker down.
+      if (finished || ((code === 0 || code === EXIT_STOPPED) && !signal)) return;
       const how = signal ?? `code ${code}`;
       if (!declaredLost.has(child)) control?.lost(name, `its process exited with ${how}`);
       if (config.recovery.policy === 'fail') return;

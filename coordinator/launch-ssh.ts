@@ -25,6 +25,7 @@ import { CohortError } from '../shared/errors.js';
 import { generateKeys, loadCoordinatorKeys, type CoordinatorKeys } from '../shared/protocol/curve.js';
 import { createProgressDisplay } from './progress-display.js';
 import { runCoordinator, type CoordinatorControl, type RunSummary } from './run-coordinator.js';
+import { EXIT_STOPPED } from './stop.js';
 
 /** Where one member or teacher runs. */
 export interface Slot {
@@ -268,7 +269,8 @@ export async function launchOverSsh(options: SshLaunchOptions): Promise<RunSumma
     child.on('exit', (code, signal) => {
       if (children.get(name)?.child === child) children.delete(name);
       child.stdin?.destroy();
-      if (finished || (code === 0 && !signal)) return;
+      // EXIT_STOPPED: the coordinator stopped the run gracefully and shut the worker down.
+      if (finished || ((code === 0 || code === EXIT_STOPPED) && !signal)) return;
       const how =
         code === 255 ? `ssh to ${slot.host} failed (exit 255: connection, authentication, or the session was cut)` : signal ? `its ssh to ${slot.host} was killed by ${signal}` : `it exited with code ${code} on ${slot.host} (through ssh)`;
       if (!declaredLost.has(child)) control?.lost(name, how);
