@@ -272,7 +272,7 @@ async function main(): Promise<void> {
         remoteCohortWords(args['remote-cohort']);
         const { loadRunConfig } = await import('./shared/config/run-config.js');
         const config = loadRunConfig(args.config);
-        const summary = await launchOverSsh({
+        const summary = await withStopSignals((signals) => launchOverSsh({
           config,
           hosts,
           gpusPerHost: args['gpus-per-host'],
@@ -286,7 +286,9 @@ async function main(): Promise<void> {
           resume: args.resume,
           logEvery: args['log-every'],
           log,
-        });
+          ...signals,
+        }));
+        if (summary.stopped) return reportStopped(summary.stopped, summary.runDir, `launch ${args.config} --hosts ${args.hosts}`);
         printSummary(summary.final, summary.runDir);
       },
     )

@@ -61,6 +61,10 @@ export interface SshLaunchOptions {
   interactive?: boolean;
   /** Called with every ssh process started. */
   onSpawn?: (name: string, child: ChildProcess, slot: Slot) => void;
+  /** Aborting asks for a graceful stop (coordinator/stop.ts): a checkpoint at the next step barrier, then every worker exits. */
+  stopRequest?: AbortSignal;
+  /** Aborting stops at once: every worker's lifeline is ended (its host stops it), no checkpoint. */
+  signal?: AbortSignal;
   log?: (line: string) => void;
 }
 
@@ -294,7 +298,8 @@ export async function launchOverSsh(options: SshLaunchOptions): Promise<RunSumma
       display,
       resume: options.resume,
       curve,
-      signal: abort.signal,
+      signal: options.signal ? AbortSignal.any([abort.signal, options.signal]) : abort.signal,
+      ...(options.stopRequest ? { stopRequest: options.stopRequest } : {}),
       onControl: (c) => (control = c),
       onWorkerLost: (name, pid) => {
         // A hung worker: end its ssh session; the lifeline stops it on the host, and the exit starts the replacement.
