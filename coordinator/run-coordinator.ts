@@ -276,10 +276,10 @@ class CoordinatorRun {
     await this.welcome(m.member);
   }
 
-  private welcome(name: string): Promise<void> {
+  private async welcome(name: string): Promise<void> {
     const rejoin = this.members.rejoinOf(name);
     const start = rejoin ?? this.resumeAt;
-    return this.send(name, {
+    await this.send(name, {
       type: 'welcome',
       runId: this.config.name,
       member: name,
@@ -290,6 +290,9 @@ class CoordinatorRun {
       ...(rejoin ? { checkpointStep: rejoin.checkpointStep } : {}),
       generation: this.recovery.generation,
     });
+    // Joined during a graceful stop: it checkpoints at the same barrier.
+    const stop = this.stop.requested;
+    if (stop) await this.send(name, { type: 'stop', step: stop.step, reason: `${stop.signal} to the coordinator` });
   }
 
   private async onPredictions(name: string, m: MessageOf<'predictions'>): Promise<void> {
