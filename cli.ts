@@ -67,6 +67,42 @@ function requireSecurity(role: string, endpoint: string, keys: string | undefine
   if (!isLoopbackEndpoint(endpoint)) throw new CohortError(`refusing --insecure on ${endpoint}: it is reachable from other machines; use --keys DIR`, { code: 'USAGE' });
 }
 
+/**
+ * SIGTERM and SIGINT for `cohort train` and `cohort coordinator` (coordinator/stop.ts): the first
+ * asks for a graceful stop (`stopRequest`), a second stops at once (`signal`: the run rejects
+ * with an ABORTED error whose exit code is 128 + the signal's number).
+ */
+async function withStopSignals<T>(run: (signals: { stopRequest: AbortSignal; signal: AbortSignal }) => Promise<T>): Promise<T> {
+  const { onStopSignals, signalExitCode } = await import('./coordinator/stop.js');
+  const stop = new AbortController();
+  const abort = new AbortController();
+  const remove = onStopSignals({
+    first: (signal) => {
+      console.error(`cohort: ${signal}: stopping at the next step barrier with a checkpoint (send it again to stop at once, without one)`);
+      stop.abort(signal);
+    },
+    second: (signal) => {
+      const exitCode = signalExitCode(signal);
+      abort.abort(new CohortError(`stopped at once by a second signal (${signal}), without a checkpoint`, { code: 'ABORTED', exitCode }));
+      // Whatever is still running, the process ends soon.
+      setTimeout(() => process.exit(exitCode), 10_000).unref();
+    },
+  });
+  try {
+    return await run({ stopRequest: stop.signal, signal: abort.signal });
+  } finally {
+    remove();
+  }
+}
+
+/** A run stopped gracefully: says how to continue, and exits with EXIT_STOPPED. */
+async function reportStopped(stopped: { signal: string; checkpointStep?: number }, runDir: string, command: string): Promise<void> {
+  const { EXIT_STOPPED } = await import('./coordinator/stop.js');
+  const at = stopped.checkpointStep === undefined ? 'nothing was checkpointed yet: start it again without --resume' : `checkpoint of step ${stopped.checkpointStep}; continue with \`cohort ${command} --resume\``;
+  log(`stopped (${stopped.signal}): ${at} (run directory ${runDir})`);
+  process.exitCode = EXIT_STOPPED;
+}
+
 function printSummary(final: { worker: string; role: string; accuracy: number; nll: number; ece: number }[], runDir: string): void {
   log('');
   log('| worker | role | test accuracy | NLL | ECE |');
@@ -128,7 +164,8 @@ async function main(): Promise<void> {
         const { loadRunConfig } = await import('./shared/config/run-config.js');
         const { trainLocally } = await import('./coordinator/launch-local.js');
         const config = loadRunConfig(args.config);
-        const summary = await trainLocally({ config, backend: args.backend, resume: args.resume, insecure: args.insecure, logEvery: args['log-every'], log });
+        const summary = await withStopSignals((signals) => trainLocally({ config, backend: args.backend, resume: args.resume, insecure: args.insecure, logEvery: args['log-every'], log, ...signals }));
+        if (summary.stopped) return reportStopped(summary.stopped, summary.runDir, `train ${args.config}`);
         printSummary(summary.final, summary.runDir);
       },
     )
@@ -153,7 +190,8 @@ async function main(): Promise<void> {
         const { loadCoordinatorKeys } = await import('./shared/protocol/curve.js');
         requireSecurity('coordinator', args.bind, args.keys, args.insecure);
         const curve = args.keys === undefined ? undefined : loadCoordinatorKeys(args.keys);
-        const summary = await runCoordinator({ config, bind: args.bind, resume: args.resume, ...(curve ? { curve } : {}), logEvery: args['log-every'], log });
+        const summary = await withStopSignals((signals) => runCoordinator({ config, bind: args.bind, resume: args.resume, ...(curve ? { curve } : {}), logEvery: args['log-every'], log, ...signals }));
+        if (summary.stopped) return reportStopped(summary.stopped, summary.runDir, `coordinator ${args.config}`);
         printSummary(summary.final, summary.runDir);
       },
     )
@@ -170,8 +208,13 @@ async function main(): Promise<void> {
           .option('config', { type: 'string', describe: 'the run config, with --member-index (the coordinator still sends the config it runs)' })
           .option('timeout', { type: 'number', describe: "seconds to wait for the coordinator's welcome (default 60)" })
           .option('keys', { type: 'string', describe: 'folder with worker.key and coordinator.pub (from `cohort keys`): CURVE encryption and authentication' })
-          .option('insecure', { type: 'boolean', default: false, describe: 'no CURVE (allowed on loopback endpoints only)' }),
+          .option('insecure', { type: 'boolean', default: false, describe: 'no CURVE (allowed on loopback endpoints only)' })
+          .option('lifeline', { type: 'boolean', default: false, describe: 'exit as soon as standard input closes (a launcher holds it open: the worker never outlives it)' }),
       async (args) => {
+        if (args.lifeline) {
+          const { holdLifeline } = await import('./worker/lifeline.js');
+          holdLifeline(process.stdin, (line) => console.error(line));
+        }
         if (args.gpu !== undefined && (!Number.isInteger(args.gpu) || args.gpu < 0)) {
           throw new CohortError(`--gpu must be a GPU index (0, 1, ...), got '${String(args.gpu)}'`, { code: 'USAGE' });
         }
@@ -181,7 +224,14 @@ async function main(): Promise<void> {
         const { loadWorkerKeys } = await import('./shared/protocol/curve.js');
         requireSecurity('worker', args.connect, args.keys, args.insecure);
         const curve = args.keys === undefined ? undefined : loadWorkerKeys(args.keys);
-        await runWorker({
+        const { EXIT_STOPPED, onStopSignals, signalExitCode } = await import('./coordinator/stop.js');
+        // SIGTERM/SIGINT: the worker goes on until the coordinator's stop shuts it down (a pod's
+        // grace period, a launcher's lifeline end: TERM, then KILL); a second signal exits at once.
+        onStopSignals({
+          first: (signal) => console.error(`cohort worker: ${signal}: going on until the coordinator stops the run (send it again to exit at once)`),
+          second: (signal) => process.exit(signalExitCode(signal)),
+        });
+        const outcome = await runWorker({
           ...(curve ? { curve } : {}),
           connect: args.connect,
           member,
@@ -190,6 +240,8 @@ async function main(): Promise<void> {
           timeoutMs: args.timeout === undefined ? undefined : args.timeout * 1000,
           log,
         });
+        // Stopped gracefully: not done (a Job or a retry loop starts the worker again, for the resumed run).
+        if (outcome.stopped) process.exitCode = EXIT_STOPPED;
       },
     )
     .command(
@@ -220,7 +272,7 @@ async function main(): Promise<void> {
         remoteCohortWords(args['remote-cohort']);
         const { loadRunConfig } = await import('./shared/config/run-config.js');
         const config = loadRunConfig(args.config);
-        const summary = await launchOverSsh({
+        const summary = await withStopSignals((signals) => launchOverSsh({
           config,
           hosts,
           gpusPerHost: args['gpus-per-host'],
@@ -234,7 +286,9 @@ async function main(): Promise<void> {
           resume: args.resume,
           logEvery: args['log-every'],
           log,
-        });
+          ...signals,
+        }));
+        if (summary.stopped) return reportStopped(summary.stopped, summary.runDir, `launch ${args.config} --hosts ${args.hosts}`);
         printSummary(summary.final, summary.runDir);
       },
     )

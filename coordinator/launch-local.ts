@@ -7,6 +7,12 @@
  * back to the last checkpoint, or lets the others go on, and stops the run after `maxRestarts`). An algorithm made of
  * stages runs them one after the other (TAKD: a chain of KD runs, the teacher teaching the first
  * member, the assistant, whose final weights then teach the next, and so on).
+ *
+ * No worker outlives this process, however it ends: each worker's standard input is a pipe from
+ * here (`cohort worker --lifeline`), and a worker exits as soon as it closes, which the system
+ * does when this process dies (SIGKILL included). The workers run in their own process group, so
+ * a Ctrl-C on the terminal reaches only this process, which stops the run gracefully
+ * (`stopRequest`, coordinator/stop.ts); aborting `signal` (a second signal) kills the workers at once.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -18,6 +24,7 @@ import { algorithmEntry } from '../shared/algorithms/registry.js';
 import { runDirectory, type RunConfig } from '../shared/config/run-config.js';
 import { createProgressDisplay } from './progress-display.js';
 import { runCoordinator, type CoordinatorControl, type RunSummary } from './run-coordinator.js';
+import { EXIT_STOPPED } from './stop.js';
 
 export interface LaunchOptions {
   config: RunConfig;
@@ -31,6 +38,10 @@ export interface LaunchOptions {
   insecure?: boolean;
   /** Redraw progress in place (default: when stdout is a terminal); false: plain lines through `log`. */
   interactive?: boolean;
+  /** Aborting asks for a graceful stop: a checkpoint at the next step barrier, then every worker exits (RunSummary.stopped). */
+  stopRequest?: AbortSignal;
+  /** Aborting stops at once: the workers are killed (SIGKILL), no checkpoint; the run rejects with the reason. */
+  signal?: AbortSignal;
   /** Called with every worker process started (tests use it to inject faults). */
   onSpawn?: (name: string, child: ChildProcess) => void;
   log?: (line: string) => void;
@@ -56,6 +67,7 @@ export async function trainLocally(options: LaunchOptions): Promise<RunSummary> 
   for (const [i, stage] of stages.entries()) {
     log(`${config.algorithm}: stage ${i + 1}/${stages.length}: ${stage.teachers.map((t) => t.name).join(' + ')} -> ${stage.members.map((m) => m.name).join(' + ')}`);
     summary = await trainOnce({ ...options, config: stage });
+    if (summary.stopped) return summary;
   }
   return summary!;
 }
@@ -82,16 +94,19 @@ async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
   const keysDir = join(runDirectory(config), 'keys');
   const curve = options.insecure ? undefined : runKeys(keysDir);
   const spawnWorker = (name: string, delayMs = 0) => {
-    const args = [...process.execArgv, CLI, 'worker', '--connect', endpoint, '--member', name, ...(curve ? ['--keys', keysDir] : ['--insecure'])];
+    const args = [...process.execArgv, CLI, 'worker', '--connect', endpoint, '--member', name, '--lifeline', ...(curve ? ['--keys', keysDir] : ['--insecure'])];
     if (options.backend) args.push('--backend', options.backend);
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+    // stdin: the lifeline (never written; closed when this process ends). detached: a process group of its own.
+    const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'], env: process.env, detached: true });
+    child.stdin!.on('error', () => {}); // the worker gone: its exit is reported below
     children.set(name, child);
     if (child.pid) control?.started(name, child.pid, restartsOf.get(name) ?? 0, delayMs);
     options.onSpawn?.(name, child);
     relay(child, name, log);
     child.on('exit', (code, signal) => {
       if (children.get(name) === child) children.delete(name);
-      if (finished || (code === 0 && !signal)) return;
+      // EXIT_STOPPED: the coordinator stopped the run gracefully and shut the worker down.
+      if (finished || ((code === 0 || code === EXIT_STOPPED) && !signal)) return;
       const how = signal ?? `code ${code}`;
       if (!declaredLost.has(child)) control?.lost(name, `its process exited with ${how}`);
       if (config.recovery.policy === 'fail') return;
@@ -106,10 +121,17 @@ async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
       }, delay).unref();
     });
   };
+  // A second signal: every worker killed now (the coordinator's run then rejects with the reason).
+  const killAll = () => {
+    for (const child of children.values()) child.kill('SIGKILL');
+  };
+  options.signal?.addEventListener('abort', killAll, { once: true });
   try {
     return await runCoordinator({
       config,
       bind: 'tcp://127.0.0.1:*',
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.stopRequest ? { stopRequest: options.stopRequest } : {}),
       logEvery: options.logEvery,
       display,
       resume: options.resume,
@@ -132,6 +154,8 @@ async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
     });
   } finally {
     finished = true;
+    if (options.signal?.aborted) killAll();
+    options.signal?.removeEventListener('abort', killAll);
     await Promise.all(
       [...children.values()].map(
         (child) =>

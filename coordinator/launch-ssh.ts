@@ -25,6 +25,7 @@ import { CohortError } from '../shared/errors.js';
 import { generateKeys, loadCoordinatorKeys, type CoordinatorKeys } from '../shared/protocol/curve.js';
 import { createProgressDisplay } from './progress-display.js';
 import { runCoordinator, type CoordinatorControl, type RunSummary } from './run-coordinator.js';
+import { EXIT_STOPPED } from './stop.js';
 
 /** Where one member or teacher runs. */
 export interface Slot {
@@ -60,6 +61,10 @@ export interface SshLaunchOptions {
   interactive?: boolean;
   /** Called with every ssh process started. */
   onSpawn?: (name: string, child: ChildProcess, slot: Slot) => void;
+  /** Aborting asks for a graceful stop (coordinator/stop.ts): a checkpoint at the next step barrier, then every worker exits. */
+  stopRequest?: AbortSignal;
+  /** Aborting stops at once: every worker's lifeline is ended (its host stops it), no checkpoint. */
+  signal?: AbortSignal;
   log?: (line: string) => void;
 }
 
@@ -268,7 +273,8 @@ export async function launchOverSsh(options: SshLaunchOptions): Promise<RunSumma
     child.on('exit', (code, signal) => {
       if (children.get(name)?.child === child) children.delete(name);
       child.stdin?.destroy();
-      if (finished || (code === 0 && !signal)) return;
+      // EXIT_STOPPED: the coordinator stopped the run gracefully and shut the worker down.
+      if (finished || ((code === 0 || code === EXIT_STOPPED) && !signal)) return;
       const how =
         code === 255 ? `ssh to ${slot.host} failed (exit 255: connection, authentication, or the session was cut)` : signal ? `its ssh to ${slot.host} was killed by ${signal}` : `it exited with code ${code} on ${slot.host} (through ssh)`;
       if (!declaredLost.has(child)) control?.lost(name, how);
@@ -292,7 +298,8 @@ export async function launchOverSsh(options: SshLaunchOptions): Promise<RunSumma
       display,
       resume: options.resume,
       curve,
-      signal: abort.signal,
+      signal: options.signal ? AbortSignal.any([abort.signal, options.signal]) : abort.signal,
+      ...(options.stopRequest ? { stopRequest: options.stopRequest } : {}),
       onControl: (c) => (control = c),
       onWorkerLost: (name, pid) => {
         // A hung worker: end its ssh session; the lifeline stops it on the host, and the exit starts the replacement.

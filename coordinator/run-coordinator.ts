@@ -38,6 +38,7 @@ import { createProgressDisplay, type ProgressDisplay } from './progress-display.
 import { Recovery } from './recovery.js';
 import { RunRecords } from './run-records.js';
 import { StepServer } from './step-server.js';
+import { GracefulStop } from './stop.js';
 
 export type { EvalRecord } from './evaluations.js';
 
@@ -51,8 +52,14 @@ export interface CoordinatorOptions {
   display?: ProgressDisplay;
   /** Called once bound, with the endpoint workers should connect to. */
   onListening?: (endpoint: string) => void;
-  /** Aborting stops the run; the reason becomes the error. */
+  /** Aborting stops the run at once; the reason becomes the error. */
   signal?: AbortSignal;
+  /**
+   * Aborting asks for a graceful stop (coordinator/stop.ts; the reason names the signal): the
+   * members checkpoint at the next step barrier, the workers are shut down, and the run returns
+   * with `stopped`.
+   */
+  stopRequest?: AbortSignal;
   /** Called once listening, with the handle a launcher uses to report dead worker processes. */
   onControl?: (control: CoordinatorControl) => void;
   /**
@@ -87,6 +94,8 @@ export interface RunSummary {
   dropped: number;
   /** Workers lost and replaced. */
   restarts: number;
+  /** A graceful stop: the signal that asked, and the step of the checkpoint to resume from (none: nothing was ever checkpointed). */
+  stopped?: { signal: string; checkpointStep?: number };
 }
 
 interface LostWorker {
@@ -124,6 +133,9 @@ class CoordinatorRun {
   private readonly recovery: Recovery;
   private readonly records: RunRecords;
   private readonly socket: CoordinatorSocket;
+  private readonly stop: GracefulStop;
+  /** The run ended by a graceful stop (its checkpoint is complete, or there was nothing to save). */
+  private stoppedGracefully = false;
   /** Where a (re)joining worker starts: step 0, or a checkpoint after a rollback or on resume. */
   private resumeAt: StartPoint = { step: 0 };
   /** Losses reported between two turns of the loop (by the launcher, or by a failed send). */
@@ -147,10 +159,12 @@ class CoordinatorRun {
       onComplete: (step, dir) => {
         this.log(`coordinator: checkpoint of step ${step} complete (${dir})`);
         this.records.event('checkpoint-complete', { step, dir });
+        if (this.stop.completed(step)) this.wake?.();
       },
       onFailure: () => this.wake?.(),
     });
     this.recovery = new Recovery(config.recovery);
+    this.stop = new GracefulStop(config.exchange.timeoutMs);
     this.socket = new CoordinatorSocket({
       float16: config.exchange.float16,
       limits: { maxMessageBytes: Math.round(config.exchange.maxMessageMiB * 2 ** 20) },
@@ -262,10 +276,10 @@ class CoordinatorRun {
     await this.welcome(m.member);
   }
 
-  private welcome(name: string): Promise<void> {
+  private async welcome(name: string): Promise<void> {
     const rejoin = this.members.rejoinOf(name);
     const start = rejoin ?? this.resumeAt;
-    return this.send(name, {
+    await this.send(name, {
       type: 'welcome',
       runId: this.config.name,
       member: name,
@@ -276,6 +290,9 @@ class CoordinatorRun {
       ...(rejoin ? { checkpointStep: rejoin.checkpointStep } : {}),
       generation: this.recovery.generation,
     });
+    // Joined during a graceful stop: it checkpoints at the same barrier.
+    const stop = this.stop.requested;
+    if (stop) await this.send(name, { type: 'stop', step: stop.step, reason: `${stop.signal} to the coordinator` });
   }
 
   private async onPredictions(name: string, m: MessageOf<'predictions'>): Promise<void> {
@@ -304,6 +321,9 @@ class CoordinatorRun {
   private async workerLost(lost: LostWorker): Promise<void> {
     const { name, detail } = lost;
     if (!this.members.roleOf(name) || this.members.isAbsent(name)) return;
+    if (this.stop.requested) {
+      throw new CohortError(`worker ${name} lost during the graceful stop (${detail}); the last complete checkpoint is untouched`, { code: 'STOP_FAILED' });
+    }
     const when = new Date().toISOString();
     const decision = this.recovery.decide(name, detail, when);
     const pid = this.members.pidOf(name);
@@ -394,8 +414,16 @@ class CoordinatorRun {
     // result, so every message received (tensors included) would stay in memory for the whole run.
     const onAbort = () => this.wake?.();
     options.signal?.addEventListener('abort', onAbort, { once: true });
+    options.stopRequest?.addEventListener('abort', onAbort, { once: true });
     try {
-      while (members.running()) {
+      while (members.running() && !this.stop.checkpointed) {
+        if (options.stopRequest?.aborted && !this.stop.requested && !(await this.beginStop(String(options.stopRequest.reason)))) {
+          this.stoppedGracefully = true;
+          break;
+        }
+        if (this.stop.overdue(Date.now())) {
+          throw new CohortError(`the graceful stop did not complete within ${this.config.exchange.timeoutMs / 1000} s (exchange.timeoutMs); the last complete checkpoint is untouched`, { code: 'STOP_FAILED' });
+        }
         // Elastic: every other worker is done; one that does not come back is given up on.
         const late = members.givenUp(Date.now(), this.config.exchange.timeoutMs);
         if (late.length > 0) {
@@ -437,7 +465,9 @@ class CoordinatorRun {
       }
       await this.checkpoints.settled();
       if (this.checkpoints.failure) throw this.checkpoints.failure;
-      await this.broadcast(members.all, { type: 'shutdown', reason: 'the run is complete' });
+      if (this.stop.checkpointed) this.stoppedGracefully = true;
+      const stopped = this.stoppedGracefully ? this.stop.requested : undefined;
+      await this.broadcast(members.all, { type: 'shutdown', reason: stopped ? `the run was stopped (${stopped.signal}) at step ${stopped.step}; it continues with --resume` : 'the run is complete' });
       await this.socket.flush();
       this.display.stop();
     } catch (error) {
@@ -447,18 +477,42 @@ class CoordinatorRun {
       await this.socket.flush();
     } finally {
       options.signal?.removeEventListener('abort', onAbort);
+      options.stopRequest?.removeEventListener('abort', onAbort);
       pending?.catch(() => {}); // rejected by the close below
       this.socket.close();
     }
     const { served: steps } = this.server;
     const { restarts } = this.recovery;
+    const stopped = failure || !this.stoppedGracefully ? undefined : this.stoppedAt(this.stop.requested!.signal);
     try {
-      this.records.event('run-finished', failure ? { outcome: 'failed', steps, restarts, code: failure.code, message: failure.message } : { outcome: 'complete', steps, restarts });
+      const checkpointStep = stopped?.checkpointStep === undefined ? {} : { checkpointStep: stopped.checkpointStep };
+      this.records.event('run-finished', failure ? { outcome: 'failed', steps, restarts, code: failure.code, message: failure.message } : stopped ? { outcome: 'stopped', steps, restarts, ...checkpointStep } : { outcome: 'complete', steps, restarts });
     } catch (error) {
       failure ??= asCohortError(error, 'FILE_UNWRITABLE', '');
     }
     if (failure) throw failure;
-    return { runDir: this.runDir, final: this.evaluations.finalRecords([...members.all, 'ensemble']), steps, dropped: this.socket.dropped, restarts };
+    return { runDir: this.runDir, final: this.evaluations.finalRecords([...members.all, 'ensemble']), steps, dropped: this.socket.dropped, restarts, ...(stopped ? { stopped } : {}) };
+  }
+
+  /** A stop asked for: tells the workers where to checkpoint; returns false when the run ends now (nothing trained since it started). */
+  private async beginStop(signal: string): Promise<boolean> {
+    const decision = this.stop.request(signal, this.server.highestServed, this.resumeAt.step, Date.now());
+    if (decision.action === 'ignore') return true;
+    const step = this.stop.requested!.step;
+    this.records.event('stop-requested', { signal, step });
+    if (decision.action === 'end-now') {
+      this.log(`coordinator: ${signal}: stopping; nothing was trained since step ${step}, so there is nothing new to save`);
+      return false;
+    }
+    this.log(`coordinator: ${signal}: stopping gracefully: every member checkpoints at step ${step}, then the workers exit (a second signal stops at once, without a checkpoint)`);
+    await this.broadcast(this.members.joined(), { type: 'stop', step, reason: `${signal} to the coordinator` });
+    return true;
+  }
+
+  /** What a stopped run resumes from: the stop's checkpoint, or the one it started from. */
+  private stoppedAt(signal: string): { signal: string; checkpointStep?: number } {
+    if (this.stop.checkpointed) return { signal, checkpointStep: this.stop.requested!.step };
+    return this.resumeAt.dir ? { signal, checkpointStep: this.resumeAt.step } : { signal };
   }
 }
 

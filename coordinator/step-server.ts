@@ -63,6 +63,8 @@ export class StepServer {
   nextStep = 0;
   /** Steps served in all. */
   served = 0;
+  /** The highest step any member has been served (since the last rollback; -1: none): a graceful stop's barrier follows it. */
+  highestServed = -1;
   /** Each member's last reported loss. */
   readonly lastLoss = new Map<string, number>();
 
@@ -154,6 +156,7 @@ export class StepServer {
     } else {
       for (const n of waiting) state.served.add(n);
     }
+    if (waiting.length > 0) this.highestServed = Math.max(this.highestServed, step);
     if (!liveMembers.every((n) => state.served.has(n))) return false;
     this.steps.delete(step);
     this.servedSteps.add(step);
@@ -179,6 +182,7 @@ export class StepServer {
     this.steps.clear();
     this.servedSteps.clear();
     this.nextStep = step;
+    this.highestServed = step - 1;
   }
 
   private newSums(size: number): PredictionSums {

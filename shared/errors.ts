@@ -53,6 +53,7 @@ export const ERROR_CODES = [
   'WORKER_LOST',
   'RESTARTS_EXHAUSTED',
   'ABORTED',
+  'STOP_FAILED',
   // Launchers.
   'LAUNCH_FAILED',
   'SSH_FAILED',

@@ -30,7 +30,7 @@ const COMMANDS: Record<string, { usage: string; options: string[]; positionals?:
   },
   worker: {
     usage: 'cohort worker',
-    options: ['--backend', '--gpu', '--connect', '--member', '--member-index', '--config', '--timeout', '--keys', '--insecure'],
+    options: ['--backend', '--gpu', '--connect', '--member', '--member-index', '--config', '--timeout', '--keys', '--insecure', '--lifeline'],
     notOptions: ['--bind', '--resume', '--log-every', '--epochs'],
   },
   launch: {

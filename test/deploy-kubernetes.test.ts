@@ -22,11 +22,12 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Ajv, type ValidateFunction } from 'ajv';
+import { EXIT_STOPPED } from '../coordinator/stop.js';
 import { parseAllDocuments } from 'yaml';
 import { Router } from 'zeromq';
 import { loadRunConfig, runDirectory } from '../shared/config/run-config.js';
@@ -88,6 +89,7 @@ const podSpec = (restartPolicies: string[]) =>
   closed(
     {
       restartPolicy: { enum: restartPolicies },
+      terminationGracePeriodSeconds: { type: 'integer', minimum: 0 },
       securityContext: closed({ runAsNonRoot: { type: 'boolean' }, runAsUser: { type: 'integer' }, runAsGroup: { type: 'integer' }, fsGroup: { type: 'integer' } }),
       tolerations: { type: 'array', items: closed({ key: str, operator: { enum: ['Exists', 'Equal'] }, value: { type: 'string' }, effect: { enum: ['NoSchedule', 'PreferNoSchedule', 'NoExecute'] } }) },
       nodeSelector: { type: 'object', additionalProperties: { type: 'string' } },
@@ -198,6 +200,7 @@ interface Container {
 }
 interface PodSpec {
   restartPolicy?: string;
+  terminationGracePeriodSeconds?: number;
   securityContext?: { runAsNonRoot?: boolean; runAsUser?: number; runAsGroup?: number; fsGroup?: number };
   containers: Container[];
   volumes?: { name: string; secret?: { secretName: string; defaultMode?: number }; configMap?: { name: string }; persistentVolumeClaim?: { claimName: string } }[];
@@ -424,7 +427,11 @@ test('the workers: an indexed Job, one pod per member and teacher, one GPU each,
   assert.equal(job.spec.maxFailedIndexes, 0);
   assert.equal(config.recovery.policy, 'restart');
   const rules = (job.spec.podFailurePolicy as { rules: { action: string; onPodConditions?: { type: string }[] }[] }).rules;
-  assert.deepEqual(rules, [{ action: 'Ignore', onPodConditions: [{ type: 'DisruptionTarget' }] }], 'evictions and preemptions do not use up retries');
+  assert.deepEqual(rules, [
+    { action: 'Ignore', onPodConditions: [{ type: 'DisruptionTarget' }] },
+    // A graceful stop shuts the workers down with EXIT_STOPPED: started again, no retry used.
+    { action: 'Ignore', onExitCodes: { containerName: 'worker', operator: 'In', values: [EXIT_STOPPED] } },
+  ], 'evictions, preemptions and a graceful stop do not use up retries');
   assert.equal(worker.resources!.limits!['nvidia.com/gpu'], 1);
   assert.equal(worker.args![worker.args!.indexOf('--gpu') + 1], '0', 'the pod sees its one GPU as GPU 0');
   // The member name comes from the completion index.
@@ -508,6 +515,35 @@ test("every option the manifests pass to cohort is one the real CLI accepts", { 
   // The backend the Job passes is one of the CLI's choices (yargs refuses others).
   const backend = argValue(resolvedArgs(worker, { COHORT_MEMBER_INDEX: '0' }), '--backend');
   assert.ok((BACKEND_CHOICES as readonly string[]).includes(backend), backend);
+});
+
+test('a graceful stop fits in the pods\' grace period: one step, the checkpoint\'s write and the shutdown (at least 60 s, more than the default 30 s)', () => {
+  for (const pod of [coordinatorPod, workerPod]) assert.ok((pod.terminationGracePeriodSeconds ?? 30) >= 60, `terminationGracePeriodSeconds ${pod.terminationGracePeriodSeconds}`);
+  assert.equal(coordinatorPod.terminationGracePeriodSeconds, workerPod.terminationGracePeriodSeconds, 'the workers stay as long as the coordinator needs them');
+});
+
+test("the coordinator's wrapper: SIGTERM reaches cohort (a graceful stop); exit 75 restarts the pod, which resumes", { timeout: 30_000 }, async () => {
+  const [script, zero, ...args] = coordinator.args!;
+  const bin = join(root, 'bin-stop');
+  mkdirSync(bin, { recursive: true });
+  const calls = join(root, 'calls-stop');
+  const ready = join(root, 'cohort-running');
+  // cohort: stops on TERM with 75, like the real one.
+  writeFileSync(join(bin, 'cohort'), `#!/bin/sh\ntrap 'echo "cohort stopped by TERM" >> ${calls}; exit 75' TERM\ntouch ${ready}\nwhile :; do sleep 0.05; done\n`);
+  chmodSync(join(bin, 'cohort'), 0o755);
+  const run = join(root, 'run-stop');
+  mkdirSync(run, { recursive: true });
+  const child = spawn('/bin/sh', ['-c', script, zero, ...args], { env: { PATH: `${bin}:/usr/bin:/bin`, COHORT_RUN_DIR: run } });
+  const exited = new Promise<number | null>((done) => child.once('close', (code) => done(code)));
+  const deadline = Date.now() + 10_000;
+  while (!existsSync(ready) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  child.kill('SIGTERM'); // what tini passes on from the kubelet
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  const code = await exited;
+  clearTimeout(timer);
+  assert.equal(code, EXIT_STOPPED, 'the container exits 75: the Deployment starts it again, and it resumes');
+  assert.deepEqual(readFileSync(calls, 'utf8').trim().split('\n'), ['cohort stopped by TERM']);
+  assert.ok(!existsSync(join(run, 'coordinator.done')), 'a stopped run is not marked complete');
 });
 
 test("the coordinator's wrapper: --resume only with a complete checkpoint, and idle once the run is complete", () => {

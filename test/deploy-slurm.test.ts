@@ -11,7 +11,7 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,7 +29,7 @@ const tool = (name: string, body: string) => {
   writeFileSync(join(bin, name), `#!/bin/bash\n${body}\n`);
   chmodSync(join(bin, name), 0o755);
 };
-tool('scontrol', `[ "$1 $2" = "show hostnames" ] || exit 9\necho "scontrol $*" >> '${calls}'\nprintf 'gpu01\\ngpu02\\n'`);
+tool('scontrol', `echo "scontrol $*" >> '${calls}'\n[ "$1" = requeue ] && exit 0\n[ "$1 $2" = "show hostnames" ] || exit 9\nprintf 'gpu01\\ngpu02\\n'`);
 // srun: the step's tasks, started here, with the variables Slurm gives each task.
 tool(
   'srun',
@@ -59,7 +59,14 @@ tool(
   `echo "cohort $*" >> '${calls}'
 case "$1" in
   keys) mkdir -p "$2" && touch "$2/coordinator.key" ;;
-  coordinator) sleep 0.2; exit "\${FAKE_COORDINATOR_EXIT:-0}" ;;
+  coordinator)
+    if [ -n "\${FAKE_COORDINATOR_STOP:-}" ]; then
+      # Like cohort: TERM stops it gracefully (exit 75).
+      trap 'echo "coordinator stopped by TERM" >> '"'"'${calls}'"'"'; exit 75' TERM
+      touch '${root}'/coordinator-running
+      while :; do sleep 0.05; done
+    fi
+    sleep 0.2; exit "\${FAKE_COORDINATOR_EXIT:-0}" ;;
   worker)
     while [ $# -gt 0 ]; do [ "$1" = --member-index ] && index=$2; shift; done
     if [ -e '${root}'/fail-$index ]; then rm '${root}'/fail-$index; exit 7; fi ;;
@@ -143,6 +150,32 @@ test('after a requeue: the keys are reused and the coordinator resumes from a co
   assert.equal(r.status, 0, r.stderr);
   assert.ok(r.calls.includes(`cohort coordinator ${config} --bind tcp://0.0.0.0:6000 --keys ${keys} --resume`), r.calls.join('\n'));
   assert.equal(workerCalls(r.calls).filter((l) => l.includes('--connect tcp://gpu01:6000 ')).length, 8);
+});
+
+test('the time limit: Slurm signals the script ahead of it, which stops the coordinator gracefully (TERM) and requeues the job once it exits 75', { timeout: 60_000 }, async () => {
+  const header = readFileSync(SCRIPT, 'utf8');
+  const signal = /^#SBATCH --signal=B:TERM@(\d+)$/m.exec(header);
+  assert.ok(signal && Number(signal[1]) >= 60, 'TERM to the batch script at least a minute before the time limit');
+  rmSync(calls, { force: true });
+  rmSync(join(root, 'coordinator-running'), { force: true });
+  const child = spawn('bash', [SCRIPT, 'run.yaml'], {
+    cwd: root,
+    env: { PATH: `${bin}:/usr/bin:/bin`, HOME: root, SLURM_JOB_ID: '42', SLURM_JOB_NODELIST: 'gpu[01-02]', SLURM_NTASKS: '8', SLURM_NTASKS_PER_NODE: '4', FAKE_COORDINATOR_STOP: '1' },
+  });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+  const deadline = Date.now() + 30_000;
+  while (!existsSync(join(root, 'coordinator-running')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  child.kill('SIGTERM'); // what --signal=B:TERM@N sends
+  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  const code = await exited;
+  clearTimeout(timer);
+  const lines = readFileSync(calls, 'utf8').trim().split('\n');
+  assert.equal(code, 0, stderr);
+  assert.ok(lines.includes('coordinator stopped by TERM'), lines.join('\n'));
+  assert.equal(lines.at(-1), 'scontrol requeue 42', 'requeued after the coordinator stopped');
+  assert.match(stderr, /cohort\.sbatch: the run stopped with a checkpoint; requeueing job 42/);
 });
 
 test('a coordinator that fails fails the job; a missing config is a clear error', () => {

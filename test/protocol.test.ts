@@ -42,6 +42,7 @@ const samples: { [K in MessageType]: MessageOf<K> } = {
   done: { type: 'done', member: 'resnet32-a', generation: 1 },
   checkpointed: { type: 'checkpointed', step: 200, generation: 0 },
   rollback: { type: 'rollback', step: 200, checkpoint: 'runs/x/checkpoints/step-000000200', generation: 1, reason: 'b exited with code 137' },
+  stop: { type: 'stop', step: 31, reason: 'SIGTERM to the coordinator' },
   shutdown: { type: 'shutdown', reason: 'training finished' },
   error: { type: 'error', message: 'CUDA out of memory' },
 };

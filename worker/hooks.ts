@@ -28,6 +28,15 @@ export function checkpointDue(step: number, everySteps: number, totalSteps: numb
   return (step + 1) % everySteps === 0 && step + 1 < totalSteps;
 }
 
+/**
+ * Whether a graceful stop ends training after `step`: the coordinator's barrier `stopAt` is the
+ * next step (a member saves its part of the checkpoint there); never after the last step (the
+ * run then simply completes).
+ */
+export function stopDue(stopAt: number | undefined, step: number, totalSteps: number): boolean {
+  return stopAt === step + 1 && step + 1 < totalSteps;
+}
+
 /** Whether the worker evaluates after `epoch`. */
 export function evaluationDue(epoch: number, evalEvery: number, epochs: number): boolean {
   return (epoch + 1) % evalEvery === 0 || epoch === epochs - 1;

@@ -26,6 +26,9 @@ export class Rollback extends Error {
   }
 }
 
+/** Thrown when the coordinator shuts the worker down after a graceful stop (`stop`): a clean end. */
+export class Stopped extends Error {}
+
 /** Thrown when the coordinator has been silent (heartbeats included) for `livenessMs`. */
 export class CoordinatorLost extends Error {}
 
@@ -38,6 +41,8 @@ export interface ControlState {
   generation: number;
   /** The welcome this worker follows (admission()): the same again is a duplicate answer to a join. */
   admitted: string;
+  /** A graceful stop's barrier, once the coordinator asked for one: its shutdown is then a clean end. */
+  stopAt?: number;
 }
 
 export type ControlVerdict =
@@ -46,6 +51,10 @@ export type ControlVerdict =
   /** A heartbeat, a stale message, a duplicate answer: nothing to do. */
   | { kind: 'ignore' }
   | { kind: 'advance'; step: number }
+  /** A graceful stop: checkpoint at `step` (members), then await the shutdown. */
+  | { kind: 'stop-at'; step: number }
+  /** The shutdown that ends a graceful stop. */
+  | { kind: 'stopped' }
   | { kind: 'rollback'; rollback: MessageOf<'rollback'>; checkpointStep?: number; admitted?: string }
   | { kind: 'stop'; error: CohortError };
 
@@ -53,6 +62,8 @@ export type ControlVerdict =
 export function judgeControl(state: ControlState, message: Message): ControlVerdict {
   const who = state.member;
   if (message.type === 'rollback') return message.generation > state.generation ? { kind: 'rollback', rollback: message } : { kind: 'ignore' };
+  if (message.type === 'stop') return { kind: 'stop-at', step: message.step };
+  if (message.type === 'shutdown' && state.stopAt !== undefined) return { kind: 'stopped' };
   if (message.type === 'shutdown') return { kind: 'stop', error: new CohortError(`${who}: the coordinator stopped the run: ${message.reason}`, { code: 'COORDINATOR_STOPPED' }) };
   if (message.type === 'error') return { kind: 'stop', error: new CohortError(`${who}: the coordinator failed: ${message.message}`, { code: 'COORDINATOR_FAILED' }) };
   if (message.type === 'welcome' && admission(message) !== state.admitted && (message.generation ?? 0) >= state.generation) {
@@ -78,6 +89,7 @@ export class Link implements ControlState {
   readonly member: string;
   generation = 0;
   admitted = '';
+  stopAt: number | undefined;
   liveness: CoordinatorLiveness;
   /** Teachers: how far ahead of the students they may run. */
   window: TeacherWindow;
@@ -156,6 +168,11 @@ export class Link implements ControlState {
         throw new Rollback(verdict.rollback, verdict.checkpointStep);
       case 'stop':
         throw verdict.error;
+      case 'stop-at':
+        this.stopAt = verdict.step;
+        return true;
+      case 'stopped':
+        throw new Stopped('the coordinator shut this worker down after a graceful stop');
       case 'advance':
         this.window.advance(verdict.step);
         return true;

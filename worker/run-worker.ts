@@ -25,8 +25,8 @@ import type { MessageOf } from '../shared/protocol/messages.js';
 import type { WorkerKeys } from '../shared/protocol/curve.js';
 import { WorkerSocket } from '../shared/protocol/sockets.js';
 import { makeOptimizer, objectiveFor } from '../shared/training/objective.js';
-import { checkpointDue, evaluateAndReport, evaluationDue, stepEvaluationDue, ProgressReporter, reportProgress, saveCheckpoint, saveFinal } from './hooks.js';
-import { CoordinatorLost, Link, Rollback } from './link.js';
+import { checkpointDue, evaluateAndReport, evaluationDue, ProgressReporter, reportProgress, saveCheckpoint, saveFinal, stepEvaluationDue, stopDue } from './hooks.js';
+import { CoordinatorLost, Link, Rollback, Stopped } from './link.js';
 import { WorkerState } from './state.js';
 import { openOnnxTeacher } from './onnx-teacher.js';
 import { memberStep, teacherStep, type StepContext } from './steps.js';
@@ -71,7 +71,12 @@ export function buildWorkerModel(config: RunConfig, worker: WorkerConfig | Teach
   return buildModel({ inputShape: imageShape, classes, ...worker.model, seed: worker.model.seed ?? memberWeightSeed(config.seed, index) });
 }
 
-export async function runWorker(options: WorkerOptions): Promise<void> {
+/** How a worker's run ended: `stopped` when the coordinator stopped the cohort gracefully (it continues with --resume). */
+export interface WorkerOutcome {
+  stopped: boolean;
+}
+
+export async function runWorker(options: WorkerOptions): Promise<WorkerOutcome> {
   const log = options.log ?? ((line: string) => console.log(line));
   const socket = new WorkerSocket(options.member, options.curve ? { curve: options.curve } : {});
   socket.connect(options.connect);
@@ -79,7 +84,7 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
   try {
     const welcome = await link.join(joinOptions(options), options.timeoutMs ?? 60_000);
     const config = resolveRunConfig(welcome.config);
-    await train(config, welcome, link, options, log);
+    return { stopped: await train(config, welcome, link, options, log) };
   } catch (error) {
     await socket.send({ type: 'error', message: (error as Error).message }).catch(() => {});
     throw error;
@@ -98,7 +103,8 @@ function studentDownscale(config: RunConfig) {
 }
 
 /** Sets up the worker's backend, data and state, then trains from the welcome's step, following rollbacks and a restarted coordinator. */
-async function train(config: RunConfig, welcome: MessageOf<'welcome'>, link: Link, options: WorkerOptions, log: (line: string) => void): Promise<void> {
+/** Returns whether a graceful stop ended the run. */
+async function train(config: RunConfig, welcome: MessageOf<'welcome'>, link: Link, options: WorkerOptions, log: (line: string) => void): Promise<boolean> {
   const { worker, index, role } = findWorker(config, options.member);
   link.follow(welcome);
   link.start(config.recovery, config.exchange.teacherWindow);
@@ -136,13 +142,16 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, link: Lin
     for (;;) {
       try {
         await runFrom(config, ctx, role, data, position, log);
-        return;
+        return false;
       } catch (error) {
         if (error instanceof Rollback) {
           const r = error.rollback;
           log(`${worker.name}: rolling back to step ${r.step} (${r.reason})`);
           link.generation = r.generation;
           position = await state.restore(r.step, r.checkpoint, error.checkpointStep);
+        } else if (error instanceof Stopped) {
+          log(`${worker.name}: stopped by the coordinator (graceful stop at step ${link.stopAt})`);
+          return true;
         } else if (error instanceof CoordinatorLost) {
           log(`${worker.name}: ${error.message}; joining again`);
           const again = await link.join(joinOptions(options), config.exchange.timeoutMs);
@@ -188,7 +197,14 @@ async function runFrom(
       ({ lr } = await runStep(ctx, step, batch, trainMetrics));
       const lastOfEpoch = batch.batch === stepsPerEpoch - 1;
       await reportProgress(link, progress, epoch, step, batch.labels.length, lastOfEpoch, { loss: state.lastLoss, lr, ...(member ? { metrics: trainMetrics } : {}) });
-      if (member && checkpointDue(step, config.checkpoint.everySteps, totalSteps)) await saveCheckpoint(link, state, runDirectory(config), worker.name, step);
+      const checkpoint = checkpointDue(step, config.checkpoint.everySteps, totalSteps);
+      if (member && checkpoint) await saveCheckpoint(link, state, runDirectory(config), worker.name, step);
+      if (stopDue(link.stopAt, step, totalSteps)) {
+        // A graceful stop: this member's part of the checkpoint at the barrier, then the shutdown.
+        if (member && !checkpoint) await saveCheckpoint(link, state, runDirectory(config), worker.name, step);
+        await link.awaitShutdown();
+        throw new Stopped('the coordinator shut this worker down after a graceful stop');
+      }
       if (member && stepEvaluationDue(step, config.evalEverySteps, lastOfEpoch, evaluationDue(epoch, config.evalEvery, config.epochs))) {
         await evaluateAndReport(link, ctx.evalForward ?? state.built!, data.test, epoch, exchange, undefined, step + 1);
       }

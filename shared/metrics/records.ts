@@ -117,8 +117,10 @@ export const eventSchemas = {
   'checkpoint-complete': event('checkpoint-complete', { step: count, dir: z.string() }),
   /** The run resumed from the checkpoint of `step`. */
   resumed: event('resumed', { step: count, dir: z.string() }),
-  /** The run ended: `complete`, or `failed` with its error's code and message. */
-  'run-finished': event('run-finished', { outcome: z.enum(['complete', 'failed']), steps: count, restarts: count, code: z.string().optional(), message: z.string().optional() }),
+  /** A graceful stop was asked for (`signal`: SIGTERM, SIGINT, ...): the members checkpoint at `step` (the step barrier after the step in flight), then the workers are shut down. */
+  'stop-requested': event('stop-requested', { signal: z.string(), step: count }),
+  /** The run ended: `complete`, `stopped` (a graceful stop: `checkpointStep` is the checkpoint to resume from), or `failed` with its error's code and message. */
+  'run-finished': event('run-finished', { outcome: z.enum(['complete', 'stopped', 'failed']), checkpointStep: count.optional(), steps: count, restarts: count, code: z.string().optional(), message: z.string().optional() }),
 };
 
 export const eventRecordSchema = z.discriminatedUnion('event', Object.values(eventSchemas) as unknown as [(typeof eventSchemas)[keyof typeof eventSchemas]]);

@@ -199,6 +199,12 @@ export const messageSchemas = {
     memory: workerMemorySchema.optional(),
     generation: count.optional(),
   }),
+  /**
+   * Coordinator → workers: a graceful stop. Members save their part of the global checkpoint
+   * whose next step is `step` (after training step `step` - 1, instead of going on) and then
+   * wait for `shutdown`; teachers wait for `shutdown`.
+   */
+  stop: z.object({ type: z.literal('stop'), step: count, reason: z.string() }),
   /** Coordinator → worker: stop cleanly. */
   shutdown: z.object({ type: z.literal('shutdown'), reason: z.string() }),
   /** Either way: a fatal problem on the sender's side. */
