@@ -36,6 +36,8 @@ export class Membership {
   private readonly processes = new Map<string, string>();
   /** Joined workers that have sent something since their welcome (a join again from them is not a retransmission). */
   private readonly active = new Set<string>();
+  /** Joined workers that have sent a message of the current generation (cleared by a rollback). */
+  private readonly caughtUp = new Set<string>();
   /** Workers that said `done`. */
   readonly done = new Set<string>();
   /** Elastic policy: workers lost and not yet back, with when they were lost. */
@@ -107,6 +109,26 @@ export class Membership {
     this.active.add(name);
   }
 
+  /** The worker whose heartbeat thread sent `m` (its member name and the pid it joined with), if joined. */
+  heartbeatOf(m: { member?: string; pid?: number }): string | undefined {
+    return m.member !== undefined && m.pid !== undefined && m.pid > 0 && this.pidOf(m.member) === m.pid ? m.member : undefined;
+  }
+
+  /** `name` sent a message of the current generation: it follows the last rollback. */
+  followsGeneration(name: string): void {
+    this.caughtUp.add(name);
+  }
+
+  /** Whether `name` has sent a message of the current generation. */
+  isCaughtUp(name: string): boolean {
+    return this.caughtUp.has(name);
+  }
+
+  /** A rollback: nobody has sent a message of the new generation yet. */
+  newGeneration(): void {
+    this.caughtUp.clear();
+  }
+
   finished(name: string): void {
     this.done.add(name);
   }
@@ -118,6 +140,7 @@ export class Membership {
     this.peers.delete(name);
     this.processes.delete(name);
     this.active.delete(name);
+    this.caughtUp.delete(name);
   }
 
   /** Elastic: a lost worker the others go on without. */
