@@ -38,6 +38,8 @@ export class Membership {
   private readonly active = new Set<string>();
   /** Joined workers that have sent a message of the current generation (cleared by a rollback). */
   private readonly caughtUp = new Set<string>();
+  /** Workers admitted since the last rollback. */
+  private readonly admittedSinceRollback = new Set<string>();
   /** Workers that said `done`. */
   readonly done = new Set<string>();
   /** Elastic policy: workers lost and not yet back, with when they were lost. */
@@ -78,6 +80,7 @@ export class Membership {
     this.peers.set(m.member, peer);
     this.byPeer.set(peer.toString('hex'), m.member);
     this.processes.set(m.member, processOf(m));
+    this.admittedSinceRollback.add(m.member);
     return this.absent.delete(m.member);
   }
 
@@ -119,6 +122,11 @@ export class Membership {
     this.caughtUp.add(name);
   }
 
+  /** Whether `name` was admitted since the last rollback. */
+  admittedSince(name: string): boolean {
+    return this.admittedSinceRollback.has(name);
+  }
+
   /** Whether `name` has sent a message of the current generation. */
   isCaughtUp(name: string): boolean {
     return this.caughtUp.has(name);
@@ -127,6 +135,7 @@ export class Membership {
   /** A rollback: nobody has sent a message of the new generation yet. */
   newGeneration(): void {
     this.caughtUp.clear();
+    this.admittedSinceRollback.clear();
   }
 
   finished(name: string): void {

@@ -48,8 +48,11 @@ export class Recovery {
  * A worker joined again from the same process (it heard nothing from the coordinator for
  * livenessMs). If it has sent nothing since the last rollback (`caughtUp` false), the incident
  * that made it rejoin already rolled the cohort back: it is welcomed at that rollback's step,
- * with no new rollback. Else this is a new incident: one rollback (not a restart).
+ * with no new rollback (and if it was already welcomed there, it is only answered again). Else
+ * this is a new incident: one rollback (not a restart).
  */
-export function judgeRejoin(caughtUp: boolean, generation: number): 'same-incident' | 'new-incident' {
-  return !caughtUp && generation > 0 ? 'same-incident' : 'new-incident';
+export function judgeRejoin(caughtUp: boolean, generation: number, welcomedSinceRollback = false): 'welcome-again' | 'same-incident' | 'new-incident' {
+  if (caughtUp || generation === 0) return 'new-incident';
+  // Already welcomed at that rollback's step: a join it sent during the stall, read late.
+  return welcomedSinceRollback ? 'welcome-again' : 'same-incident';
 }

@@ -251,7 +251,9 @@ class CoordinatorRun {
       // It was training and heard nothing from us for livenessMs (a stalled machine or network):
       // it no longer follows this run's steps, so it is lost, and admitted again below. Not a
       // restart (the same process); one rollback per incident (judgeRejoin).
-      const sameIncident = judgeRejoin(this.members.isCaughtUp(m.member), this.recovery.generation) === 'same-incident';
+      const incident = judgeRejoin(this.members.isCaughtUp(m.member), this.recovery.generation, this.members.admittedSince(m.member));
+      if (incident === 'welcome-again') return this.welcome(m.member);
+      const sameIncident = incident === 'same-incident';
       await this.workerLost({ name: m.member, reason: 'rejoined', detail: 'it lost contact with the coordinator and joined again', counts: false, sameIncident });
       verdict = this.members.judgeJoin(m);
     }

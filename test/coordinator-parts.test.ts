@@ -73,6 +73,9 @@ describe('membership', () => {
     assert.equal(m.isCaughtUp('a'), true);
     m.newGeneration();
     assert.equal(m.isCaughtUp('a'), false);
+    assert.equal(m.admittedSince('a'), false, 'admitted before the rollback');
+    m.admit(peer('b'), joinOf('b'));
+    assert.equal(m.admittedSince('b'), true);
     m.followsGeneration('a');
     m.remove('a');
     assert.equal(m.isCaughtUp('a'), false, 'a removed worker follows nothing');
@@ -373,6 +376,7 @@ describe('recovery', () => {
     assert.deepEqual(r.decide('a', 'it joined again', 'T', false), { action: 'rollback', generation: 1 });
     assert.equal(r.restarts, 0, 'not a restart, even with maxRestarts 0');
     assert.equal(judgeRejoin(false, r.generation), 'same-incident', 'b had sent nothing since that rollback');
+    assert.equal(judgeRejoin(false, r.generation, true), 'welcome-again', 'a join of the stall read after b was welcomed again');
     assert.equal(judgeRejoin(true, r.generation), 'new-incident', 'b had followed the rollback: a later incident');
     assert.equal(r.decide('b', 'its process exited', 'T').action, 'fail', 'a process that died counts');
   });

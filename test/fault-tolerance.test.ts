@@ -21,6 +21,7 @@ import { resolveRunConfig } from '../shared/config/run-config.js';
 import type { MetricsRecord } from '../shared/metrics/records.js';
 import { startCli } from './helpers/cli.js';
 import { dmlReplayWeights } from './helpers/dml-reference.js';
+import { startCpuLoad, type CpuLoad } from './helpers/cpu-load.js';
 import { eventsOf, finished, RunRecordsFollower } from './helpers/events.js';
 import { killAt, pidTracker, train } from './helpers/faults.js';
 import { freePort } from './helpers/net.js';
@@ -28,13 +29,18 @@ import { asRoot, cannotRun, tool, unmet } from './helpers/requirements.js';
 import { weightDifferences } from './helpers/weight-differences.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-faults-'));
-after(() => rmSync(root, { recursive: true, force: true }));
+let load: CpuLoad | undefined;
+after(() => {
+  load?.stop();
+  rmSync(root, { recursive: true, force: true });
+});
 const cacheDir = join(root, 'cache');
 const STEPS = 30;
 
 before(async () => {
   await initBackend({ backend: 'wasm' }); // for reading saved weights and the elastic replay (the workers' backend)
   await loadFashionMnist({ cacheDir });
+  load = startCpuLoad(); // a busy CPU beside the cohort for the whole file (liveness must tell slow from dead)
 });
 
 function config(name: string, extra: Record<string, unknown> = {}): string {
