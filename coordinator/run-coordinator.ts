@@ -459,8 +459,9 @@ class CoordinatorRun {
         if (next === 'tick') continue;
         pending = undefined;
         const { peer, message } = next;
-        if (message.type === 'heartbeat' && members.nameOf(peer) === undefined) {
-          // A worker's heartbeat thread: its own socket, named by member and pid.
+        if (message.type === 'heartbeat' && message.member !== undefined && members.nameOf(peer) === undefined) {
+          // A worker's heartbeat thread: its own socket, named by member and pid (a lost worker's
+          // thread beats until its process joins again: not counted, not logged).
           const beating = members.heartbeatOf(message);
           this.liveness.arrived(now, beating);
           if (beating !== undefined) this.socket.send(peer, { type: 'heartbeat' }).catch(() => {});

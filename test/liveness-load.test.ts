@@ -59,15 +59,16 @@ describe('liveness under CPU load', () => {
     assert.equal(clean.code, 0, clean.output);
     const path = config('frozen', ['a', 'b', 'c'], 30, { recovery });
     let frozenAt = 0;
-    let cli: ReturnType<typeof startCli> | undefined;
+    const coordinator = { pid: 0 }; // `cohort train`: the coordinator runs in the CLI's process
     const follower = new RunRecordsFollower(runDirOf(path), (record) => {
-      if (record.kind === 'step' && record.step === 12 && !frozenAt && cli?.pid) {
+      if (record.kind === 'step' && record.step === 12 && !frozenAt && coordinator.pid) {
         frozenAt = Date.now();
-        process.kill(cli.pid, 'SIGSTOP');
-        setTimeout(() => process.kill(cli!.pid!, 'SIGCONT'), 5000 + 3000);
+        process.kill(coordinator.pid, 'SIGSTOP');
+        setTimeout(() => process.kill(coordinator.pid, 'SIGCONT'), 5000 + 3000);
       }
     });
-    cli = startCli(['train', path, '--log-every', '1'], { timeoutMs: 300_000 });
+    const cli = startCli(['train', path, '--log-every', '1'], { timeoutMs: 300_000 });
+    coordinator.pid = cli.pid ?? 0;
     const result = await cli.exited;
     const records = follower.stop();
     assert.equal(result.code, 0, result.output);
