@@ -76,7 +76,8 @@ describe('liveness under CPU load', () => {
     const rollbacks = eventsOf(records, 'rollback');
     const lost = eventsOf(records, 'worker-lost');
     console.log(`# frozen 8 s: ${lost.length} loss(es) (${lost.map((e) => `${e.worker} ${e.reason}${e.sameIncident ? ' same incident' : ''}`).join(', ')}), ${rollbacks.length} rollback(s), restarts ${finished(records)?.restarts}`);
-    assert.ok(rollbacks.length <= 1, `at most one rollback: ${JSON.stringify(rollbacks)}`);
+    const story = () => result.output.split('\n').filter((l) => l.startsWith('coordinator:') || / rolling back | joining again/.test(l)).join('\n');
+    assert.ok(rollbacks.length <= 1, `at most one rollback: ${JSON.stringify(rollbacks)}\n${story()}`);
     assert.ok((finished(records)?.restarts ?? 0) <= 1, 'at most one restart used');
     assert.ok(lost.filter((e) => e.counted !== false).length <= 1, `at most one loss counted as a restart: ${JSON.stringify(lost)}`);
     assert.ok(new Set(lost.map((e) => e.worker)).size === lost.length, `each worker lost at most once: ${JSON.stringify(lost)}`);
