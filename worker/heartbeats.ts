@@ -21,7 +21,16 @@ export interface HeartbeatThreadData {
   clock: SharedArrayBuffer;
 }
 
-const threadFile = new URL(`./heartbeat-thread${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url);
+const fromSource = import.meta.url.endsWith('.ts');
+const threadFile = new URL(`./heartbeat-thread${fromSource ? '.ts' : '.js'}`, import.meta.url);
+
+/** The thread: compiled, its .js file; from TypeScript source (tsx), a bootstrap that registers tsx in the thread first (a thread does not inherit the loader). */
+function startThread(workerData: HeartbeatThreadData): Worker {
+  if (!fromSource) return new Worker(threadFile, { workerData });
+  const tsx = import.meta.resolve('tsx/esm/api');
+  const code = `import(${JSON.stringify(tsx)}).then((api) => { api.register(); return import(${JSON.stringify(threadFile.href)}); });`;
+  return new Worker(code, { eval: true, workerData });
+}
 
 export class HeartbeatThread {
   private readonly clock = new BigInt64Array(new SharedArrayBuffer(16));
@@ -33,7 +42,7 @@ export class HeartbeatThread {
     Atomics.store(this.clock, CLOCK_COORDINATOR, 0n);
     Atomics.store(this.clock, CLOCK_MAIN, now);
     const workerData: HeartbeatThreadData = { ...options, pid: process.pid, clock: this.clock.buffer as SharedArrayBuffer };
-    this.thread = new Worker(threadFile, { workerData });
+    this.thread = startThread(workerData);
     this.thread.unref();
     this.thread.on('error', () => {}); // the main socket's liveness still applies
     this.tick = setInterval(() => Atomics.store(this.clock, CLOCK_MAIN, BigInt(Date.now())), Math.max(50, Math.floor(options.heartbeatMs / 2)));
@@ -45,8 +54,16 @@ export class HeartbeatThread {
     return Number(Atomics.load(this.clock, CLOCK_COORDINATOR));
   }
 
-  stop(): void {
+  /** Stops the thread and waits for it to close its socket and end (a process that exits with a ZeroMQ socket open in a thread aborts). */
+  async stop(): Promise<void> {
     clearInterval(this.tick);
+    if (this.stopped) return this.stopped;
+    const exited = new Promise<void>((resolve) => this.thread.once('exit', () => resolve()));
     this.thread.postMessage('stop');
+    const timer = setTimeout(() => void this.thread.terminate(), 2000);
+    this.stopped = exited.finally(() => clearTimeout(timer));
+    return this.stopped;
   }
+
+  private stopped: Promise<void> | undefined;
 }

@@ -157,7 +157,7 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, link: Lin
     }
   } finally {
     link.stop();
-    beats.stop();
+    await beats.stop();
     await Promise.all([data.train.close(), data.test.close()]);
     state.dispose();
     await onnx?.dispose();
