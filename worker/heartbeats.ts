@@ -37,14 +37,16 @@ export class HeartbeatThread {
   private readonly thread: Worker;
   private readonly tick: NodeJS.Timeout;
 
-  constructor(options: Omit<HeartbeatThreadData, 'clock' | 'pid'>) {
+  /** `onError`: the thread failed (the main socket's heartbeats and arrivals still count). */
+  constructor(options: Omit<HeartbeatThreadData, 'clock' | 'pid'>, onError: (error: Error) => void = () => {}) {
     const now = BigInt(Date.now());
     Atomics.store(this.clock, CLOCK_COORDINATOR, 0n);
     Atomics.store(this.clock, CLOCK_MAIN, now);
-    const workerData: HeartbeatThreadData = { ...options, pid: process.pid, clock: this.clock.buffer as SharedArrayBuffer };
+    const { connect, member, curve, heartbeatMs, hangMs } = options;
+    const workerData: HeartbeatThreadData = { connect, member, ...(curve ? { curve } : {}), heartbeatMs, hangMs, pid: process.pid, clock: this.clock.buffer as SharedArrayBuffer };
     this.thread = startThread(workerData);
     this.thread.unref();
-    this.thread.on('error', () => {}); // the main socket's liveness still applies
+    this.thread.on('error', onError);
     this.tick = setInterval(() => Atomics.store(this.clock, CLOCK_MAIN, BigInt(Date.now())), Math.max(50, Math.floor(options.heartbeatMs / 2)));
     this.tick.unref();
   }

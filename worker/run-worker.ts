@@ -102,7 +102,7 @@ function studentDownscale(config: RunConfig) {
 async function train(config: RunConfig, welcome: MessageOf<'welcome'>, link: Link, options: WorkerOptions, log: (line: string) => void): Promise<void> {
   const { worker, index, role } = findWorker(config, options.member);
   link.follow(welcome);
-  const beats = new HeartbeatThread({ connect: options.connect, member: options.member, ...(options.curve ? { curve: options.curve } : {}), heartbeatMs: config.recovery.heartbeatMs, hangMs: config.exchange.timeoutMs });
+  const beats = new HeartbeatThread({ connect: options.connect, member: options.member, ...(options.curve ? { curve: options.curve } : {}), heartbeatMs: config.recovery.heartbeatMs, hangMs: config.exchange.timeoutMs }, (error) => log(`${options.member}: the heartbeat thread failed (${error.message}); heartbeats go on from the main thread`));
   link.start(config.recovery, config.exchange.teacherWindow, () => beats.heardAt());
   const active = await initBackend({ backend: options.backend ?? worker.backend, gpu: options.gpu ?? worker.gpu });
   log(`${worker.name}: backend ${active.choice} on ${active.device}`);
