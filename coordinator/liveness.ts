@@ -21,10 +21,40 @@ export class Liveness {
   private readonly lastArrival = new Map<string, number>();
   private lastAny: number;
   private lastBeat: number;
+  private lastLooked: number;
+  /** Until when the coordinator is recovering from a stall of its own (unreachable peers are then not lost). */
+  private excusedUntil = -Infinity;
 
   constructor(private readonly options: LivenessOptions, start: number) {
     this.lastAny = start;
     this.lastBeat = start;
+    this.lastLooked = start;
+  }
+
+  /** A gap this long between two looks means the coordinator itself stalled (its loop, its process or its machine). */
+  get stallMs(): number {
+    return Math.max(2000, 2 * this.options.heartbeatMs);
+  }
+
+  /**
+   * The coordinator looks at `now` (each turn of its loop). After a gap longer than stallMs it
+   * was stalled itself: that gap is nobody's silence (every watched worker's silence is
+   * shortened by it), and for livenessMs from now a worker it cannot reach is not lost (its
+   * connection may be coming back). Returns the gap excused (0: none).
+   */
+  looked(now: number): number {
+    const gap = now - this.lastLooked;
+    this.lastLooked = now;
+    if (gap <= this.stallMs) return 0;
+    for (const [worker, at] of this.lastArrival) this.lastArrival.set(worker, Math.min(now, at + gap));
+    this.lastAny = Math.min(now, this.lastAny + gap);
+    if (!this.recovering(now)) this.excusedUntil = now + this.options.livenessMs;
+    return gap;
+  }
+
+  /** Whether the coordinator is recovering from a stall of its own at `now` (see looked). */
+  recovering(now: number): boolean {
+    return now < this.excusedUntil;
   }
 
   /** A message arrived at `at`: from `worker` (a joined one), or from a peer not (yet) joined. */

@@ -36,6 +36,10 @@ export class Membership {
   private readonly processes = new Map<string, string>();
   /** Joined workers that have sent something since their welcome (a join again from them is not a retransmission). */
   private readonly active = new Set<string>();
+  /** Joined workers that have sent a message of the current generation (cleared by a rollback). */
+  private readonly caughtUp = new Set<string>();
+  /** Workers admitted since the last rollback. */
+  private readonly admittedSinceRollback = new Set<string>();
   /** Workers that said `done`. */
   readonly done = new Set<string>();
   /** Elastic policy: workers lost and not yet back, with when they were lost. */
@@ -76,6 +80,7 @@ export class Membership {
     this.peers.set(m.member, peer);
     this.byPeer.set(peer.toString('hex'), m.member);
     this.processes.set(m.member, processOf(m));
+    this.admittedSinceRollback.add(m.member);
     return this.absent.delete(m.member);
   }
 
@@ -107,6 +112,32 @@ export class Membership {
     this.active.add(name);
   }
 
+  /** The worker whose heartbeat thread sent `m` (its member name and the pid it joined with), if joined. */
+  heartbeatOf(m: { member?: string; pid?: number }): string | undefined {
+    return m.member !== undefined && m.pid !== undefined && m.pid > 0 && this.pidOf(m.member) === m.pid ? m.member : undefined;
+  }
+
+  /** `name` sent a message of the current generation: it follows the last rollback. */
+  followsGeneration(name: string): void {
+    this.caughtUp.add(name);
+  }
+
+  /** Whether `name` was admitted since the last rollback. */
+  admittedSince(name: string): boolean {
+    return this.admittedSinceRollback.has(name);
+  }
+
+  /** Whether `name` has sent a message of the current generation. */
+  isCaughtUp(name: string): boolean {
+    return this.caughtUp.has(name);
+  }
+
+  /** A rollback: nobody has sent a message of the new generation yet. */
+  newGeneration(): void {
+    this.caughtUp.clear();
+    this.admittedSinceRollback.clear();
+  }
+
   finished(name: string): void {
     this.done.add(name);
   }
@@ -118,6 +149,7 @@ export class Membership {
     this.peers.delete(name);
     this.processes.delete(name);
     this.active.delete(name);
+    this.caughtUp.delete(name);
   }
 
   /** Elastic: a lost worker the others go on without. */

@@ -1,8 +1,11 @@
 /**
  * The recovery policy's decisions for a lost worker: `fail` stops the run; `restart` rolls the
  * cohort back to the last complete checkpoint in a new generation (older messages are then
- * ignored); `elastic` goes on without the worker until it is back. Each loss counts as a
- * restart; past `maxRestarts` the run gives up.
+ * ignored); `elastic` goes on without the worker until it is back. A loss counts as a restart
+ * when the worker's process died, hung (silent) or became unreachable; past `maxRestarts` the
+ * run gives up. A worker that rejoins from the same process (it lost contact with the
+ * coordinator: a stall of the coordinator or of the network) is not a restart, and the rejoins of
+ * one incident are one rollback (judgeRejoin).
  */
 import type { RunConfig } from '../shared/config/run-config.js';
 import { CohortError } from '../shared/errors.js';
@@ -19,10 +22,10 @@ export class Recovery {
 
   constructor(private readonly policy: { policy: RecoveryPolicy; maxRestarts: number }) {}
 
-  /** What to do about worker `name`, lost at `when` for `reason`. */
-  decide(name: string, reason: string, when: string): LossDecision {
+  /** What to do about worker `name`, lost at `when` for `reason`; `counts`: whether it uses a restart (its process died or hung). */
+  decide(name: string, reason: string, when: string, counts = true): LossDecision {
     if (this.policy.policy === 'fail') return { action: 'fail', error: new CohortError(`worker ${name} lost at ${when}: ${reason} (recovery policy 'fail')`, { code: 'WORKER_LOST' }) };
-    this.restarts++;
+    if (counts) this.restarts++;
     if (this.restarts > this.policy.maxRestarts) {
       return { action: 'fail', error: new CohortError(`worker ${name} lost at ${when}: ${reason}; giving up after ${this.policy.maxRestarts} restart(s)`, { code: 'RESTARTS_EXHAUSTED' }) };
     }
@@ -39,4 +42,17 @@ export class Recovery {
   get maxRestarts(): number {
     return this.policy.maxRestarts;
   }
+}
+
+/**
+ * A worker joined again from the same process (it heard nothing from the coordinator for
+ * livenessMs). If it has sent nothing since the last rollback (`caughtUp` false), the incident
+ * that made it rejoin already rolled the cohort back: it is welcomed at that rollback's step,
+ * with no new rollback (and if it was already welcomed there, it is only answered again). Else
+ * this is a new incident: one rollback (not a restart).
+ */
+export function judgeRejoin(caughtUp: boolean, generation: number, welcomedSinceRollback = false): 'welcome-again' | 'same-incident' | 'new-incident' {
+  if (caughtUp || generation === 0) return 'new-incident';
+  // Already welcomed at that rollback's step: a join it sent during the stall, read late.
+  return welcomedSinceRollback ? 'welcome-again' : 'same-incident';
 }

@@ -35,7 +35,7 @@ import { Evaluations, type EvalRecord } from './evaluations.js';
 import { Liveness } from './liveness.js';
 import { Membership } from './membership.js';
 import { createProgressDisplay, type ProgressDisplay } from './progress-display.js';
-import { Recovery } from './recovery.js';
+import { judgeRejoin, Recovery } from './recovery.js';
 import { RunRecords } from './run-records.js';
 import { StepServer } from './step-server.js';
 import { GracefulStop } from './stop.js';
@@ -105,6 +105,10 @@ interface LostWorker {
   silentMs?: number;
   /** Its process may still run: the launcher is asked to stop it. */
   stillRunning?: boolean;
+  /** Whether it uses a restart (default: yes; not for a rejoin from the same process). */
+  counts?: boolean;
+  /** An earlier loss of the same incident rolled the cohort back: no new rollback. */
+  sameIncident?: boolean;
 }
 
 export async function runCoordinator(options: CoordinatorOptions): Promise<RunSummary> {
@@ -225,11 +229,22 @@ class CoordinatorRun {
   }
 
   /** Sends to a joined worker; a worker that cannot be reached is lost (the recovery policy applies). */
-  private send = (name: string, message: Message): Promise<void> => {
-    const peer = this.members.peerOf(name);
-    return this.socket.send(peer ?? name, message).catch((error: Error) => {
-      if (peer && this.members.peerOf(name) === peer) this.reportLost({ name, reason: 'unreachable', detail: `unreachable (${error.message})`, stillRunning: true });
-    });
+  private send = async (name: string, message: Message): Promise<void> => {
+    for (;;) {
+      const peer = this.members.peerOf(name);
+      try {
+        return await this.socket.send(peer ?? name, message);
+      } catch (error) {
+        if (!peer || this.members.peerOf(name) !== peer) return;
+        // Just after a stall of our own, connections are coming back: try again for a while.
+        if (this.liveness.recovering(Date.now())) {
+          await new Promise((resolve) => setTimeout(resolve, 200));
+          continue;
+        }
+        this.reportLost({ name, reason: 'unreachable', detail: `unreachable (${(error as Error).message})`, stillRunning: true });
+        return;
+      }
+    }
   };
 
   private broadcast(names: Iterable<string>, message: Message): Promise<unknown> {
@@ -248,8 +263,12 @@ class CoordinatorRun {
     if (verdict.action === 'welcome-again') return this.welcome(m.member);
     if (verdict.action === 'lost-and-rejoin') {
       // It was training and heard nothing from us for livenessMs (a stalled machine or network):
-      // it no longer follows this run's steps, so it is lost, and admitted again below.
-      await this.workerLost({ name: m.member, reason: 'rejoined', detail: 'it lost contact with the coordinator and joined again' });
+      // it no longer follows this run's steps, so it is lost, and admitted again below. Not a
+      // restart (the same process); one rollback per incident (judgeRejoin).
+      const incident = judgeRejoin(this.members.isCaughtUp(m.member), this.recovery.generation, this.members.admittedSince(m.member));
+      if (incident === 'welcome-again') return this.welcome(m.member);
+      const sameIncident = incident === 'same-incident';
+      await this.workerLost({ name: m.member, reason: 'rejoined', detail: 'it lost contact with the coordinator and joined again', counts: false, sameIncident });
       verdict = this.members.judgeJoin(m);
     }
     if (verdict.action === 'reject') {
@@ -325,10 +344,18 @@ class CoordinatorRun {
       throw new CohortError(`worker ${name} lost during the graceful stop (${detail}); the last complete checkpoint is untouched`, { code: 'STOP_FAILED' });
     }
     const when = new Date().toISOString();
-    const decision = this.recovery.decide(name, detail, when);
+    const counts = lost.counts ?? true;
     const pid = this.members.pidOf(name);
+    if (lost.sameIncident) {
+      this.records.event('worker-lost', { worker: name, reason: lost.reason, detail, pid, step: this.server.nextStep, generation: this.recovery.generation, restarts: this.recovery.restarts, stopped: false, counted: false, sameIncident: true });
+      this.log(`coordinator: ${name} lost at ${when} (${detail}); the same incident already rolled the cohort back to step ${this.resumeAt.step}: it is welcomed there`);
+      this.members.remove(name);
+      this.liveness.forget(name);
+      return;
+    }
+    const decision = this.recovery.decide(name, detail, when, counts);
     const stopped = decision.action !== 'fail' && !!lost.stillRunning && pid > 0;
-    this.records.event('worker-lost', { worker: name, reason: lost.reason, detail, pid, step: this.server.nextStep, generation: this.recovery.generation, restarts: this.recovery.restarts, stopped, ...(lost.silentMs === undefined ? {} : { silentMs: lost.silentMs }) });
+    this.records.event('worker-lost', { worker: name, reason: lost.reason, detail, pid, step: this.server.nextStep, generation: this.recovery.generation, restarts: this.recovery.restarts, stopped, counted: counts, ...(lost.silentMs === undefined ? {} : { silentMs: lost.silentMs }) });
     if (decision.action === 'fail') throw decision.error;
     this.members.remove(name);
     this.liveness.forget(name);
@@ -339,6 +366,7 @@ class CoordinatorRun {
     this.evaluations.rollBack();
     this.checkpoints.rollBack();
     this.members.done.clear();
+    this.members.newGeneration();
     const { generation, restarts, maxRestarts } = this.recovery;
     this.log(
       `coordinator: ${name} lost at ${when} (${detail}); rolling the cohort back to step ${this.resumeAt.step} ` +
@@ -393,9 +421,13 @@ class CoordinatorRun {
     }
   }
 
-  /** One turn's checks of time: heartbeats due, silent workers, a run with no message at all for too long. */
-  private async judgeTime(now: number, tick: boolean): Promise<void> {
+  /**
+   * One turn's checks of time: heartbeats due, and (once every message waiting has been read:
+   * `drained`) silent workers and a run with no message at all for too long.
+   */
+  private async judgeTime(now: number, tick: boolean, drained: boolean): Promise<void> {
     if (this.liveness.heartbeatDue(now)) void this.broadcast(this.members.joined(), { type: 'heartbeat' });
+    if (!drained) return;
     for (const { worker, silentMs } of this.liveness.silent(now, this.members.done)) {
       await this.workerLost({ name: worker, reason: 'silent', detail: `no message for ${(silentMs / 1000).toFixed(1)} s`, silentMs, stillRunning: true });
     }
@@ -443,12 +475,26 @@ class CoordinatorRun {
         this.wake = undefined;
         throwIfAborted(options.signal);
         const now = Date.now();
+        const gapMs = this.liveness.looked(now);
+        if (gapMs > 0) {
+          this.log(`coordinator: this process did not run for ${(gapMs / 1000).toFixed(1)} s; nobody is blamed for that gap`);
+          this.records.event('coordinator-stalled', { gapMs });
+        }
         if (this.checkpoints.failure) throw this.checkpoints.failure;
         for (const lost of this.lostQueue.splice(0)) await this.workerLost(lost);
-        await this.judgeTime(now, next === 'tick');
+        // Verdicts on silence once what is waiting has been read: judged by arrivals.
+        await this.judgeTime(now, next === 'tick', next === 'tick' || !this.socket.hasQueued());
         if (next === 'tick') continue;
         pending = undefined;
         const { peer, message } = next;
+        if (message.type === 'heartbeat' && message.member !== undefined && members.nameOf(peer) === undefined) {
+          // A worker's heartbeat thread: its own socket, named by member and pid (a lost worker's
+          // thread beats until its process joins again: not counted, not logged).
+          const beating = members.heartbeatOf(message);
+          this.liveness.arrived(now, beating);
+          if (beating !== undefined) this.socket.send(peer, { type: 'heartbeat' }).catch(() => {});
+          continue;
+        }
         const name = message.type === 'join' ? undefined : members.nameOf(peer);
         this.liveness.arrived(now, name);
         if (message.type === 'join') {
@@ -461,6 +507,7 @@ class CoordinatorRun {
         }
         members.heardFrom(name);
         if ('generation' in message && this.recovery.isStale(message.generation)) continue; // sent before a rollback
+        if ('generation' in message && (message.generation ?? 0) === this.recovery.generation) members.followsGeneration(name);
         await this.onMessage(name, message);
       }
       await this.checkpoints.settled();

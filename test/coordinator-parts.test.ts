@@ -14,7 +14,7 @@ import { Checkpoints, type CheckpointStore } from '../coordinator/checkpoints.js
 import { Evaluations } from '../coordinator/evaluations.js';
 import { Liveness } from '../coordinator/liveness.js';
 import { Membership } from '../coordinator/membership.js';
-import { Recovery } from '../coordinator/recovery.js';
+import { judgeRejoin, Recovery } from '../coordinator/recovery.js';
 import { RunRecords } from '../coordinator/run-records.js';
 import { StepServer } from '../coordinator/step-server.js';
 import type { TeachingRule } from '../shared/algorithms/registry.js';
@@ -59,6 +59,26 @@ describe('membership', () => {
     assert.deepEqual(m.judgeJoin(joinOf('a')), { action: 'lost-and-rejoin' });
     m.remove('a');
     assert.deepEqual(m.judgeJoin(joinOf('a', { pid: 200 })), { action: 'admit', role: 'member' });
+  });
+
+  test("a heartbeat thread's beat maps to the worker joined with its member name and pid; generations followed are forgotten by a rollback", () => {
+    const m = fresh();
+    m.admit(peer('a'), joinOf('a'));
+    assert.equal(m.heartbeatOf({ member: 'a', pid: 100 }), 'a');
+    assert.equal(m.heartbeatOf({ member: 'a', pid: 101 }), undefined, 'another process of the same name');
+    assert.equal(m.heartbeatOf({ member: 'b', pid: 100 }), undefined, 'not joined');
+    assert.equal(m.heartbeatOf({}), undefined, 'a heartbeat that names nobody');
+    assert.equal(m.isCaughtUp('a'), false);
+    m.followsGeneration('a');
+    assert.equal(m.isCaughtUp('a'), true);
+    m.newGeneration();
+    assert.equal(m.isCaughtUp('a'), false);
+    assert.equal(m.admittedSince('a'), false, 'admitted before the rollback');
+    m.admit(peer('b'), joinOf('b'));
+    assert.equal(m.admittedSince('b'), true);
+    m.followsGeneration('a');
+    m.remove('a');
+    assert.equal(m.isCaughtUp('a'), false, 'a removed worker follows nothing');
   });
 
   test('knows which worker a peer joined as and its pid; forgets both when it is removed', () => {
@@ -113,6 +133,24 @@ describe('liveness', () => {
     assert.deepEqual(l.silent(1901, new Set(['b'])), [{ worker: 'a', silentMs: 1001 }], 'a finished worker is excused');
     l.forget('a');
     assert.deepEqual(l.silent(5000, new Set(['b'])), []);
+  });
+
+  test("a stall of the coordinator's own loop is nobody's silence: the gap is excused, and for livenessMs an unreachable worker is not lost", () => {
+    const l = new Liveness(options, 0);
+    l.watch('a', 0);
+    l.watch('b', 0);
+    assert.equal(l.stallMs, 2000, 'at least 2 s, or twice heartbeatMs');
+    assert.equal(l.looked(500), 0);
+    l.arrived(600, 'a');
+    assert.equal(l.looked(2400), 0, 'a gap of 1.9 s is not a stall');
+    assert.deepEqual(l.silent(2400).map((s) => s.worker), ['a', 'b'], 'judged by arrivals: nothing arrived since 600 and 0');
+    const gap = l.looked(12_400); // the process was stopped for 10 s
+    assert.equal(gap, 10_000);
+    assert.deepEqual(l.silent(12_400), [{ worker: 'a', silentMs: 1800 }, { worker: 'b', silentMs: 2400 }], 'the silence before the stall counts, the stall does not');
+    assert.equal(l.recovering(12_400 + 999), true);
+    assert.equal(l.recovering(12_400 + 1000), false);
+    l.arrived(12_500, 'a');
+    assert.deepEqual(l.silent(13_400).map((s) => s.worker), ['b']);
   });
 
   test('heartbeats are due every heartbeatMs; the run stalls when nothing at all arrived for timeoutMs', () => {
@@ -330,6 +368,17 @@ describe('recovery', () => {
     const third = r.decide('a', 'x', 'T');
     assert.ok(third.action === 'fail' && third.error.code === 'RESTARTS_EXHAUSTED' && /giving up after 2 restart\(s\)/.test(third.error.message));
     assert.equal(r.restarts, 3);
+  });
+
+  test('a rejoin from the same process uses no restart; rejoins of one incident are one rollback', () => {
+    const r = new Recovery({ policy: 'restart', maxRestarts: 0 });
+    assert.equal(judgeRejoin(true, 0), 'new-incident', 'the first rejoin of a run');
+    assert.deepEqual(r.decide('a', 'it joined again', 'T', false), { action: 'rollback', generation: 1 });
+    assert.equal(r.restarts, 0, 'not a restart, even with maxRestarts 0');
+    assert.equal(judgeRejoin(false, r.generation), 'same-incident', 'b had sent nothing since that rollback');
+    assert.equal(judgeRejoin(false, r.generation, true), 'welcome-again', 'a join of the stall read after b was welcomed again');
+    assert.equal(judgeRejoin(true, r.generation), 'new-incident', 'b had followed the rollback: a later incident');
+    assert.equal(r.decide('b', 'its process exited', 'T').action, 'fail', 'a process that died counts');
   });
 
   test("'elastic' goes on without the worker: a restart counted, no new generation", () => {

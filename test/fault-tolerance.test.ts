@@ -21,6 +21,7 @@ import { resolveRunConfig } from '../shared/config/run-config.js';
 import type { MetricsRecord } from '../shared/metrics/records.js';
 import { startCli } from './helpers/cli.js';
 import { dmlReplayWeights } from './helpers/dml-reference.js';
+import { startCpuLoad, type CpuLoad } from './helpers/cpu-load.js';
 import { eventsOf, finished, RunRecordsFollower } from './helpers/events.js';
 import { killAt, pidTracker, train } from './helpers/faults.js';
 import { freePort } from './helpers/net.js';
@@ -28,13 +29,18 @@ import { asRoot, cannotRun, tool, unmet } from './helpers/requirements.js';
 import { weightDifferences } from './helpers/weight-differences.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-faults-'));
-after(() => rmSync(root, { recursive: true, force: true }));
+let load: CpuLoad | undefined;
+after(() => {
+  load?.stop();
+  rmSync(root, { recursive: true, force: true });
+});
 const cacheDir = join(root, 'cache');
 const STEPS = 30;
 
 before(async () => {
   await initBackend({ backend: 'wasm' }); // for reading saved weights and the elastic replay (the workers' backend)
   await loadFashionMnist({ cacheDir });
+  load = startCpuLoad(); // a busy CPU beside the cohort for the whole file (liveness must tell slow from dead)
 });
 
 function config(name: string, extra: Record<string, unknown> = {}): string {
@@ -94,12 +100,14 @@ function replaced(records: MetricsRecord[], worker: string, step: number): void 
 describe('restart policy', () => {
   test('a worker killed with SIGKILL at a random step: rolled back and restarted, the weights equal an undisturbed run bit for bit', { timeout: 300_000 }, async () => {
     const step = 6 + Math.floor(mulberry32(Date.now() >>> 0)() * 20); // after the first checkpoint, before the last step
-    const [clean, faulty] = await Promise.all([train([config('clean')]), train([config('faulty')], killAt('b', step))]);
+    let killedAt = 0;
+    const [clean, faulty] = await Promise.all([train([config('clean')]), train([config('faulty')], killAt('b', step, 1, (at) => (killedAt = at)))]);
     assert.equal(clean.code, 0, clean.output);
     assert.equal(faulty.code, 0, faulty.output);
     // Back to the last complete checkpoint: the one of step floor(k / 5) * 5, or the one before
     // when the kill came while that one was being written.
-    const { rollback } = onlyLoss(faulty.records, 'b', KILLED);
+    const { lost, rollback } = onlyLoss(faulty.records, 'b', KILLED);
+    console.log(`# b SIGKILLed at step ${step}, declared lost (${lost.reason}) ${Date.parse(lost.time) - killedAt} ms later`);
     const latest = Math.floor(step / 5) * 5;
     assert.ok([latest, latest - 5].includes(rollback.step), `killed at step ${step}, rolled back to ${rollback.step}`);
     assert.equal(eventsOf(faulty.records, 'worker-started').find((e) => e.worker === 'b' && e.attempt === 1)?.delayMs, 1000, 'restarted after the backoff');

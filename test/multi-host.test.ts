@@ -19,6 +19,7 @@ import { initBackend } from '../shared/engine/backend.js';
 import { readSavedWeights } from '../shared/io/model-files.js';
 import type { MetricsRecord } from '../shared/metrics/records.js';
 import { runCli, startCli } from './helpers/cli.js';
+import { startCpuLoad, type CpuLoad } from './helpers/cpu-load.js';
 import { eventsOf, RunRecordsFollower } from './helpers/events.js';
 import { runDirOf, train } from './helpers/faults.js';
 import { asRoot, cannotRun, tool, unmet } from './helpers/requirements.js';
@@ -71,14 +72,17 @@ function removeHosts(): void {
 }
 
 let unavailable: string | undefined;
+let load: CpuLoad | undefined;
 before(async () => {
   await initBackend({ backend: 'wasm' });
   await loadFashionMnist({ cacheDir });
   unavailable = makeHosts();
+  load = startCpuLoad(); // a busy CPU beside the cohort for the whole file (liveness must tell slow from dead)
   const keys = await runCli(['keys', join(root, 'keys')]);
   assert.equal(keys.code, 0, keys.stderr);
 });
 after(() => {
+  load?.stop();
   removeHosts();
   rmSync(root, { recursive: true, force: true });
 });

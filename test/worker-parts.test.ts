@@ -84,6 +84,17 @@ describe('teacher window and coordinator liveness', () => {
     l.arrived(1001);
     assert.equal(l.lost(2000), false);
   });
+
+  test("what the heartbeat thread heard counts: a main thread busy computing does not find the coordinator silent", () => {
+    let heard = 0;
+    const l = new CoordinatorLiveness(1000, 0, () => heard);
+    heard = 1500; // the thread received a heartbeat at 1500 while the main thread computed
+    assert.equal(l.lost(2000), false);
+    assert.equal(l.waitMs(2000), 500);
+    assert.equal(l.lost(2501), true);
+    l.arrived(100); // an older arrival on the main socket does not move the time back
+    assert.equal(l.silentMs(2500), 1000);
+  });
 });
 
 /** A socket that answers from a script, on a made-up clock. */
@@ -143,6 +154,17 @@ describe('link', () => {
     await polling.poll(); // the heartbeat arrived just now
     clock.now += 3001;
     await assert.rejects(polling.poll(), (e: unknown) => e instanceof CoordinatorLost && /for 3 s/.test(e.message));
+  });
+
+  test('a receive that times out waits again when the heartbeat thread heard the coordinator meanwhile', async () => {
+    const clock = { now: 0 };
+    const socket = new FakeSocket(['timeout', 'timeout', 'timeout'], clock);
+    const link = new Link(socket, () => clock.now);
+    // The thread heard a heartbeat at 2000, while the main thread waited on its own socket.
+    link.start({ livenessMs: 3000, heartbeatMs: 60_000 }, 0, () => (clock.now >= 3000 ? 2000 : 0));
+    link.stop();
+    await assert.rejects(link.receive(), (e: unknown) => e instanceof CoordinatorLost && /for 3 s/.test(e.message));
+    assert.deepEqual(socket.waits, [3000, 2000, 1], 'after the first timeout (at 3000) it waits until 2000 + 3000, then lost just past it');
   });
 
   test('control: an advance moves the teacher window, a rollback is thrown, a new welcome is followed', () => {

@@ -143,9 +143,13 @@ export class Link implements ControlState {
     this.liveness.arrived(this.clock());
   }
 
-  /** Starts the run's liveness rules and heartbeats (from the welcome on: loading the backend and data can take longer than livenessMs). */
-  start(recovery: { livenessMs: number; heartbeatMs: number }, teacherWindow: number): void {
-    this.liveness = new CoordinatorLiveness(recovery.livenessMs, this.clock());
+  /**
+   * Starts the run's liveness rules and heartbeats (from the welcome on: loading the backend and
+   * data can take longer than livenessMs). `heardElsewhere`: when the heartbeat thread last heard
+   * from the coordinator (heartbeats.ts).
+   */
+  start(recovery: { livenessMs: number; heartbeatMs: number }, teacherWindow: number, heardElsewhere?: () => number): void {
+    this.liveness = new CoordinatorLiveness(recovery.livenessMs, this.clock(), heardElsewhere);
     this.window = new TeacherWindow(teacherWindow);
     this.heartbeat = setInterval(() => void this.socket.send({ type: 'heartbeat' }).catch(() => {}), recovery.heartbeatMs);
     this.heartbeat.unref();
@@ -185,13 +189,17 @@ export class Link implements ControlState {
 
   /** The next message from the coordinator, or CoordinatorLost once it has been silent for livenessMs. */
   async receive(): Promise<Message> {
-    try {
-      const message = await this.socket.receive(this.liveness.waitMs(this.clock()));
-      this.liveness.arrived(this.clock());
-      return message;
-    } catch (error) {
-      if (error instanceof ReceiveTimeout) throw new CoordinatorLost(`no message from the coordinator for ${(this.liveness.livenessMs / 1000).toFixed(0)} s`);
-      throw error;
+    for (;;) {
+      try {
+        const message = await this.socket.receive(this.liveness.waitMs(this.clock()));
+        this.liveness.arrived(this.clock());
+        return message;
+      } catch (error) {
+        if (!(error instanceof ReceiveTimeout)) throw error;
+        // The heartbeat thread may have heard from the coordinator meanwhile: judged by arrivals.
+        const now = this.clock();
+        if (this.liveness.lost(now)) throw new CoordinatorLost(`no message from the coordinator for ${(this.liveness.silentMs(now) / 1000).toFixed(0)} s`);
+      }
     }
   }
 

@@ -1,28 +1,34 @@
 /**
  * The coordinator's liveness, as a worker judges it: by when its last message arrived
- * (heartbeats included). Time is passed in (`now`, in ms), so the rule is tested with a
- * made-up clock.
+ * (heartbeats included), on the main thread's socket or, read from `heardElsewhere`, on the
+ * heartbeat thread's (which keeps receiving while the main thread computes). Time is passed in
+ * (`now`, in ms), so the rule is tested with a made-up clock.
  */
 export class CoordinatorLiveness {
   private lastArrival: number;
 
-  constructor(readonly livenessMs: number, start: number) {
+  constructor(readonly livenessMs: number, start: number, private readonly heardElsewhere: () => number = () => 0) {
     this.lastArrival = start;
   }
 
   /** A message from the coordinator arrived at `at`. */
   arrived(at: number): void {
-    this.lastArrival = at;
+    this.lastArrival = Math.max(this.lastArrival, at);
+  }
+
+  /** The last arrival from the coordinator, on either socket. */
+  private last(): number {
+    return Math.max(this.lastArrival, this.heardElsewhere());
   }
 
   /** How long a receive at `now` may wait before the coordinator counts as lost (at least 1 ms). */
   waitMs(now: number): number {
-    return Math.max(1, this.lastArrival + this.livenessMs - now);
+    return Math.max(1, this.last() + this.livenessMs - now);
   }
 
   /** How long the coordinator has been silent at `now`. */
   silentMs(now: number): number {
-    return now - this.lastArrival;
+    return now - this.last();
   }
 
   /** Whether the coordinator has been silent for longer than livenessMs at `now`. */

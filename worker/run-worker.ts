@@ -26,6 +26,7 @@ import type { WorkerKeys } from '../shared/protocol/curve.js';
 import { WorkerSocket } from '../shared/protocol/sockets.js';
 import { makeOptimizer, objectiveFor } from '../shared/training/objective.js';
 import { checkpointDue, evaluateAndReport, evaluationDue, ProgressReporter, reportProgress, saveCheckpoint, saveFinal, stepEvaluationDue, stopDue } from './hooks.js';
+import { HeartbeatThread } from './heartbeats.js';
 import { CoordinatorLost, Link, Rollback, Stopped } from './link.js';
 import { WorkerState } from './state.js';
 import { openOnnxTeacher } from './onnx-teacher.js';
@@ -107,7 +108,8 @@ function studentDownscale(config: RunConfig) {
 async function train(config: RunConfig, welcome: MessageOf<'welcome'>, link: Link, options: WorkerOptions, log: (line: string) => void): Promise<boolean> {
   const { worker, index, role } = findWorker(config, options.member);
   link.follow(welcome);
-  link.start(config.recovery, config.exchange.teacherWindow);
+  const beats = new HeartbeatThread({ connect: options.connect, member: options.member, ...(options.curve ? { curve: options.curve } : {}), heartbeatMs: config.recovery.heartbeatMs, hangMs: config.exchange.timeoutMs }, (error) => log(`${options.member}: the heartbeat thread failed (${error.message}); heartbeats go on from the main thread`));
+  link.start(config.recovery, config.exchange.teacherWindow, () => beats.heardAt());
   const active = await initBackend({ backend: options.backend ?? worker.backend, gpu: options.gpu ?? worker.gpu });
   log(`${worker.name}: backend ${active.choice} on ${active.device}`);
   const dataset = await openDataset(config.dataset);
@@ -164,6 +166,7 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, link: Lin
     }
   } finally {
     link.stop();
+    await beats.stop();
     await Promise.all([data.train.close(), data.test.close()]);
     state.dispose();
     await onnx?.dispose();

@@ -101,8 +101,11 @@ const generation = count;
 export const eventSchemas = {
   /** A worker's process joined and was welcomed; `rejoin`: an elastic return (it restores `checkpointStep` and continues at `startStep`). */
   'worker-admitted': event('worker-admitted', { worker: z.string(), role: z.enum(['member', 'teacher']), host: z.string(), pid: count, startStep: count, generation, rejoin: z.boolean(), checkpointStep: count.optional() }),
-  /** A worker was lost; `step`: the first step not yet done; `pid`: its process (0 when unknown); `stopped`: the launcher was asked to stop a process that may still run. */
-  'worker-lost': event('worker-lost', { worker: z.string(), reason: z.enum(LOSS_REASONS), detail: z.string(), pid: count, step: count, generation, restarts: count, stopped: z.boolean(), silentMs: count.optional() }),
+  /**
+   * A worker was lost; `step`: the first step not yet done; `pid`: its process (0 when unknown); `stopped`: the launcher was asked to stop a process that may still run;
+   * `counted` false: it used no restart (it rejoined from the same process); `sameIncident`: an earlier loss of the same incident already rolled the cohort back.
+   */
+  'worker-lost': event('worker-lost', { worker: z.string(), reason: z.enum(LOSS_REASONS), detail: z.string(), pid: count, step: count, generation, restarts: count, stopped: z.boolean(), silentMs: count.optional(), counted: z.boolean().optional(), sameIncident: z.boolean().optional() }),
   /** A launcher started a worker's process (`attempt` 0, then 1, 2, ... for its replacements, after `delayMs`); `pid` is local (for ssh: the ssh client's). */
   'worker-started': event('worker-started', { worker: z.string(), pid: count, host: z.string().optional(), attempt: count, delayMs: count }),
   /** A launcher stopped the process `pid` of a worker the coordinator declared lost (hung). */
@@ -115,6 +118,8 @@ export const eventSchemas = {
   'given-up': event('given-up', { workers: z.array(z.string()) }),
   /** Every member saved its part of the checkpoint of `step` and its manifest is written. */
   'checkpoint-complete': event('checkpoint-complete', { step: count, dir: z.string() }),
+  /** The coordinator's own loop did not turn for `gapMs` (a stall of its process or machine): nobody's silence. */
+  'coordinator-stalled': event('coordinator-stalled', { gapMs: count }),
   /** The run resumed from the checkpoint of `step`. */
   resumed: event('resumed', { step: count, dir: z.string() }),
   /** A graceful stop was asked for (`signal`: SIGTERM, SIGINT, ...): the members checkpoint at `step` (the step barrier after the step in flight), then the workers are shut down. */

@@ -167,8 +167,11 @@ export const messageSchemas = {
    * initial weights when absent), continue from `step`, and tag later messages with `generation`.
    */
   rollback: z.object({ type: z.literal('rollback'), step: count, checkpoint: z.string().optional(), generation: count, reason: z.string() }),
-  /** Either way: still alive. */
-  heartbeat: z.object({ type: z.literal('heartbeat') }),
+  /**
+   * Either way: still alive. A worker's heartbeat thread (its own socket, worker/heartbeat-thread.ts)
+   * names its member and process, which the coordinator maps to the joined worker.
+   */
+  heartbeat: z.object({ type: z.literal('heartbeat'), member: name.optional(), pid: count.optional() }),
   /** Worker → coordinator: evaluation results at the end of `epoch`, e.g. {accuracy, nll, ece}. */
   eval: z.object({
     type: z.literal('eval'),

@@ -128,6 +128,11 @@ export class CoordinatorSocket {
     }
   }
 
+  /** Whether a message is waiting to be read. */
+  hasQueued(): boolean {
+    return this.socket.readable;
+  }
+
   /** The next decodable message; undecodable ones are counted, reported to `onDropped` and skipped. */
   async receive(): Promise<Received> {
     for (;;) {

@@ -36,8 +36,8 @@ export function pidTracker(): { pids: Map<string, number>; onRecord: (record: Me
   return { pids, onRecord: (r) => void (r.kind === 'event' && r.event === 'worker-admitted' && pids.set(r.worker, r.pid)) };
 }
 
-/** Kills worker `name` (member or teacher) with SIGKILL once a worker reports global step `step` done (step records: progressEvery 1), up to `times` times. */
-export function killAt(name: string, step: number, times = 1): (record: MetricsRecord) => void {
+/** Kills worker `name` (member or teacher) with SIGKILL once a worker reports global step `step` done (step records: progressEvery 1), up to `times` times; `onKill` gets each kill's time. */
+export function killAt(name: string, step: number, times = 1, onKill: (at: number) => void = () => {}): (record: MetricsRecord) => void {
   const { pids, onRecord } = pidTracker();
   let kills = 0;
   return (record) => {
@@ -45,6 +45,7 @@ export function killAt(name: string, step: number, times = 1): (record: MetricsR
     if (record.kind === 'step' && record.step + 1 === step && kills < times && pids.has(name)) {
       kills++;
       process.kill(pids.get(name)!, 'SIGKILL');
+      onKill(Date.now());
       pids.delete(name);
     }
   };

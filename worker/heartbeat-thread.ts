@@ -1,0 +1,34 @@
+/**
+ * A worker's heartbeat thread (a worker_threads thread, started by heartbeats.ts): its own
+ * DEALER socket to the coordinator, a heartbeat naming the member and process every
+ * `heartbeatMs` whatever the main thread computes (a wasm step blocks it for seconds), and the
+ * time each message from the coordinator arrived, written to the shared clock the main thread
+ * reads. A main thread that has not ticked for `hangMs` is hung: the thread stops beating, so
+ * the coordinator declares the worker lost.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { WorkerSocket } from '../shared/protocol/sockets.js';
+import type { HeartbeatThreadData } from './heartbeats.js';
+import { CLOCK_COORDINATOR, CLOCK_MAIN } from './heartbeats.js';
+
+const data = workerData as HeartbeatThreadData;
+const clock = new BigInt64Array(data.clock);
+const socket = new WorkerSocket(data.member, data.curve ? { curve: data.curve } : {});
+socket.connect(data.connect);
+const beat = setInterval(() => {
+  if (Date.now() - Number(Atomics.load(clock, CLOCK_MAIN)) > data.hangMs) return;
+  socket.send({ type: 'heartbeat', member: data.member, pid: data.pid }).catch(() => {});
+}, data.heartbeatMs);
+parentPort?.on('message', () => {
+  clearInterval(beat);
+  socket.close();
+  parentPort?.close();
+});
+for (;;) {
+  try {
+    await socket.receive();
+    Atomics.store(clock, CLOCK_COORDINATOR, BigInt(Date.now()));
+  } catch {
+    if (socket.socket.closed) break;
+  }
+}
