@@ -55,7 +55,8 @@ async function workerName(member: string | undefined, index: number | undefined,
   const { loadRunConfig } = await import('./shared/config/run-config.js');
   const config = loadRunConfig(configPath);
   const names = [...config.members, ...config.teachers].map((w) => w.name);
-  if (index >= names.length) throw new CohortError(`--member-index ${index} is out of range: ${configPath} has ${names.length} workers (${names.map((n, i) => `${i} ${n}`).join(', ')})`, { code: 'USAGE' });
+  if (index >= names.length)
+    throw new CohortError(`--member-index ${index} is out of range: ${configPath} has ${names.length} workers (${names.map((n, i) => `${i} ${n}`).join(', ')})`, { code: 'USAGE' });
   return names[index];
 }
 
@@ -63,7 +64,11 @@ async function workerName(member: string | undefined, index: number | undefined,
 function requireSecurity(role: string, endpoint: string, keys: string | undefined, insecure: boolean): void {
   if (keys !== undefined && insecure) throw new CohortError('--keys and --insecure contradict each other: choose one', { code: 'USAGE' });
   if (keys !== undefined) return;
-  if (!insecure) throw new CohortError(`cohort ${role} encrypts and authenticates with CURVE by default: pass --keys DIR (create keys with \`cohort keys DIR\`), or --insecure on a loopback endpoint`, { code: 'USAGE' });
+  if (!insecure)
+    throw new CohortError(
+      `cohort ${role} encrypts and authenticates with CURVE by default: pass --keys DIR (create keys with \`cohort keys DIR\`), or --insecure on a loopback endpoint`,
+      { code: 'USAGE' },
+    );
   if (!isLoopbackEndpoint(endpoint)) throw new CohortError(`refusing --insecure on ${endpoint}: it is reachable from other machines; use --keys DIR`, { code: 'USAGE' });
 }
 
@@ -98,7 +103,10 @@ async function withStopSignals<T>(run: (signals: { stopRequest: AbortSignal; sig
 /** A run stopped gracefully: says how to continue, and exits with EXIT_STOPPED. */
 async function reportStopped(stopped: { signal: string; checkpointStep?: number }, runDir: string, command: string): Promise<void> {
   const { EXIT_STOPPED } = await import('./coordinator/stop.js');
-  const at = stopped.checkpointStep === undefined ? 'nothing was checkpointed yet: start it again without --resume' : `checkpoint of step ${stopped.checkpointStep}; continue with \`cohort ${command} --resume\``;
+  const at =
+    stopped.checkpointStep === undefined
+      ? 'nothing was checkpointed yet: start it again without --resume'
+      : `checkpoint of step ${stopped.checkpointStep}; continue with \`cohort ${command} --resume\``;
   log(`stopped (${stopped.signal}): ${at} (run directory ${runDir})`);
   process.exitCode = EXIT_STOPPED;
 }
@@ -164,7 +172,9 @@ async function main(): Promise<void> {
         const { loadRunConfig } = await import('./shared/config/run-config.js');
         const { trainLocally } = await import('./coordinator/launch-local.js');
         const config = loadRunConfig(args.config);
-        const summary = await withStopSignals((signals) => trainLocally({ config, backend: args.backend, resume: args.resume, insecure: args.insecure, logEvery: args['log-every'], log, ...signals }));
+        const summary = await withStopSignals((signals) =>
+          trainLocally({ config, backend: args.backend, resume: args.resume, insecure: args.insecure, logEvery: args['log-every'], log, ...signals }),
+        );
         if (summary.stopped) return reportStopped(summary.stopped, summary.runDir, `train ${args.config}`);
         printSummary(summary.final, summary.runDir);
       },
@@ -190,7 +200,9 @@ async function main(): Promise<void> {
         const { loadCoordinatorKeys } = await import('./shared/protocol/curve.js');
         requireSecurity('coordinator', args.bind, args.keys, args.insecure);
         const curve = args.keys === undefined ? undefined : loadCoordinatorKeys(args.keys);
-        const summary = await withStopSignals((signals) => runCoordinator({ config, bind: args.bind, resume: args.resume, ...(curve ? { curve } : {}), logEvery: args['log-every'], log, ...signals }));
+        const summary = await withStopSignals((signals) =>
+          runCoordinator({ config, bind: args.bind, resume: args.resume, ...(curve ? { curve } : {}), logEvery: args['log-every'], log, ...signals }),
+        );
         if (summary.stopped) return reportStopped(summary.stopped, summary.runDir, `coordinator ${args.config}`);
         printSummary(summary.final, summary.runDir);
       },
@@ -256,7 +268,11 @@ async function main(): Promise<void> {
           .option('port', { type: 'number', default: 5555, describe: "the coordinator's port (0: any free port)" })
           .option('advertise', { type: 'string', describe: 'host name or address the workers connect to (default: this host name)' })
           .option('remote-cohort', { type: 'string', default: 'cohort', describe: 'the command that runs cohort on the hosts, e.g. "node /opt/cohort/dist/cli.js"' })
-          .option('shared-keys', { type: 'boolean', default: false, describe: "the hosts read the run's keys from RUN/keys on shared storage (default: each worker gets a copy through ssh)" })
+          .option('shared-keys', {
+            type: 'boolean',
+            default: false,
+            describe: "the hosts read the run's keys from RUN/keys on shared storage (default: each worker gets a copy through ssh)",
+          })
           .option('ssh-option', { type: 'string', array: true, describe: 'an ssh -o option, e.g. Port=2222 (repeatable); BatchMode=yes is always on' })
           .option('backend', { choices: BACKEND_CHOICES, describe: "override every worker's backend" })
           .option('resume', { type: 'boolean', default: false, describe: "continue the run from its run directory's last complete checkpoint" })
@@ -264,30 +280,34 @@ async function main(): Promise<void> {
       async (args) => {
         requirePositiveInteger('log-every', args['log-every']);
         requirePositiveInteger('gpus-per-host', args['gpus-per-host']);
-        if (!Number.isInteger(args.port) || args.port < 0 || args.port > 65535) throw new CohortError(`--port must be a port number (0-65535; 0: any free port), got '${String(args.port)}'`, { code: 'USAGE' });
-        if (args.advertise !== undefined && !/^[A-Za-z0-9_.:[\]-]+$/.test(args.advertise)) throw new CohortError(`--advertise must be a host name or address, got '${args.advertise}'`, { code: 'USAGE' });
+        if (!Number.isInteger(args.port) || args.port < 0 || args.port > 65535)
+          throw new CohortError(`--port must be a port number (0-65535; 0: any free port), got '${String(args.port)}'`, { code: 'USAGE' });
+        if (args.advertise !== undefined && !/^[A-Za-z0-9_.:[\]-]+$/.test(args.advertise))
+          throw new CohortError(`--advertise must be a host name or address, got '${args.advertise}'`, { code: 'USAGE' });
         if (!/^[A-Za-z0-9_.:[\]*-]+$/.test(args.listen)) throw new CohortError(`--listen must be an address (e.g. 0.0.0.0 or 10.0.0.5), got '${args.listen}'`, { code: 'USAGE' });
         const { parseHosts, launchOverSsh, remoteCohortWords } = await import('./coordinator/launch-ssh.js');
         const hosts = parseHosts(args.hosts);
         remoteCohortWords(args['remote-cohort']);
         const { loadRunConfig } = await import('./shared/config/run-config.js');
         const config = loadRunConfig(args.config);
-        const summary = await withStopSignals((signals) => launchOverSsh({
-          config,
-          hosts,
-          gpusPerHost: args['gpus-per-host'],
-          listen: args.listen,
-          port: args.port,
-          advertise: args.advertise,
-          remoteCohort: args['remote-cohort'],
-          sharedKeys: args['shared-keys'],
-          sshOptions: args['ssh-option'],
-          backend: args.backend,
-          resume: args.resume,
-          logEvery: args['log-every'],
-          log,
-          ...signals,
-        }));
+        const summary = await withStopSignals((signals) =>
+          launchOverSsh({
+            config,
+            hosts,
+            gpusPerHost: args['gpus-per-host'],
+            listen: args.listen,
+            port: args.port,
+            advertise: args.advertise,
+            remoteCohort: args['remote-cohort'],
+            sharedKeys: args['shared-keys'],
+            sshOptions: args['ssh-option'],
+            backend: args.backend,
+            resume: args.resume,
+            logEvery: args['log-every'],
+            log,
+            ...signals,
+          }),
+        );
         if (summary.stopped) return reportStopped(summary.stopped, summary.runDir, `launch ${args.config} --hosts ${args.hosts}`);
         printSummary(summary.final, summary.runDir);
       },

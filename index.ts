@@ -44,16 +44,7 @@ export {
   type CalibrationResult,
   type CalibrationBin,
 } from './shared/metrics/index.js';
-export {
-  buildModel,
-  exitModel,
-  trainableParameterCount,
-  describeModels,
-  MODEL_NAMES,
-  type ModelName,
-  type ModelConfig,
-  type CohortModel,
-} from './shared/models/index.js';
+export { buildModel, exitModel, trainableParameterCount, describeModels, MODEL_NAMES, type ModelName, type ModelConfig, type CohortModel } from './shared/models/index.js';
 export { loadTorchvisionWeights, TORCHVISION_MODELS } from './shared/models/torchvision-weights.js';
 export {
   openDataset,

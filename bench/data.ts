@@ -72,7 +72,9 @@ async function ensureImages(o: DataBenchOptions, print: (line: string) => void):
   for (let i = 0; i < o.images; i++) {
     const classDir = join(dir, `class${i % CLASSES}`);
     mkdirSync(classDir, { recursive: true });
-    const jpeg = await sharp(picture(o.width, o.height, i + 1), { raw: { width: o.width, height: o.height, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
+    const jpeg = await sharp(picture(o.width, o.height, i + 1), { raw: { width: o.width, height: o.height, channels: 3 } })
+      .jpeg({ quality: 90 })
+      .toBuffer();
     writeFileSync(join(classDir, `img${String(i).padStart(5, '0')}.jpg`), jpeg);
   }
   print(`wrote ${o.images} ${o.width}x${o.height} JPEGs to ${dir} in ${((performance.now() - start) / 1000).toFixed(1)} s`);
@@ -108,7 +110,17 @@ export async function benchData(o: DataBenchOptions, print: (line: string) => vo
       (o.busyMs > 0 ? `, main thread busy ${o.busyMs} ms per batch` : ''),
   );
   const loaders = o.threads.map(
-    (threads) => new ImageFolderLoader({ root, folder, batchSize: o.batchSize, seed: 1, transform: trainTransform({ size: o.size }), threads, prefetch: o.prefetch, decodeConcurrency: o.decodeConcurrency }),
+    (threads) =>
+      new ImageFolderLoader({
+        root,
+        folder,
+        batchSize: o.batchSize,
+        seed: 1,
+        transform: trainTransform({ size: o.size }),
+        threads,
+        prefetch: o.prefetch,
+        decodeConcurrency: o.decodeConcurrency,
+      }),
   );
   const perMode: number[][] = o.threads.map(() => []);
   let warm: { batches: number; stalls: number; stalledMs: number }[] = [];

@@ -34,7 +34,10 @@ const RECEIVE_TIMEOUT_MS = 30_000;
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 
 /** A frame set with the time it arrived. */
-interface Arrival { frames: Buffer[]; at: number }
+interface Arrival {
+  frames: Buffer[];
+  at: number;
+}
 
 /** The dealer's next message other than a coordinator heartbeat, stamped on arrival (only the header is read). */
 async function arrival(dealer: Dealer, what: string): Promise<Arrival> {
@@ -43,7 +46,10 @@ async function arrival(dealer: Dealer, what: string): Promise<Arrival> {
     try {
       frames = await dealer.receive();
     } catch (error) {
-      throw new CohortError(`bench member process: no answer ${what} within ${RECEIVE_TIMEOUT_MS / 1000} s (${(error as Error).message})`, { code: 'COORDINATOR_TIMEOUT', cause: error });
+      throw new CohortError(`bench member process: no answer ${what} within ${RECEIVE_TIMEOUT_MS / 1000} s (${(error as Error).message})`, {
+        code: 'COORDINATOR_TIMEOUT',
+        cause: error,
+      });
     }
     const at = performance.now();
     if (frames.length === 1 && (unpackr.unpack(frames[0]) as { type?: unknown }).type === 'heartbeat') continue;
@@ -56,14 +62,29 @@ class Member {
   readonly socket: WorkerSocket;
   readonly probs: Float32Array;
 
-  constructor(readonly name: string, endpoint: string, batch: number, classes: number, index: number) {
+  constructor(
+    readonly name: string,
+    endpoint: string,
+    batch: number,
+    classes: number,
+    index: number,
+  ) {
     this.socket = new WorkerSocket(name);
     this.socket.connect(endpoint);
     this.probs = syntheticProbs(batch, classes, index);
   }
 
   async join(): Promise<void> {
-    await this.socket.send({ type: 'join', protocolVersion: PROTOCOL_VERSION, member: this.name, role: 'member', backend: 'synthetic', device: '', pid: process.pid, host: hostname() });
+    await this.socket.send({
+      type: 'join',
+      protocolVersion: PROTOCOL_VERSION,
+      member: this.name,
+      role: 'member',
+      backend: 'synthetic',
+      device: '',
+      pid: process.pid,
+      host: hostname(),
+    });
     const answer = await this.next('a welcome');
     if (answer.type !== 'welcome') throw new CohortError(`bench member ${this.name}: expected a welcome, got ${answer.type}`, { code: 'PROTOCOL_MISMATCH' });
     this.socket.socket.receiveTimeout = RECEIVE_TIMEOUT_MS;
@@ -72,10 +93,15 @@ class Member {
   predictions(step: number, indices: Uint32Array): Buffer[] {
     const [batch, classes] = [indices.length, this.probs.length / indices.length];
     return encodeMessage({
-      type: 'predictions', step, epoch: 0, batch: step,
+      type: 'predictions',
+      step,
+      epoch: 0,
+      batch: step,
       indices: { dtype: 'uint32', shape: [batch], data: indices },
       probs: { dtype: 'float32', shape: [batch, classes], data: this.probs },
-      negEntropy: -1, loss: 1, generation: 0,
+      negEntropy: -1,
+      loss: 1,
+      generation: 0,
     });
   }
 
@@ -92,7 +118,9 @@ class Member {
       try {
         message = await this.socket.receive(RECEIVE_TIMEOUT_MS);
       } catch (error) {
-        throw error instanceof CohortError ? new CohortError(`bench member ${this.name}, waiting for ${what}: ${error.message}`, { code: 'PROTOCOL_MISMATCH', cause: error }) : error;
+        throw error instanceof CohortError
+          ? new CohortError(`bench member ${this.name}, waiting for ${what}: ${error.message}`, { code: 'PROTOCOL_MISMATCH', cause: error })
+          : error;
       }
       if (message.type === 'heartbeat') continue;
       if (message.type === 'reject') throw new CohortError(`the coordinator refused bench member ${this.name}: ${message.reason}`, { code: 'JOIN_REFUSED' });
@@ -115,14 +143,18 @@ async function exchange(dealers: Dealer[], frames: Buffer[][], what: string): Pr
 async function main(spec: MembersSpec): Promise<void> {
   const { members: K, batch, classes } = spec;
   const members = Array.from({ length: K }, (_, i) => new Member(`m${i}`, spec.cohort, batch, classes, i));
-  const expected = leaveOneOutTeaching(members.map((m) => m.probs), members.map(() => -1)).map((t) => t.meanProbs);
+  const expected = leaveOneOutTeaching(
+    members.map((m) => m.probs),
+    members.map(() => -1),
+  ).map((t) => t.meanProbs);
   // Each raw dealer sends its own buffers, as each member sends its own predictions.
   const rawUps = Array.from({ length: K }, () => wireFrames(batch, classes).up);
-  const dealersOf = (endpoint: string) => Array.from({ length: K }, (_, i) => {
-    const dealer = new Dealer({ linger: 0, routingId: `r${i}`, receiveTimeout: RECEIVE_TIMEOUT_MS });
-    dealer.connect(endpoint);
-    return dealer;
-  });
+  const dealersOf = (endpoint: string) =>
+    Array.from({ length: K }, (_, i) => {
+      const dealer = new Dealer({ linger: 0, routingId: `r${i}`, receiveTimeout: RECEIVE_TIMEOUT_MS });
+      dealer.connect(endpoint);
+      return dealer;
+    });
   const rawDealers = { raw: dealersOf(spec.raw), rawRead: dealersOf(spec.rawRead) };
   const result: MembersResult = { cohort: [], raw: [], rawRead: [], encodeMs: NaN, decodeMs: NaN };
   const encodeTimes: number[] = [];
@@ -145,7 +177,11 @@ async function main(spec: MembersSpec): Promise<void> {
             encodeTimes.push(performance.now() - t);
             return f;
           });
-          const done = await exchange(members.map((m) => m.socket.socket), frames, `from the coordinator at step ${i}`);
+          const done = await exchange(
+            members.map((m) => m.socket.socket),
+            frames,
+            `from the coordinator at step ${i}`,
+          );
           ms = done.ms;
           done.answers.forEach(({ frames: answer }, j) => {
             const t = performance.now();
@@ -171,11 +207,16 @@ async function main(spec: MembersSpec): Promise<void> {
 function checkTeaching(member: string, step: number, decoded: ReturnType<typeof decodeMessage>, expected: Float32Array): void {
   if (!decoded.ok) throw new CohortError(`bench member ${member}: cannot read the coordinator's answer: ${decoded.error}`, { code: 'PROTOCOL_MISMATCH' });
   const m = decoded.message;
-  if (m.type !== 'teaching' || m.step !== step) throw new CohortError(`bench member ${member}: expected the teaching signal of step ${step}, got ${m.type}${m.type === 'teaching' ? ` of step ${m.step}` : ''}`, { code: 'PROTOCOL_MISMATCH' });
+  if (m.type !== 'teaching' || m.step !== step)
+    throw new CohortError(`bench member ${member}: expected the teaching signal of step ${step}, got ${m.type}${m.type === 'teaching' ? ` of step ${m.step}` : ''}`, {
+      code: 'PROTOCOL_MISMATCH',
+    });
   const data = m.teaching.data;
-  if (data.length !== expected.length) throw new CohortError(`bench member ${member}: teaching signal of ${data.length} values, expected ${expected.length}`, { code: 'PROTOCOL_MISMATCH' });
+  if (data.length !== expected.length)
+    throw new CohortError(`bench member ${member}: teaching signal of ${data.length} values, expected ${expected.length}`, { code: 'PROTOCOL_MISMATCH' });
   for (let k = 0; k < data.length; k++) {
-    if (!(Math.abs(data[k] - expected[k]) <= 1e-6)) throw new CohortError(`bench member ${member}, step ${step}: teaching value ${k} is ${data[k]}, expected ${expected[k]}`, { code: 'INTERNAL' });
+    if (!(Math.abs(data[k] - expected[k]) <= 1e-6))
+      throw new CohortError(`bench member ${member}, step ${step}: teaching value ${k} is ${data[k]}, expected ${expected[k]}`, { code: 'INTERNAL' });
   }
 }
 

@@ -57,14 +57,23 @@ export function syntheticProbs(batch: number, classes: number, member: number): 
 /** The frames of one member's predictions message and of one teaching message, as the codec writes them (own copies). */
 export function wireFrames(batch: number, classes: number): { up: Buffer[]; down: Buffer[] } {
   const up = encodeMessage({
-    type: 'predictions', step: 0, epoch: 0, batch: 0,
+    type: 'predictions',
+    step: 0,
+    epoch: 0,
+    batch: 0,
     indices: { dtype: 'uint32', shape: [batch], data: new Uint32Array(batch) },
     probs: { dtype: 'float32', shape: [batch, classes], data: new Float32Array(batch * classes) },
-    negEntropy: -1, loss: 1, generation: 0,
+    negEntropy: -1,
+    loss: 1,
+    generation: 0,
   });
   const down = encodeMessage({
-    type: 'teaching', step: 0, teaching: { dtype: 'float32', shape: [batch, classes], data: new Float32Array(batch * classes) },
-    peerNegEntropy: -1, peerCount: 1, generation: 0,
+    type: 'teaching',
+    step: 0,
+    teaching: { dtype: 'float32', shape: [batch, classes], data: new Float32Array(batch * classes) },
+    peerNegEntropy: -1,
+    peerCount: 1,
+    generation: 0,
   });
   return { up: up.map((f) => Buffer.from(f)), down: down.map((f) => Buffer.from(f)) };
 }

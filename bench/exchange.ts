@@ -114,7 +114,11 @@ export interface ExchangeResult {
   wallSeconds: number;
 }
 
-export interface RatioTarget { limit: number; met: boolean; failing: string[] }
+export interface RatioTarget {
+  limit: number;
+  met: boolean;
+  failing: string[];
+}
 
 const RATIO_TARGET = 2;
 const SHARE_TARGET_PERCENT = 2;
@@ -145,7 +149,12 @@ async function startCoordinator(members: number, batch: number): Promise<{ endpo
     rmSync(runDir, { recursive: true, force: true });
   };
   try {
-    const address = await Promise.race([endpoint, result.then(() => { throw new CohortError('the coordinator ended before it was listening', { code: 'INTERNAL' }); })]);
+    const address = await Promise.race([
+      endpoint,
+      result.then(() => {
+        throw new CohortError('the coordinator ended before it was listening', { code: 'INTERNAL' });
+      }),
+    ]);
     return { endpoint: address, result, stop };
   } catch (error) {
     await stop();
@@ -233,7 +242,13 @@ function runMembers(spec: MembersSpec): Promise<MembersResult> {
     child.on('error', (error) => reject(new CohortError(`cannot start the bench member process: ${error.message}`, { code: 'LAUNCH_FAILED', cause: error })));
     child.on('exit', (code, signal) => {
       if (code === 0 && result) resolve(result);
-      else reject(new CohortError(`the bench member process (K = ${spec.members}, ${spec.batch}x${spec.classes}) failed (${signal ?? `exit ${code}`}): ${stderr.trim().split('\n').slice(-3).join(' | ') || 'no message'}`, { code: 'WORKER_FAILED' }));
+      else
+        reject(
+          new CohortError(
+            `the bench member process (K = ${spec.members}, ${spec.batch}x${spec.classes}) failed (${signal ?? `exit ${code}`}): ${stderr.trim().split('\n').slice(-3).join(' | ') || 'no message'}`,
+            { code: 'WORKER_FAILED' },
+          ),
+        );
     });
   });
 }
@@ -247,7 +262,17 @@ async function measureConfig(members: number, batch: number, classes: number, o:
   try {
     const downs = () => Array.from({ length: members }, () => wireFrames(batch, classes).down);
     const [rawEndpoint, rawReadEndpoint] = [await raw.open(members, downs()), await rawRead.open(members, downs())];
-    const times = await runMembers({ cohort: coordinator.endpoint, raw: rawEndpoint, rawRead: rawReadEndpoint, members, batch, classes, steps, warmup: o.warmup, sleepMs: o.sleepMs });
+    const times = await runMembers({
+      cohort: coordinator.endpoint,
+      raw: rawEndpoint,
+      rawRead: rawReadEndpoint,
+      members,
+      batch,
+      classes,
+      steps,
+      warmup: o.warmup,
+      sleepMs: o.sleepMs,
+    });
     const summary = await coordinator.result;
     if (summary.steps !== o.warmup + steps) throw new CohortError(`the coordinator served ${summary.steps} steps, expected ${o.warmup + steps}`, { code: 'INTERNAL' });
     const teaching = timeTeaching(members, batch, classes, Math.min(steps, 20));
@@ -256,12 +281,19 @@ async function measureConfig(members: number, batch: number, classes: number, o:
     const rawReadMs = median(times.rawRead);
     const perStep = (other: number[]) => median(times.cohort.map((ms, i) => ms / other[i]));
     return {
-      members, batch, classes, steps,
+      members,
+      batch,
+      classes,
+      steps,
       bytesPerStep: members * (bytesOf(up) + bytesOf(down)),
-      cohortMs, cohortP90Ms: percentile(times.cohort, 90), rawMs, rawP90Ms: percentile(times.raw, 90),
+      cohortMs,
+      cohortP90Ms: percentile(times.cohort, 90),
+      rawMs,
+      rawP90Ms: percentile(times.raw, 90),
       pairedRatio: perStep(times.raw),
       ratio: cohortMs / rawMs,
-      rawReadMs, rawReadP90Ms: percentile(times.rawRead, 90),
+      rawReadMs,
+      rawReadP90Ms: percentile(times.rawRead, 90),
       pairedRatioRead: perStep(times.rawRead),
       teachingMs: median(teaching),
       memberCodecMs: times.encodeMs + times.decodeMs,
@@ -277,9 +309,17 @@ async function measureConfig(members: number, batch: number, classes: number, o:
 /** One training step of the reference CNN (batch 128, wasm), timed in its own process by step-worker.ts. */
 function measureStep(steps: number): ExchangeResult['step'] {
   const child = spawnSync(process.execPath, ['--import', 'tsx', stepWorkerPath, '--backend=wasm', `--steps=${steps}`, '--warmup=2'], { encoding: 'utf8', maxBuffer: 64 << 20 });
-  const line = child.stdout.split('\n').reverse().find((l) => l.startsWith('{'));
+  const line = child.stdout
+    .split('\n')
+    .reverse()
+    .find((l) => l.startsWith('{'));
   if (child.status !== 0 || !line) {
-    const reason = (child.stderr || child.stdout).trim().split('\n').filter((l) => l.length < 400).slice(-3).join(' | ');
+    const reason = (child.stderr || child.stdout)
+      .trim()
+      .split('\n')
+      .filter((l) => l.length < 400)
+      .slice(-3)
+      .join(' | ');
     return { source: 'unavailable', note: `the reference CNN step could not be timed (exit ${child.status}): ${reason}` };
   }
   const r = JSON.parse(line) as { backend: string; device: string; msPerStep?: number; unavailable?: string };
@@ -301,7 +341,12 @@ export function parseShapes(text: string): [number, number][] {
 function checkOptions(o: ExchangeBenchOptions): void {
   const bad = o.sizes.filter((k) => !Number.isInteger(k) || k < 2 || k > 256);
   if (bad.length) throw new CohortError(`--sizes: cohort sizes must be integers from 2 to 256, got ${bad.join(', ')}`, { code: 'USAGE' });
-  for (const [name, value, min] of [['--steps', o.steps, 1], ['--big-steps', o.bigSteps, 1], ['--warmup', o.warmup, 0], ['--cnn-steps', o.cnnSteps, 1]] as const) {
+  for (const [name, value, min] of [
+    ['--steps', o.steps, 1],
+    ['--big-steps', o.bigSteps, 1],
+    ['--warmup', o.warmup, 0],
+    ['--cnn-steps', o.cnnSteps, 1],
+  ] as const) {
     if (!Number.isInteger(value) || value < min) throw new CohortError(`${name} must be an integer >= ${min}, got ${value}`, { code: 'USAGE' });
   }
   if (!(o.sleepMs >= 0)) throw new CohortError(`--sleep-ms must be >= 0, got ${o.sleepMs}`, { code: 'USAGE' });
@@ -311,19 +356,25 @@ function checkOptions(o: ExchangeBenchOptions): void {
 export async function benchExchange(o: ExchangeBenchOptions, print: (line: string) => void): Promise<ExchangeResult> {
   checkOptions(o);
   const started = performance.now();
-  print(`exchange benchmark: DML cohorts of K = ${o.sizes.join(', ')}, logits ${o.shapes.map(([b, c]) => shapeText(b, c)).join(' and ')}, ` +
-    `${o.steps} timed steps (${o.bigSteps} over ${BIG_BYTES / 2 ** 20} MiB of logits per step) after ${o.warmup} warm-up, sleep ${o.sleepMs} ms; cohort, raw ZeroMQ and raw ZeroMQ with the received bytes read once take turns step by step`);
+  print(
+    `exchange benchmark: DML cohorts of K = ${o.sizes.join(', ')}, logits ${o.shapes.map(([b, c]) => shapeText(b, c)).join(' and ')}, ` +
+      `${o.steps} timed steps (${o.bigSteps} over ${BIG_BYTES / 2 ** 20} MiB of logits per step) after ${o.warmup} warm-up, sleep ${o.sleepMs} ms; cohort, raw ZeroMQ and raw ZeroMQ with the received bytes read once take turns step by step`,
+  );
   const step: ExchangeResult['step'] = o.stepMs !== undefined ? { ms: o.stepMs, source: 'given' } : measureStep(o.cnnSteps);
-  print(step.ms !== undefined
-    ? `  reference CNN step (batch 128): ${step.ms.toFixed(1)} ms (${step.source === 'given' ? '--step-ms' : `${step.backend}, ${step.device}, median of ${o.cnnSteps}`})`
-    : `  reference CNN step: ${step.note}`);
+  print(
+    step.ms !== undefined
+      ? `  reference CNN step (batch 128): ${step.ms.toFixed(1)} ms (${step.source === 'given' ? '--step-ms' : `${step.backend}, ${step.device}, median of ${o.cnnSteps}`})`
+      : `  reference CNN step: ${step.note}`,
+  );
   const rows: ExchangeRow[] = [];
   for (const [batch, classes] of o.shapes) {
     for (const members of o.sizes) {
       const row = await measureConfig(members, batch, classes, o);
       if (step.ms !== undefined && batch === 128 && classes === 10) row.stepPercent = (100 * row.cohortMs) / step.ms;
       rows.push(row);
-      print(`  K=${members} ${shapeText(batch, classes)}: cohort ${row.cohortMs.toFixed(3)} ms, raw ZeroMQ ${row.rawMs.toFixed(3)} ms (x${row.pairedRatio.toFixed(2)} per step, x${row.ratio.toFixed(2)} of the medians), raw ZeroMQ + read ${row.rawReadMs.toFixed(3)} ms (x${row.pairedRatioRead.toFixed(2)} per step), teaching compute ${row.teachingMs.toFixed(3)} ms, member encode+decode ${row.memberCodecMs.toFixed(3)} ms`);
+      print(
+        `  K=${members} ${shapeText(batch, classes)}: cohort ${row.cohortMs.toFixed(3)} ms, raw ZeroMQ ${row.rawMs.toFixed(3)} ms (x${row.pairedRatio.toFixed(2)} per step, x${row.ratio.toFixed(2)} of the medians), raw ZeroMQ + read ${row.rawReadMs.toFixed(3)} ms (x${row.pairedRatioRead.toFixed(2)} per step), teaching compute ${row.teachingMs.toFixed(3)} ms, member encode+decode ${row.memberCodecMs.toFixed(3)} ms`,
+      );
     }
   }
   const ratioTarget = (ratio: (r: ExchangeRow) => number): RatioTarget => {
@@ -342,7 +393,13 @@ export async function benchExchange(o: ExchangeBenchOptions, print: (line: strin
       ratio: ratioTarget((r) => r.pairedRatio),
       ratioOfMedians: ratioTarget((r) => r.ratio),
       ratioRead: ratioTarget((r) => r.pairedRatioRead),
-      stepShare: { limitPercent: SHARE_TARGET_PERCENT, members: 4, shape: '128x10', percent: share?.stepPercent, met: share?.stepPercent === undefined ? undefined : share.stepPercent < SHARE_TARGET_PERCENT },
+      stepShare: {
+        limitPercent: SHARE_TARGET_PERCENT,
+        members: 4,
+        shape: '128x10',
+        percent: share?.stepPercent,
+        met: share?.stepPercent === undefined ? undefined : share.stepPercent < SHARE_TARGET_PERCENT,
+      },
     },
     wallSeconds: 0,
   };
@@ -356,11 +413,15 @@ function printTable(r: ExchangeResult, print: (line: string) => void): void {
   const ms = (v: number) => (v < 10 ? v.toFixed(3) : v.toFixed(1));
   const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(2);
   print('');
-  print('| K | logits | MiB/step (in+out) | timed steps | cohort ms (median) | cohort ms (p90) | raw ZeroMQ ms (median) | raw ZeroMQ ms (p90) | cohort / raw (per step) | cohort / raw (medians) | raw + read ms (median) | cohort / (raw + read) (per step) | teaching compute ms | member encode+decode ms | % of CNN step |');
+  print(
+    '| K | logits | MiB/step (in+out) | timed steps | cohort ms (median) | cohort ms (p90) | raw ZeroMQ ms (median) | raw ZeroMQ ms (p90) | cohort / raw (per step) | cohort / raw (medians) | raw + read ms (median) | cohort / (raw + read) (per step) | teaching compute ms | member encode+decode ms | % of CNN step |',
+  );
   print('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const row of r.rows) {
     const pct = row.stepPercent === undefined ? '-' : `${row.stepPercent.toFixed(2)}%`;
-    print(`| ${row.members} | ${shapeText(row.batch, row.classes)} | ${mib(row.bytesPerStep)} | ${row.steps} | ${ms(row.cohortMs)} | ${ms(row.cohortP90Ms)} | ${ms(row.rawMs)} | ${ms(row.rawP90Ms)} | ${row.pairedRatio.toFixed(2)} | ${row.ratio.toFixed(2)} | ${ms(row.rawReadMs)} | ${row.pairedRatioRead.toFixed(2)} | ${ms(row.teachingMs)} | ${ms(row.memberCodecMs)} | ${pct} |`);
+    print(
+      `| ${row.members} | ${shapeText(row.batch, row.classes)} | ${mib(row.bytesPerStep)} | ${row.steps} | ${ms(row.cohortMs)} | ${ms(row.cohortP90Ms)} | ${ms(row.rawMs)} | ${ms(row.rawP90Ms)} | ${row.pairedRatio.toFixed(2)} | ${row.ratio.toFixed(2)} | ${ms(row.rawReadMs)} | ${row.pairedRatioRead.toFixed(2)} | ${ms(row.teachingMs)} | ${ms(row.memberCodecMs)} | ${pct} |`,
+    );
   }
   const { ratio, ratioOfMedians, ratioRead, stepShare } = r.targets;
   const verdict = (t: RatioTarget) => (t.met ? 'met for every row' : `NOT met for ${t.failing.join(', ')}`);
@@ -368,7 +429,9 @@ function printTable(r: ExchangeResult, print: (line: string) => void): void {
   print(`target: cohort within ${ratio.limit}x of raw ZeroMQ (median of the per-step ratios): ${verdict(ratio)}`);
   print(`beside: the same on the ratio of the medians: ${verdict(ratioOfMedians)}`);
   print(`beside: cohort within ${ratioRead.limit}x of raw ZeroMQ with the received bytes read once (per step): ${verdict(ratioRead)}`);
-  print(stepShare.percent === undefined
-    ? `target: under ${stepShare.limitPercent}% of the reference CNN step at K = 4, 128x10: not measured (${r.rows.some((x) => x.members === 4 && x.batch === 128 && x.classes === 10) ? 'no step time' : 'K = 4 at 128x10 not in this run'})`
-    : `target: under ${stepShare.limitPercent}% of the reference CNN step at K = 4, 128x10: ${stepShare.met ? 'met' : 'NOT met'} (${stepShare.percent.toFixed(2)}% of ${r.step.ms!.toFixed(1)} ms)`);
+  print(
+    stepShare.percent === undefined
+      ? `target: under ${stepShare.limitPercent}% of the reference CNN step at K = 4, 128x10: not measured (${r.rows.some((x) => x.members === 4 && x.batch === 128 && x.classes === 10) ? 'no step time' : 'K = 4 at 128x10 not in this run'})`
+      : `target: under ${stepShare.limitPercent}% of the reference CNN step at K = 4, 128x10: ${stepShare.met ? 'met' : 'NOT met'} (${stepShare.percent.toFixed(2)}% of ${r.step.ms!.toFixed(1)} ms)`,
+  );
 }

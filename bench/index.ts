@@ -135,7 +135,9 @@ await yargs(hideBin(process.argv))
         .option('torch-threads', { type: 'number', default: 2 })
         .option('json', { type: 'string', describe: 'also write the results to this JSON file' }),
     async (args) => {
-      const results = await benchTeacher({ batch: args.batch, size: args.size, reps: args.reps, warmup: args.warmup, torchThreads: args['torch-threads'] }, (line) => console.log(line));
+      const results = await benchTeacher({ batch: args.batch, size: args.size, reps: args.reps, warmup: args.warmup, torchThreads: args['torch-threads'] }, (line) =>
+        console.log(line),
+      );
       if (args.json) writeFileSync(args.json, JSON.stringify(results, null, 2));
     },
   )

@@ -11,9 +11,7 @@ import { shutdownBackend } from '../shared/engine/backend.js';
 import { trainStep } from '../shared/training/train-step.js';
 import { median } from './stats.js';
 
-const args = Object.fromEntries(
-  process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]),
-);
+const args = Object.fromEntries(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
 const backend = (args.backend ?? 'wasm') as BackendChoice;
 const steps = Number(args.steps ?? 20);
 const warmup = Number(args.warmup ?? 3);
@@ -40,7 +38,12 @@ if (wasmThreads > 1) {
   const ok = await tf.setBackend('wasm').catch(() => false);
   console.error = origError;
   if (!ok) {
-    console.log(JSON.stringify({ backend: `wasm (${wasmThreads} threads)`, unavailable: 'the threaded wasm build starts its workers from blob: URLs, which Node\'s worker_threads rejects (ERR_WORKER_PATH)' }));
+    console.log(
+      JSON.stringify({
+        backend: `wasm (${wasmThreads} threads)`,
+        unavailable: "the threaded wasm build starts its workers from blob: URLs, which Node's worker_threads rejects (ERR_WORKER_PATH)",
+      }),
+    );
     process.exit(0);
   }
 }

@@ -36,9 +36,17 @@ const torchScript = fileURLToPath(new URL('./torch_step.py', import.meta.url));
 
 function runJson(command: string, args: string[], label: string): StepResult {
   const child = spawnSync(command, args, { encoding: 'utf8', maxBuffer: 64 << 20 });
-  const line = child.stdout.split('\n').reverse().find((l) => l.startsWith('{'));
+  const line = child.stdout
+    .split('\n')
+    .reverse()
+    .find((l) => l.startsWith('{'));
   if (child.status !== 0 || !line) {
-    const reason = (child.stderr || child.stdout).trim().split('\n').filter((l) => l.length < 400).slice(-3).join(' | ');
+    const reason = (child.stderr || child.stdout)
+      .trim()
+      .split('\n')
+      .filter((l) => l.length < 400)
+      .slice(-3)
+      .join(' | ');
     return { backend: label, unavailable: `failed (exit ${child.status}): ${reason}` };
   }
   return JSON.parse(line) as StepResult;
@@ -118,7 +126,9 @@ function printTable(results: StepResult[], print: (line: string) => void): void 
   }
   for (const r of results) {
     if (!r.kernels) continue;
-    const top = Object.entries(r.kernels).sort((a, b) => b[1] - a[1]).slice(0, 8);
+    const top = Object.entries(r.kernels)
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 8);
     print(`\n${r.backend} kernel time in one profiled step: ${top.map(([k, ms]) => `${k} ${ms.toFixed(1)}ms`).join(', ')}`);
   }
 }
@@ -142,7 +152,11 @@ interface TorchTime {
 /** PyTorch on the GPU (CUDA), every case and variant; none when torch or CUDA is missing. */
 function torchGpu(python: string | undefined, cases: string[], print: (line: string) => void): { times: TorchTime[]; device?: string; unavailable?: string } {
   if (!python) return { times: [], unavailable: 'python3 with torch not found' };
-  const child = spawnSync(python, [torchGpuScript, `--cases=${cases.join(',')}`, '--limit-s=300'], { encoding: 'utf8', maxBuffer: 64 << 20, env: { ...process.env, TORCH_DEVICE: 'cuda' } });
+  const child = spawnSync(python, [torchGpuScript, `--cases=${cases.join(',')}`, '--limit-s=300'], {
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+    env: { ...process.env, TORCH_DEVICE: 'cuda' },
+  });
   const results = child.stdout
     .split('\n')
     .filter((l) => l.startsWith('RESULT '))
@@ -168,7 +182,11 @@ export async function benchGpuStep(o: StepBenchOptions & { cases?: string[] }, p
     results.push({ ...r, model: c.model });
     print(`  ${c.label}: ${describe(r)}${r.forwardMs !== undefined ? `, forward ${r.forwardMs.toFixed(1)} ms` : ''}`);
   }
-  const torch = torchGpu(findTorchPython(), cases.map((c) => c.torch), print);
+  const torch = torchGpu(
+    findTorchPython(),
+    cases.map((c) => c.torch),
+    print,
+  );
   print('');
   print(`PyTorch: ${torch.unavailable ? `unavailable: ${torch.unavailable}` : torch.device}`);
   print('| case | webgpu step ms | webgpu forward ms | PyTorch fp32 (TF32 off) step ms | x | PyTorch default step ms | x | PyTorch bf16 step ms | x | forward x fp32 |');
@@ -182,11 +200,15 @@ export async function benchGpuStep(o: StepBenchOptions & { cases?: string[] }, p
     };
     const strict = t('fp32-strict');
     const fwd = strict && r.forwardMs !== undefined ? (r.forwardMs / strict.forwardMsMedian).toFixed(2) : '-';
-    print(`| ${c.label} | ${r.msPerStep?.toFixed(1) ?? r.unavailable} | ${r.forwardMs?.toFixed(1) ?? '-'} | ${cell('fp32-strict')} | ${cell('default')} | ${cell('bf16-amp-cl')} | ${fwd} |`);
+    print(
+      `| ${c.label} | ${r.msPerStep?.toFixed(1) ?? r.unavailable} | ${r.forwardMs?.toFixed(1) ?? '-'} | ${cell('fp32-strict')} | ${cell('default')} | ${cell('bf16-amp-cl')} | ${fwd} |`,
+    );
   }
   for (const r of results) {
     if (!r.kernels) continue;
-    const top = Object.entries(r.kernels).sort((a, b) => b[1] - a[1]).slice(0, 8);
+    const top = Object.entries(r.kernels)
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 8);
     print(`\n${r.model} top kernels of one profiled webgpu step: ${top.map(([k, ms]) => `${k} ${ms.toFixed(1)}ms`).join(', ')}`);
   }
   return results;

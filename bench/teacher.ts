@@ -52,7 +52,10 @@ async function time(f: () => Promise<void>, o: TeacherBenchOptions): Promise<{ m
 function runTorch(python: string, dir: string, o: TeacherBenchOptions): TeacherResult {
   const args = [torchScript, `--out=${dir}`, `--batch=${o.batch}`, `--size=${o.size}`, `--reps=${o.reps}`, `--warmup=${o.warmup}`, `--threads=${o.torchThreads}`];
   const child = spawnSync(python, args, { encoding: 'utf8', maxBuffer: 16 << 20 });
-  const line = child.stdout.split('\n').reverse().find((l) => l.startsWith('{'));
+  const line = child.stdout
+    .split('\n')
+    .reverse()
+    .find((l) => l.startsWith('{'));
   if (child.status !== 0 || !line) return { backend: 'PyTorch', unavailable: `failed (exit ${child.status}): ${(child.stderr || '').trim().split('\n').slice(-2).join(' | ')}` };
   return JSON.parse(line) as TeacherResult;
 }
@@ -75,8 +78,19 @@ export async function benchTeacher(o: TeacherBenchOptions, print: (line: string)
     const shape: [number, number, number, number] = [o.batch, o.size, o.size, 3];
     const x = tf.randomUniform(shape, -2, 2, 'float32', 1) as tf.Tensor4D;
 
-    const onnx = await OnnxTeacher.open({ path: join(dir, 'resnet50.onnx'), input: { layout: 'NCHW' }, normalization: IMAGENET_NORMALIZATION, imageShape: [o.size, o.size, 3], classes: 1000, name: 'bench' });
-    const ort = { backend: 'onnxruntime-node (CPU provider), as an ONNX teacher', device: 'CPU, default threads', ...(await time(async () => (await onnx.logits(x)).dispose(), o)) };
+    const onnx = await OnnxTeacher.open({
+      path: join(dir, 'resnet50.onnx'),
+      input: { layout: 'NCHW' },
+      normalization: IMAGENET_NORMALIZATION,
+      imageShape: [o.size, o.size, 3],
+      classes: 1000,
+      name: 'bench',
+    });
+    const ort = {
+      backend: 'onnxruntime-node (CPU provider), as an ONNX teacher',
+      device: 'CPU, default threads',
+      ...(await time(async () => (await onnx.logits(x)).dispose(), o)),
+    };
     await onnx.dispose();
     results.push(ort);
     print(`  ${describe(ort)}`);
@@ -113,6 +127,8 @@ function printTable(results: TeacherResult[], batch: number, print: (line: strin
   print('|---|---|---|---|---|---|');
   for (const r of results) {
     if (r.unavailable) continue;
-    print(`| ${r.backend} | ${r.device} | ${r.reps} | ${r.msPerForward!.toFixed(0)} | ${((1000 * batch) / r.msPerForward!).toFixed(1)} | ${(r.msPerForward! / torch.msPerForward!).toFixed(2)} |`);
+    print(
+      `| ${r.backend} | ${r.device} | ${r.reps} | ${r.msPerForward!.toFixed(0)} | ${((1000 * batch) / r.msPerForward!).toFixed(1)} | ${(r.msPerForward! / torch.msPerForward!).toFixed(2)} |`,
+    );
   }
 }

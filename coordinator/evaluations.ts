@@ -49,7 +49,11 @@ export class Evaluations {
     let ensemble = this.ensembles.get(evaluationKey(m));
     if (!ensemble) this.ensembles.set(evaluationKey(m), (ensemble = new EnsembleMetrics()));
     const first = batch.get(this.members[0])!;
-    ensemble.add(this.members.map((n) => batch.get(n)!.logits), first.labels, first.classes);
+    ensemble.add(
+      this.members.map((n) => batch.get(n)!.logits),
+      first.labels,
+      first.classes,
+    );
     this.batches.delete(key);
   }
 
@@ -57,7 +61,12 @@ export class Evaluations {
   addEval(name: string, role: Role, m: MessageOf<'eval'>): EvalEntry[] {
     const key = evaluationKey(m);
     const at: { step?: number } = m.step === undefined ? {} : { step: m.step };
-    const entries: EvalEntry[] = [this.keep({ record: { epoch: m.epoch, ...at, worker: name, role, accuracy: m.metrics.accuracy, nll: m.metrics.nll, ece: m.metrics.ece, ...m.metrics }, ...(m.reliability ? { reliability: m.reliability } : {}) })];
+    const entries: EvalEntry[] = [
+      this.keep({
+        record: { epoch: m.epoch, ...at, worker: name, role, accuracy: m.metrics.accuracy, nll: m.metrics.nll, ece: m.metrics.ece, ...m.metrics },
+        ...(m.reliability ? { reliability: m.reliability } : {}),
+      }),
+    ];
     if (role !== 'member') return entries;
     let reported = this.reported.get(key);
     if (!reported) this.reported.set(key, (reported = new Set()));

@@ -82,7 +82,12 @@ async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
   const { config } = options;
   // One display for the coordinator's lines and the workers' relayed output: on a terminal they
   // print above the progress lines.
-  const display = createProgressDisplay({ workers: [...config.members, ...config.teachers].map((w) => w.name), epochs: config.epochs, log: options.log, interactive: options.interactive });
+  const display = createProgressDisplay({
+    workers: [...config.members, ...config.teachers].map((w) => w.name),
+    epochs: config.epochs,
+    log: options.log,
+    interactive: options.interactive,
+  });
   const log = (line: string) => display.log(line);
   const children = new Map<string, ChildProcess>();
   const restartsOf = new Map<string, number>();

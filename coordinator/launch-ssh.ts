@@ -110,7 +110,8 @@ export function shellQuote(word: string): string {
 /** The words of --remote-cohort (program and arguments; no shell syntax). */
 export function remoteCohortWords(command: string): string[] {
   const words = command.trim().split(/\s+/).filter(Boolean);
-  if (words.length === 0) throw new CohortError('--remote-cohort is empty: name the command that runs cohort on the hosts, e.g. cohort or "node /opt/cohort/dist/cli.js"', { code: 'USAGE' });
+  if (words.length === 0)
+    throw new CohortError('--remote-cohort is empty: name the command that runs cohort on the hosts, e.g. cohort or "node /opt/cohort/dist/cli.js"', { code: 'USAGE' });
   const bad = words.find((w) => /[;&|<>`$(){}'"\\]/.test(w));
   if (bad) throw new CohortError(`--remote-cohort: '${bad}' holds shell syntax; give a program and its arguments only, e.g. "node /opt/cohort/dist/cli.js"`, { code: 'USAGE' });
   return words;
@@ -160,10 +161,12 @@ export function remoteWorkerCommand(args: { remoteCohort: string[]; workerArgs: 
     'kill $lifeline 2>/dev/null',
     'exit $rc',
   ];
-  const stdin = args.sharedKeys ? '' : (() => {
-    const pair = JSON.parse(readFileSync(join(args.keysDir, 'worker.key'), 'utf8')) as unknown;
-    return `${JSON.stringify(pair)}\n${readFileSync(join(args.keysDir, 'coordinator.pub'), 'utf8').trim()}\n`;
-  })();
+  const stdin = args.sharedKeys
+    ? ''
+    : (() => {
+        const pair = JSON.parse(readFileSync(join(args.keysDir, 'worker.key'), 'utf8')) as unknown;
+        return `${JSON.stringify(pair)}\n${readFileSync(join(args.keysDir, 'coordinator.pub'), 'utf8').trim()}\n`;
+      })();
   // One line: `;` between commands, none after a `&`.
   const script = lines.map((l, i) => (i === lines.length - 1 ? l : l.endsWith('&') ? `${l} ` : `${l}; `)).join('');
   return { command: `sh -c ${shellQuote(script)}`, stdin };
@@ -192,7 +195,10 @@ function runSsh(ssh: string, args: string[], timeoutMs: number): Promise<Finishe
 }
 
 function sshMissing(ssh: string, error: NodeJS.ErrnoException): CohortError {
-  return new CohortError(error.code === 'ENOENT' ? `cannot run '${ssh}': not found; cohort launch needs an ssh client (apt-get install openssh-client)` : `cannot run '${ssh}': ${error.message}`, { code: 'SSH_FAILED', cause: error });
+  return new CohortError(
+    error.code === 'ENOENT' ? `cannot run '${ssh}': not found; cohort launch needs an ssh client (apt-get install openssh-client)` : `cannot run '${ssh}': ${error.message}`,
+    { code: 'SSH_FAILED', cause: error },
+  );
 }
 
 const lastLine = (text: string) => text.trim().split('\n').filter(Boolean).pop() ?? '';
@@ -227,7 +233,8 @@ export async function launchOverSsh(options: SshLaunchOptions): Promise<RunSumma
   const config: RunConfig = { ...options.config, runDir: resolve(options.config.runDir) };
   const slots = assignSlots(config, options.hosts, options.gpusPerHost);
   const port = options.port ?? 5555;
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CohortError(`--port must be a port number (0-65535; 0: any free port), got '${String(port)}'`, { code: 'USAGE' });
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new CohortError(`--port must be a port number (0-65535; 0: any free port), got '${String(port)}'`, { code: 'USAGE' });
   const listen = options.listen ?? '0.0.0.0';
   const advertise = options.advertise ?? hostname();
   const remoteCohort = remoteCohortWords(options.remoteCohort ?? 'cohort');
@@ -276,7 +283,11 @@ export async function launchOverSsh(options: SshLaunchOptions): Promise<RunSumma
       // EXIT_STOPPED: the coordinator stopped the run gracefully and shut the worker down.
       if (finished || ((code === 0 || code === EXIT_STOPPED) && !signal)) return;
       const how =
-        code === 255 ? `ssh to ${slot.host} failed (exit 255: connection, authentication, or the session was cut)` : signal ? `its ssh to ${slot.host} was killed by ${signal}` : `it exited with code ${code} on ${slot.host} (through ssh)`;
+        code === 255
+          ? `ssh to ${slot.host} failed (exit 255: connection, authentication, or the session was cut)`
+          : signal
+            ? `its ssh to ${slot.host} was killed by ${signal}`
+            : `it exited with code ${code} on ${slot.host} (through ssh)`;
       if (!declaredLost.has(child)) control?.lost(name, how);
       if (config.recovery.policy === 'fail') return;
       const k = restartsOf.get(name) ?? 0;

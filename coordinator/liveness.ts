@@ -25,7 +25,10 @@ export class Liveness {
   /** Until when the coordinator is recovering from a stall of its own (unreachable peers are then not lost). */
   private excusedUntil = -Infinity;
 
-  constructor(private readonly options: LivenessOptions, start: number) {
+  constructor(
+    private readonly options: LivenessOptions,
+    start: number,
+  ) {
     this.lastAny = start;
     this.lastBeat = start;
     this.lastLooked = start;

@@ -47,7 +47,11 @@ export class Membership {
   /** Elastic rejoins: where each returning worker was told to start (answered again if it asks again). */
   private readonly rejoins = new Map<string, RejoinPoint>();
 
-  constructor(readonly run: string, members: readonly string[], teachers: readonly string[]) {
+  constructor(
+    readonly run: string,
+    members: readonly string[],
+    teachers: readonly string[],
+  ) {
     this.members = members;
     this.teachers = teachers;
     this.all = [...members, ...teachers];

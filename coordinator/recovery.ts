@@ -24,10 +24,14 @@ export class Recovery {
 
   /** What to do about worker `name`, lost at `when` for `reason`; `counts`: whether it uses a restart (its process died or hung). */
   decide(name: string, reason: string, when: string, counts = true): LossDecision {
-    if (this.policy.policy === 'fail') return { action: 'fail', error: new CohortError(`worker ${name} lost at ${when}: ${reason} (recovery policy 'fail')`, { code: 'WORKER_LOST' }) };
+    if (this.policy.policy === 'fail')
+      return { action: 'fail', error: new CohortError(`worker ${name} lost at ${when}: ${reason} (recovery policy 'fail')`, { code: 'WORKER_LOST' }) };
     if (counts) this.restarts++;
     if (this.restarts > this.policy.maxRestarts) {
-      return { action: 'fail', error: new CohortError(`worker ${name} lost at ${when}: ${reason}; giving up after ${this.policy.maxRestarts} restart(s)`, { code: 'RESTARTS_EXHAUSTED' }) };
+      return {
+        action: 'fail',
+        error: new CohortError(`worker ${name} lost at ${when}: ${reason}; giving up after ${this.policy.maxRestarts} restart(s)`, { code: 'RESTARTS_EXHAUSTED' }),
+      };
     }
     if (this.policy.policy === 'elastic') return { action: 'continue-without' };
     this.generation++;

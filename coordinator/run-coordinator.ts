@@ -154,9 +154,18 @@ class CoordinatorRun {
     this.logEvery = options.logEvery ?? 50;
     this.runDir = runDirectory(config);
     this.wireConfig = JSON.parse(JSON.stringify(config)) as unknown;
-    this.members = new Membership(config.name, config.members.map((m) => m.name), config.teachers.map((t) => t.name));
+    this.members = new Membership(
+      config.name,
+      config.members.map((m) => m.name),
+      config.teachers.map((t) => t.name),
+    );
     this.liveness = new Liveness({ livenessMs: config.recovery.livenessMs, heartbeatMs: config.recovery.heartbeatMs, timeoutMs: config.exchange.timeoutMs }, Date.now());
-    this.server = new StepServer({ members: this.members.members, teachers: this.members.teachers, rule: algorithmEntry(config.algorithm).teaching, isLive: (n) => !this.members.isAbsent(n) });
+    this.server = new StepServer({
+      members: this.members.members,
+      teachers: this.members.teachers,
+      rule: algorithmEntry(config.algorithm).teaching,
+      isLive: (n) => !this.members.isAbsent(n),
+    });
     this.evaluations = new Evaluations(this.members.members);
     this.records = new RunRecords(join(this.runDir, 'metrics.jsonl'), options.onEvent);
     this.checkpoints = new Checkpoints(this.members.members, diskStore(this.runDir, config.checkpoint.keep), {
@@ -172,7 +181,14 @@ class CoordinatorRun {
     this.socket = new CoordinatorSocket({
       float16: config.exchange.float16,
       limits: { maxMessageBytes: Math.round(config.exchange.maxMessageMiB * 2 ** 20) },
-      ...(options.curve ? { curve: { ...options.curve, onDenied: (address: string, key: string) => this.log(`coordinator: refused a connection from ${address}: CURVE key ${key || '(none)'} is not authorised`) } } : {}),
+      ...(options.curve
+        ? {
+            curve: {
+              ...options.curve,
+              onDenied: (address: string, key: string) => this.log(`coordinator: refused a connection from ${address}: CURVE key ${key || '(none)'} is not authorised`),
+            },
+          }
+        : {}),
       onDropped: (error, peer, code) => {
         this.log(`coordinator: dropped a message from ${peerName(peer)}: ${error}`);
         // A worker of another protocol version cannot be read, but it can be told why it is refused.
@@ -192,10 +208,15 @@ class CoordinatorRun {
       mkdirSync(runDir, { recursive: true });
       writeFileAtomic(join(runDir, 'config.json'), Buffer.from(`${JSON.stringify(this.wireConfig, null, 2)}\n`));
     } catch (error) {
-      throw new CohortError(`run directory ${runDir} is not writable: ${error instanceof CohortError ? error.message : fileErrorReason(error)}`, { code: 'RUN_DIR_UNWRITABLE', cause: error });
+      throw new CohortError(`run directory ${runDir} is not writable: ${error instanceof CohortError ? error.message : fileErrorReason(error)}`, {
+        code: 'RUN_DIR_UNWRITABLE',
+        cause: error,
+      });
     }
     const endpoint = await this.socket.bind(options.bind);
-    this.log(`coordinator: run '${config.name}' (${config.algorithm}), waiting for ${this.members.all.join(', ')} on ${endpoint}${options.curve ? ' (CURVE)' : ' (no encryption)'}`);
+    this.log(
+      `coordinator: run '${config.name}' (${config.algorithm}), waiting for ${this.members.all.join(', ')} on ${endpoint}${options.curve ? ' (CURVE)' : ' (no encryption)'}`,
+    );
     if (options.resume) {
       const latest = await this.checkpoints.latest();
       if (!latest) {
@@ -212,7 +233,16 @@ class CoordinatorRun {
     });
     // The metrics file describes itself: which run, algorithm and workers, from which step.
     const worker = (w: RunConfig['members'][number] | RunConfig['teachers'][number]) => ({ name: w.name, model: workerModelName(w) });
-    this.records.write({ kind: 'run', run: config.name, algorithm: config.algorithm, members: config.members.map(worker), teachers: config.teachers.map(worker), epochs: config.epochs, batchSize: config.batchSize, startStep: this.resumeAt.step });
+    this.records.write({
+      kind: 'run',
+      run: config.name,
+      algorithm: config.algorithm,
+      members: config.members.map(worker),
+      teachers: config.teachers.map(worker),
+      epochs: config.epochs,
+      batchSize: config.batchSize,
+      startStep: this.resumeAt.step,
+    });
     if (options.resume) this.records.event('resumed', { step: this.resumeAt.step, dir: this.resumeAt.dir! });
     // Once the run is described and controllable: a launcher starts the workers from here.
     options.onListening?.(endpoint);
@@ -255,7 +285,9 @@ class CoordinatorRun {
     this.records.write({ kind: 'eval', ...entry, ...(reliability ? { reliability } : {}) } as Parameters<RunRecords['write']>[0]);
     const pct = (v: number) => `${(100 * v).toFixed(2)}%`;
     const train = typeof entry.trainEce === 'number' ? ` | training batches: accuracy ${pct(entry.trainAccuracy as number)}, ECE ${pct(entry.trainEce)}` : '';
-    this.log(`eval epoch ${entry.epoch + 1}: ${entry.worker}${entry.role === 'teacher' ? ' (teacher)' : ''} accuracy ${pct(entry.accuracy)} | NLL ${entry.nll.toFixed(4)} | ECE ${pct(entry.ece)}${train}`);
+    this.log(
+      `eval epoch ${entry.epoch + 1}: ${entry.worker}${entry.role === 'teacher' ? ' (teacher)' : ''} accuracy ${pct(entry.accuracy)} | NLL ${entry.nll.toFixed(4)} | ECE ${pct(entry.ece)}${train}`,
+    );
   }
 
   private async onJoin(peer: Buffer, m: MessageOf<'join'>): Promise<void> {
@@ -285,12 +317,31 @@ class CoordinatorRun {
       const latest = await this.checkpoints.latest();
       const at = { step: this.server.nextStep, checkpointStep: latest?.step ?? 0, ...(latest ? { dir: latest.dir } : {}) };
       this.members.setRejoin(m.member, at);
-      this.log(`coordinator: ${m.member} (${role}) rejoined from ${m.host}, pid ${m.pid}; it restores ${at.dir ? `the checkpoint of step ${at.checkpointStep}` : 'its initial weights'} and continues at step ${at.step}`);
-      this.records.event('worker-admitted', { worker: m.member, role, host: m.host, pid: m.pid, startStep: at.step, generation: this.recovery.generation, rejoin: true, checkpointStep: at.checkpointStep });
+      this.log(
+        `coordinator: ${m.member} (${role}) rejoined from ${m.host}, pid ${m.pid}; it restores ${at.dir ? `the checkpoint of step ${at.checkpointStep}` : 'its initial weights'} and continues at step ${at.step}`,
+      );
+      this.records.event('worker-admitted', {
+        worker: m.member,
+        role,
+        host: m.host,
+        pid: m.pid,
+        startStep: at.step,
+        generation: this.recovery.generation,
+        rejoin: true,
+        checkpointStep: at.checkpointStep,
+      });
     } else {
       this.members.setRejoin(m.member, undefined);
       this.log(`coordinator: ${m.member} (${role}) joined from ${m.host}, pid ${m.pid}${this.resumeAt.step > 0 ? `; it starts at step ${this.resumeAt.step}` : ''}`);
-      this.records.event('worker-admitted', { worker: m.member, role, host: m.host, pid: m.pid, startStep: this.resumeAt.step, generation: this.recovery.generation, rejoin: false });
+      this.records.event('worker-admitted', {
+        worker: m.member,
+        role,
+        host: m.host,
+        pid: m.pid,
+        startStep: this.resumeAt.step,
+        generation: this.recovery.generation,
+        rejoin: false,
+      });
     }
     await this.welcome(m.member);
   }
@@ -347,7 +398,18 @@ class CoordinatorRun {
     const counts = lost.counts ?? true;
     const pid = this.members.pidOf(name);
     if (lost.sameIncident) {
-      this.records.event('worker-lost', { worker: name, reason: lost.reason, detail, pid, step: this.server.nextStep, generation: this.recovery.generation, restarts: this.recovery.restarts, stopped: false, counted: false, sameIncident: true });
+      this.records.event('worker-lost', {
+        worker: name,
+        reason: lost.reason,
+        detail,
+        pid,
+        step: this.server.nextStep,
+        generation: this.recovery.generation,
+        restarts: this.recovery.restarts,
+        stopped: false,
+        counted: false,
+        sameIncident: true,
+      });
       this.log(`coordinator: ${name} lost at ${when} (${detail}); the same incident already rolled the cohort back to step ${this.resumeAt.step}: it is welcomed there`);
       this.members.remove(name);
       this.liveness.forget(name);
@@ -355,7 +417,18 @@ class CoordinatorRun {
     }
     const decision = this.recovery.decide(name, detail, when, counts);
     const stopped = decision.action !== 'fail' && !!lost.stillRunning && pid > 0;
-    this.records.event('worker-lost', { worker: name, reason: lost.reason, detail, pid, step: this.server.nextStep, generation: this.recovery.generation, restarts: this.recovery.restarts, stopped, counted: counts, ...(lost.silentMs === undefined ? {} : { silentMs: lost.silentMs }) });
+    this.records.event('worker-lost', {
+      worker: name,
+      reason: lost.reason,
+      detail,
+      pid,
+      step: this.server.nextStep,
+      generation: this.recovery.generation,
+      restarts: this.recovery.restarts,
+      stopped,
+      counted: counts,
+      ...(lost.silentMs === undefined ? {} : { silentMs: lost.silentMs }),
+    });
     if (decision.action === 'fail') throw decision.error;
     this.members.remove(name);
     this.liveness.forget(name);
@@ -374,7 +447,13 @@ class CoordinatorRun {
         `waiting for ${name} to rejoin (restart ${restarts} of at most ${maxRestarts})`,
     );
     this.records.event('rollback', { worker: name, step: this.resumeAt.step, ...(this.resumeAt.dir ? { checkpoint: this.resumeAt.dir } : {}), generation });
-    await this.broadcast(this.members.joined(), { type: 'rollback', step: this.resumeAt.step, ...(this.resumeAt.dir ? { checkpoint: this.resumeAt.dir } : {}), generation, reason: `${name} lost: ${detail}` });
+    await this.broadcast(this.members.joined(), {
+      type: 'rollback',
+      step: this.resumeAt.step,
+      ...(this.resumeAt.dir ? { checkpoint: this.resumeAt.dir } : {}),
+      generation,
+      reason: `${name} lost: ${detail}`,
+    });
   }
 
   /** Elastic: the steps in flight drop the lost worker's predictions and are served by the live ones. */
@@ -432,7 +511,9 @@ class CoordinatorRun {
       await this.workerLost({ name: worker, reason: 'silent', detail: `no message for ${(silentMs / 1000).toFixed(1)} s`, silentMs, stillRunning: true });
     }
     if (tick && this.liveness.stalled(now)) {
-      throw new CohortError(`no message from ${this.members.all.filter((n) => !this.members.done.has(n)).join(', ')} for ${this.config.exchange.timeoutMs / 1000} s; giving up`, { code: 'COORDINATOR_TIMEOUT' });
+      throw new CohortError(`no message from ${this.members.all.filter((n) => !this.members.done.has(n)).join(', ')} for ${this.config.exchange.timeoutMs / 1000} s; giving up`, {
+        code: 'COORDINATOR_TIMEOUT',
+      });
     }
   }
 
@@ -454,12 +535,17 @@ class CoordinatorRun {
           break;
         }
         if (this.stop.overdue(Date.now())) {
-          throw new CohortError(`the graceful stop did not complete within ${this.config.exchange.timeoutMs / 1000} s (exchange.timeoutMs); the last complete checkpoint is untouched`, { code: 'STOP_FAILED' });
+          throw new CohortError(
+            `the graceful stop did not complete within ${this.config.exchange.timeoutMs / 1000} s (exchange.timeoutMs); the last complete checkpoint is untouched`,
+            { code: 'STOP_FAILED' },
+          );
         }
         // Elastic: every other worker is done; one that does not come back is given up on.
         const late = members.givenUp(Date.now(), this.config.exchange.timeoutMs);
         if (late.length > 0) {
-          this.log(`coordinator: ${late.join(', ')} did not rejoin within ${this.config.exchange.timeoutMs / 1000} s of being lost; finishing without ${late.length > 1 ? 'them' : 'it'} (no final weights or last evaluation)`);
+          this.log(
+            `coordinator: ${late.join(', ')} did not rejoin within ${this.config.exchange.timeoutMs / 1000} s of being lost; finishing without ${late.length > 1 ? 'them' : 'it'} (no final weights or last evaluation)`,
+          );
           this.records.event('given-up', { workers: late });
           break;
         }
@@ -514,7 +600,10 @@ class CoordinatorRun {
       if (this.checkpoints.failure) throw this.checkpoints.failure;
       if (this.stop.checkpointed) this.stoppedGracefully = true;
       const stopped = this.stoppedGracefully ? this.stop.requested : undefined;
-      await this.broadcast(members.all, { type: 'shutdown', reason: stopped ? `the run was stopped (${stopped.signal}) at step ${stopped.step}; it continues with --resume` : 'the run is complete' });
+      await this.broadcast(members.all, {
+        type: 'shutdown',
+        reason: stopped ? `the run was stopped (${stopped.signal}) at step ${stopped.step}; it continues with --resume` : 'the run is complete',
+      });
       await this.socket.flush();
       this.display.stop();
     } catch (error) {
@@ -533,12 +622,26 @@ class CoordinatorRun {
     const stopped = failure || !this.stoppedGracefully ? undefined : this.stoppedAt(this.stop.requested!.signal);
     try {
       const checkpointStep = stopped?.checkpointStep === undefined ? {} : { checkpointStep: stopped.checkpointStep };
-      this.records.event('run-finished', failure ? { outcome: 'failed', steps, restarts, code: failure.code, message: failure.message } : stopped ? { outcome: 'stopped', steps, restarts, ...checkpointStep } : { outcome: 'complete', steps, restarts });
+      this.records.event(
+        'run-finished',
+        failure
+          ? { outcome: 'failed', steps, restarts, code: failure.code, message: failure.message }
+          : stopped
+            ? { outcome: 'stopped', steps, restarts, ...checkpointStep }
+            : { outcome: 'complete', steps, restarts },
+      );
     } catch (error) {
       failure ??= asCohortError(error, 'FILE_UNWRITABLE', '');
     }
     if (failure) throw failure;
-    return { runDir: this.runDir, final: this.evaluations.finalRecords([...members.all, 'ensemble']), steps, dropped: this.socket.dropped, restarts, ...(stopped ? { stopped } : {}) };
+    return {
+      runDir: this.runDir,
+      final: this.evaluations.finalRecords([...members.all, 'ensemble']),
+      steps,
+      dropped: this.socket.dropped,
+      restarts,
+      ...(stopped ? { stopped } : {}),
+    };
   }
 
   /** A stop asked for: tells the workers where to checkpoint; returns false when the run ends now (nothing trained since it started). */

@@ -95,7 +95,10 @@ export class StepServer {
     // The first predictions of this step, which every later one must match.
     const first = [...state.members, ...state.teachers][0];
     if (first && !sameSamples(first[1].indices, entry.indices)) {
-      throw new CohortError(`step ${m.step}: ${name}'s batch holds samples ${preview(entry.indices)} but ${first[0]}'s ${preview(first[1].indices)}; workers must read the same data with the same seed and batch size`, { code: 'SAMPLES_MISMATCH' });
+      throw new CohortError(
+        `step ${m.step}: ${name}'s batch holds samples ${preview(entry.indices)} but ${first[0]}'s ${preview(first[1].indices)}; workers must read the same data with the same seed and batch size`,
+        { code: 'SAMPLES_MISMATCH' },
+      );
     }
     if (first && first[1].probs.length !== entry.probs.length) {
       const { probs, classes } = first[1];
@@ -150,7 +153,13 @@ export class StepServer {
       await Promise.all(
         waiting.map((n) => {
           state.served.add(n);
-          return send(n, { type: 'teaching', step, teaching: { dtype: 'float32', shape: [probs.length / classes, classes], data: probs }, peerCount: state.teachers.size, generation });
+          return send(n, {
+            type: 'teaching',
+            step,
+            teaching: { dtype: 'float32', shape: [probs.length / classes, classes], data: probs },
+            peerCount: state.teachers.size,
+            generation,
+          });
         }),
       );
     } else {

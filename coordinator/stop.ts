@@ -79,7 +79,10 @@ export class GracefulStop {
  * Handles SIGTERM and SIGINT for a command: the first calls `first` (a graceful stop), any later
  * one `second` (stop at once). Returns the function that removes the handlers.
  */
-export function onStopSignals(handlers: { first: (signal: NodeJS.Signals) => void; second: (signal: NodeJS.Signals) => void }, signals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT']): () => void {
+export function onStopSignals(
+  handlers: { first: (signal: NodeJS.Signals) => void; second: (signal: NodeJS.Signals) => void },
+  signals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT'],
+): () => void {
   let count = 0;
   const handle = (signal: NodeJS.Signals) => (count++ === 0 ? handlers.first(signal) : handlers.second(signal));
   for (const s of signals) process.on(s, handle);

@@ -126,7 +126,10 @@ export class PredictionSums {
     const have = this.memory.buffer.byteLength / WASM_PAGE_BYTES;
     if (pages <= have) return;
     if (pages > MAX_PAGES) {
-      throw new CohortError(`the coordinator cannot sum ${slots - 1} predictions of ${this.size} values: its teaching buffers would need ${(this.offset(slots) / 2 ** 30).toFixed(1)} GiB, over WebAssembly's 4 GiB`, { code: 'OUT_OF_MEMORY' });
+      throw new CohortError(
+        `the coordinator cannot sum ${slots - 1} predictions of ${this.size} values: its teaching buffers would need ${(this.offset(slots) / 2 ** 30).toFixed(1)} GiB, over WebAssembly's 4 GiB`,
+        { code: 'OUT_OF_MEMORY' },
+      );
     }
     this.memory.grow(pages - have);
   }

@@ -155,10 +155,7 @@ export function stepAccuracyChart(runs: RunData[]): Chart {
   });
 }
 
-function stepChart(
-  runs: RunData[],
-  opts: { id: string; title: string; y: string; value: (s: StepRecord) => number | undefined; what: string },
-): Chart {
+function stepChart(runs: RunData[], opts: { id: string; title: string; y: string; value: (s: StepRecord) => number | undefined; what: string }): Chart {
   const notes: string[] = [];
   const rows: Row[] = [];
   for (const r of runs) {

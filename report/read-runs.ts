@@ -87,7 +87,10 @@ export function readRun(dir: string): RunData {
   try {
     isDir = statSync(dir).isDirectory();
   } catch (error) {
-    throw new CohortError(`run directory '${dir}' cannot be read: ${(error as NodeJS.ErrnoException).code === 'ENOENT' ? 'it does not exist' : fileErrorReason(error)}`, { code: 'REPORT_INPUT_INVALID', cause: error });
+    throw new CohortError(`run directory '${dir}' cannot be read: ${(error as NodeJS.ErrnoException).code === 'ENOENT' ? 'it does not exist' : fileErrorReason(error)}`, {
+      code: 'REPORT_INPUT_INVALID',
+      cause: error,
+    });
   }
   if (!isDir) throw new CohortError(`'${dir}' is not a run directory: it is a file (give the folder that holds ${METRICS_FILE})`, { code: 'REPORT_INPUT_INVALID' });
   const file = join(dir, METRICS_FILE);
@@ -96,7 +99,9 @@ export function readRun(dir: string): RunData {
     text = readFileSync(file, 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new CohortError(`run directory '${dir}' has no ${METRICS_FILE} (a run directory is RUNDIR/NAME, where cohort train writes config.json and ${METRICS_FILE})`, { code: 'REPORT_INPUT_INVALID' });
+      throw new CohortError(`run directory '${dir}' has no ${METRICS_FILE} (a run directory is RUNDIR/NAME, where cohort train writes config.json and ${METRICS_FILE})`, {
+        code: 'REPORT_INPUT_INVALID',
+      });
     }
     throw new CohortError(`cannot read ${file}: ${fileErrorReason(error)}`, { code: 'FILE_UNREADABLE', cause: error });
   }

@@ -21,12 +21,22 @@ const cases: [string, Record<string, unknown>][] = [
   ['baseline', { members: [member('solo', mlp)] }],
   ['dml_e', { members: [member('a', mlp), member('b', mlp), member('c', mlp)] }],
   ['tfkd_virtual', { members: [member('solo', mlp)], virtualTeacher: { a: 0.9, smooth: true }, temperature: 4 }],
-  ['cross_quality_kd', { members: [member('small', { name: 'cnn-student' }, { downscale: { size: 14, upsample: 'none' } })], teachers: [member('teacher', { name: 'cnn-teacher' })] }],
+  [
+    'cross_quality_kd',
+    { members: [member('small', { name: 'cnn-student' }, { downscale: { size: 14, upsample: 'none' } })], teachers: [member('teacher', { name: 'cnn-teacher' })] },
+  ],
   // A ResNet-18 is slow on one CPU core: a small IDX dataset (16 test images) keeps its evaluation short.
   ['dkd', { members: [member('student', mlp)], teachers: [member('teacher', { name: 'mlp-teacher' })] }],
-  ['byot', { members: [member('resnet', { name: 'multi-exit-resnet18', stem: 'small' })], batchSize: 8, trainLimit: 24, dataset: { name: 'idx', train: randomIdx(root, 'train', 32), test: randomIdx(root, 'test', 16) } }],
+  [
+    'byot',
+    {
+      members: [member('resnet', { name: 'multi-exit-resnet18', stem: 'small' })],
+      batchSize: 8,
+      trainLimit: 24,
+      dataset: { name: 'idx', train: randomIdx(root, 'train', 32), test: randomIdx(root, 'test', 16) },
+    },
+  ],
 ];
-
 
 for (const [algorithm, extra] of cases) {
   test(`${algorithm} trains through the same worker and records each member's evaluation`, { timeout: 300_000 }, async () => {

@@ -19,7 +19,10 @@ before(async () => {
 test('a DML loss whose peer summary arrives after an await: same value and gradients as tf.variableGrads', async () => {
   const { model } = buildModel({ name: 'cnn-student', seed: 3 });
   const random = mulberry32(1);
-  const x = tf.tensor4d(Float32Array.from({ length: 8 * 784 }, () => random() * 2 - 1), [8, 28, 28, 1]);
+  const x = tf.tensor4d(
+    Float32Array.from({ length: 8 * 784 }, () => random() * 2 - 1),
+    [8, 28, 28, 1],
+  );
   const y = tf.tensor1d([0, 1, 2, 3, 4, 5, 6, 7], 'int32');
   const peers = [5, 6].map((seed) => tf.randomNormal([8, 10], 0, 2, 'float32', seed) as tf.Tensor2D);
   const summary = await summarizePeers(peers, 4);
@@ -49,11 +52,14 @@ test('a DML loss whose peer summary arrives after an await: same value and gradi
 
 test('an error inside f closes the tape: the next gradient computation works', async () => {
   const v = tf.variable(tf.scalar(3));
-  await assert.rejects(asyncVariableGrads(async () => {
-    tf.square(v);
-    await sleep(1);
-    throw new Error('peer lost');
-  }, [v]), /peer lost/);
+  await assert.rejects(
+    asyncVariableGrads(async () => {
+      tf.square(v);
+      await sleep(1);
+      throw new Error('peer lost');
+    }, [v]),
+    /peer lost/,
+  );
   const { value, grads } = await asyncVariableGrads(async () => {
     const s = tf.square(v);
     await sleep(1);

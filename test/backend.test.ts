@@ -17,9 +17,7 @@ test('auto falls back to wasm when no native backend is installed, and wasm can 
   assert.equal(tf.getBackend(), 'wasm');
   assert.match(active.device, /wasm/);
   // The training kernels are registered: a conv filter gradient runs on wasm.
-  const g = tf.grad((f: tf.Tensor) => tf.sum(tf.conv2d(tf.ones([1, 4, 4, 1]) as tf.Tensor4D, f as tf.Tensor4D, 1, 'valid')))(
-    tf.ones([3, 3, 1, 1]),
-  );
+  const g = tf.grad((f: tf.Tensor) => tf.sum(tf.conv2d(tf.ones([1, 4, 4, 1]) as tf.Tensor4D, f as tf.Tensor4D, 1, 'valid')))(tf.ones([3, 3, 1, 1]));
   assert.deepEqual(Array.from(await g.data()), new Array(9).fill(4)); // each tap sees 2x2 ones
 });
 
@@ -46,7 +44,10 @@ test('--gpu N pins the process through CUDA_VISIBLE_DEVICES before any native li
     assert.throws(() => pinGpu(-1), /--gpu must be a GPU index/);
     assert.throws(() => pinGpu(1.5), /--gpu must be a GPU index/);
   } finally {
-    for (const [key, value] of [['CUDA_VISIBLE_DEVICES', saved.cuda], ['TF_FORCE_GPU_ALLOW_GROWTH', saved.growth]] as const) {
+    for (const [key, value] of [
+      ['CUDA_VISIBLE_DEVICES', saved.cuda],
+      ['TF_FORCE_GPU_ALLOW_GROWTH', saved.growth],
+    ] as const) {
       if (value === undefined) delete process.env[key];
       else process.env[key] = value;
     }
@@ -71,7 +72,10 @@ test('CLI: bad option values are named in one error line', async () => {
   const cases: Array<[string[], RegExp]> = [
     [['train-single', '--epochs', '0'], /^cohort: error: --epochs must be a positive integer, got '0'$/],
     [['train-single', '--batch-size', 'many'], /^cohort: error: --batch-size must be a positive integer, got 'NaN'$/],
-    [['train-single', '--backend', 'metal'], /^cohort: error: Invalid values: Argument: backend, Given: "metal", Choices: "auto", "tensorflow-gpu", "webgpu", "tensorflow", "wasm", "cpu" \(see --help\)$/],
+    [
+      ['train-single', '--backend', 'metal'],
+      /^cohort: error: Invalid values: Argument: backend, Given: "metal", Choices: "auto", "tensorflow-gpu", "webgpu", "tensorflow", "wasm", "cpu" \(see --help\)$/,
+    ],
     [['train-single', '--gpu', '-2', '--backend', 'wasm'], /^cohort: error: --gpu must be a GPU index \(0, 1, \.\.\.\), got '-2'$/],
     [['no-such-command'], /^cohort: error: Unknown argument: no-such-command \(see --help\)$/],
   ];

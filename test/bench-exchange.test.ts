@@ -13,7 +13,19 @@ import { median } from '../bench/stats.js';
 test('npm run bench -- exchange: three paths timed per step, per-step and median ratios and targets computed from them', async () => {
   const lines: string[] = [];
   const result = await benchExchange(
-    { sizes: [2, 3], shapes: [[128, 10], [16, 300]], steps: 6, bigSteps: 6, warmup: 2, sleepMs: 0, stepMs: 100, cnnSteps: 1 },
+    {
+      sizes: [2, 3],
+      shapes: [
+        [128, 10],
+        [16, 300],
+      ],
+      steps: 6,
+      bigSteps: 6,
+      warmup: 2,
+      sleepMs: 0,
+      stepMs: 100,
+      cnnSteps: 1,
+    },
     (line) => lines.push(line),
   );
   assert.equal(result.rows.length, 4);
@@ -33,14 +45,26 @@ test('npm run bench -- exchange: three paths timed per step, per-step and median
   }
   for (const row of result.rows) {
     if (row.classes === 10) assert.ok(Math.abs(row.stepPercent! - row.cohortMs) < 1e-9, 'cohort ms as a % of a 100 ms step');
-    else assert.equal(row.stepPercent, undefined, 'the step share is for the reference CNN\'s 128x10 logits only');
+    else assert.equal(row.stepPercent, undefined, "the step share is for the reference CNN's 128x10 logits only");
   }
   const failing = (ratio: (r: (typeof result.rows)[number]) => number) => result.rows.filter((r) => ratio(r) > 2).map((r) => `K=${r.members} ${r.batch}x${r.classes}`);
-  assert.deepEqual(result.targets.ratio.failing, failing((r) => r.pairedRatio));
-  assert.deepEqual(result.targets.ratioOfMedians.failing, failing((r) => r.ratio));
-  assert.deepEqual(result.targets.ratioRead.failing, failing((r) => r.pairedRatioRead));
+  assert.deepEqual(
+    result.targets.ratio.failing,
+    failing((r) => r.pairedRatio),
+  );
+  assert.deepEqual(
+    result.targets.ratioOfMedians.failing,
+    failing((r) => r.ratio),
+  );
+  assert.deepEqual(
+    result.targets.ratioRead.failing,
+    failing((r) => r.pairedRatioRead),
+  );
   assert.equal(result.targets.stepShare.met, undefined, 'no K = 4 row, so the step-share target is not judged');
-  assert.ok(lines.some((l) => l.startsWith('| 3 | 16x300 |')), lines.join('\n'));
+  assert.ok(
+    lines.some((l) => l.startsWith('| 3 | 16x300 |')),
+    lines.join('\n'),
+  );
 });
 
 test('npm run bench -- exchange: bad options are refused with the option named', async () => {

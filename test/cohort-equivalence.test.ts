@@ -145,14 +145,28 @@ test('DML: a coordinator and 3 worker processes over tcp give the weights of the
     assert.match(evaluated.stdout, new RegExp(`^\\| ${name} \\| member \\| ${(100 * accuracy).toFixed(2)}% \\|`, 'm'));
   }
   assert.doesNotMatch(evaluated.stdout, /^\| c \|/m);
-  const expected = await referenceWeights(config, (members, _t, i, y) => dmlLoss(members[i], members.filter((_, j) => j !== i), y, { T: config.temperature, alpha: config.alpha }));
+  const expected = await referenceWeights(config, (members, _t, i, y) =>
+    dmlLoss(
+      members[i],
+      members.filter((_, j) => j !== i),
+      y,
+      { T: config.temperature, alpha: config.alpha },
+    ),
+  );
   await assertClose(config, expected);
 });
 
 test('KD: a forward-only teacher worker running ahead of 2 students gives the weights of the single-process loop', { timeout: 300_000 }, async () => {
-  const raw = { ...baseConfig('kd-equivalence', 'kd'), members: [mlp('s1'), mlp('s2')], teachers: [{ name: 'teacher', model: { name: 'mlp-teacher', dropout: 0 }, backend: 'wasm' }], exchange: { timeoutMs: 120_000, teacherWindow: 3 } };
+  const raw = {
+    ...baseConfig('kd-equivalence', 'kd'),
+    members: [mlp('s1'), mlp('s2')],
+    teachers: [{ name: 'teacher', model: { name: 'mlp-teacher', dropout: 0 }, backend: 'wasm' }],
+    exchange: { timeoutMs: 120_000, teacherWindow: 3 },
+  };
   await runDistributed(raw);
   const config = resolveRunConfig(raw);
-  const expected = await referenceWeights(config, (members, teachers, i, y) => kdLoss(members[i], temperedPredictions(teachers[0], config.temperature).probs, y, { T: config.temperature, alpha: config.alpha, teacherIsProbs: true }));
+  const expected = await referenceWeights(config, (members, teachers, i, y) =>
+    kdLoss(members[i], temperedPredictions(teachers[0], config.temperature).probs, y, { T: config.temperature, alpha: config.alpha, teacherIsProbs: true }),
+  );
   await assertClose(config, expected);
 });

@@ -26,7 +26,16 @@ import { predictionsMessage } from './helpers/messages.js';
 const root = mkdtempSync(join(tmpdir(), 'cohort-parts-'));
 after(() => rmSync(root, { recursive: true, force: true }));
 
-const joinOf = (member: string, extra: Partial<MessageOf<'join'>> = {}): MessageOf<'join'> => ({ type: 'join', protocolVersion: PROTOCOL_VERSION, member, backend: 'cpu', device: '', pid: 100, host: 'h', ...extra });
+const joinOf = (member: string, extra: Partial<MessageOf<'join'>> = {}): MessageOf<'join'> => ({
+  type: 'join',
+  protocolVersion: PROTOCOL_VERSION,
+  member,
+  backend: 'cpu',
+  device: '',
+  pid: 100,
+  host: 'h',
+  ...extra,
+});
 const peer = (name: string) => Buffer.from(`${name}#peer`);
 
 describe('membership', () => {
@@ -39,7 +48,10 @@ describe('membership', () => {
       assert.equal(v.action, 'reject');
       return v.action === 'reject' ? v : undefined!;
     };
-    assert.match(refused(joinOf('a', { protocolVersion: PROTOCOL_VERSION + 1 })).reason, new RegExp(`^protocol version ${PROTOCOL_VERSION + 1}; this coordinator speaks version ${PROTOCOL_VERSION}$`));
+    assert.match(
+      refused(joinOf('a', { protocolVersion: PROTOCOL_VERSION + 1 })).reason,
+      new RegExp(`^protocol version ${PROTOCOL_VERSION + 1}; this coordinator speaks version ${PROTOCOL_VERSION}$`),
+    );
     assert.match(refused(joinOf('a', { runId: 'other' })).reason, /runs 'run', not 'other'/);
     assert.match(refused(joinOf('z')).reason, /no member or teacher named 'z' in run 'run' \(expected a, b, t\)/);
     const wrongRole = refused(joinOf('t', { role: 'member' }));
@@ -129,7 +141,10 @@ describe('liveness', () => {
     l.arrived(900, 'a');
     assert.deepEqual(l.silent(1000), []);
     assert.deepEqual(l.silent(1001), [{ worker: 'b', silentMs: 1001 }]);
-    assert.deepEqual(l.silent(1901), [{ worker: 'a', silentMs: 1001 }, { worker: 'b', silentMs: 1901 }]);
+    assert.deepEqual(l.silent(1901), [
+      { worker: 'a', silentMs: 1001 },
+      { worker: 'b', silentMs: 1901 },
+    ]);
     assert.deepEqual(l.silent(1901, new Set(['b'])), [{ worker: 'a', silentMs: 1001 }], 'a finished worker is excused');
     l.forget('a');
     assert.deepEqual(l.silent(5000, new Set(['b'])), []);
@@ -143,14 +158,28 @@ describe('liveness', () => {
     assert.equal(l.looked(500), 0);
     l.arrived(600, 'a');
     assert.equal(l.looked(2400), 0, 'a gap of 1.9 s is not a stall');
-    assert.deepEqual(l.silent(2400).map((s) => s.worker), ['a', 'b'], 'judged by arrivals: nothing arrived since 600 and 0');
+    assert.deepEqual(
+      l.silent(2400).map((s) => s.worker),
+      ['a', 'b'],
+      'judged by arrivals: nothing arrived since 600 and 0',
+    );
     const gap = l.looked(12_400); // the process was stopped for 10 s
     assert.equal(gap, 10_000);
-    assert.deepEqual(l.silent(12_400), [{ worker: 'a', silentMs: 1800 }, { worker: 'b', silentMs: 2400 }], 'the silence before the stall counts, the stall does not');
+    assert.deepEqual(
+      l.silent(12_400),
+      [
+        { worker: 'a', silentMs: 1800 },
+        { worker: 'b', silentMs: 2400 },
+      ],
+      'the silence before the stall counts, the stall does not',
+    );
     assert.equal(l.recovering(12_400 + 999), true);
     assert.equal(l.recovering(12_400 + 1000), false);
     l.arrived(12_500, 'a');
-    assert.deepEqual(l.silent(13_400).map((s) => s.worker), ['b']);
+    assert.deepEqual(
+      l.silent(13_400).map((s) => s.worker),
+      ['b'],
+    );
   });
 
   test('heartbeats are due every heartbeatMs; the run stalls when nothing at all arrived for timeoutMs', () => {
@@ -182,15 +211,44 @@ const teachingOf = (m: Message) => (m.type === 'teaching' ? Array.from(m.teachin
 describe('step server', () => {
   const dml: TeachingRule = { kind: 'peers-leave-one-out', negEntropy: true };
 
-  test('DML: a step is served once every live member has sent, each member getting its peers\' mean', async () => {
+  test("DML: a step is served once every live member has sent, each member getting its peers' mean", async () => {
     const { s, sent, send } = server(dml);
-    s.add('a', 'member', predictions(0, [[1, 0], [0, 1]]));
-    s.add('c', 'member', predictions(0, [[0, 1], [0, 1]]));
+    s.add(
+      'a',
+      'member',
+      predictions(0, [
+        [1, 0],
+        [0, 1],
+      ]),
+    );
+    s.add(
+      'c',
+      'member',
+      predictions(0, [
+        [0, 1],
+        [0, 1],
+      ]),
+    );
     assert.equal(await s.serve(0, 0, send), false);
     assert.equal(sent.length, 0);
-    s.add('b', 'member', predictions(0, [[0.5, 0.5], [1, 0]], [0, 1], { loss: 0.7 }));
+    s.add(
+      'b',
+      'member',
+      predictions(
+        0,
+        [
+          [0.5, 0.5],
+          [1, 0],
+        ],
+        [0, 1],
+        { loss: 0.7 },
+      ),
+    );
     assert.equal(await s.serve(0, 3, send), true);
-    assert.deepEqual(sent.map((x) => x.name), ['a', 'b', 'c']);
+    assert.deepEqual(
+      sent.map((x) => x.name),
+      ['a', 'b', 'c'],
+    );
     assert.deepEqual(teachingOf(sent[0].message), [0.25, 0.75, 0.5, 0.5]);
     assert.deepEqual(teachingOf(sent[1].message), [0.5, 0.5, 0, 1]);
     const first = sent[0].message as MessageOf<'teaching'>;
@@ -200,26 +258,91 @@ describe('step server', () => {
     assert.equal(s.nextStep, 1);
     assert.equal(s.served, 1);
     assert.equal(s.lastLoss.get('b'), 0.7);
-    assert.deepEqual(s.add('a', 'member', predictions(0, [[1, 0], [0, 1]])), { kind: 'already-done' });
+    assert.deepEqual(
+      s.add(
+        'a',
+        'member',
+        predictions(0, [
+          [1, 0],
+          [0, 1],
+        ]),
+      ),
+      { kind: 'already-done' },
+    );
   });
 
   test('predictions of other samples stop the run; a duplicate or another shape is ignored', () => {
     const { s } = server(dml);
-    s.add('a', 'member', predictions(0, [[1, 0], [0, 1]]));
-    assert.deepEqual(s.add('a', 'member', predictions(0, [[1, 0], [0, 1]])), { kind: 'duplicate' });
-    assert.equal(s.add('b', 'member', predictions(0, [[1, 0, 0], [0, 1, 0]])).kind, 'other-shape');
+    s.add(
+      'a',
+      'member',
+      predictions(0, [
+        [1, 0],
+        [0, 1],
+      ]),
+    );
+    assert.deepEqual(
+      s.add(
+        'a',
+        'member',
+        predictions(0, [
+          [1, 0],
+          [0, 1],
+        ]),
+      ),
+      { kind: 'duplicate' },
+    );
+    assert.equal(
+      s.add(
+        'b',
+        'member',
+        predictions(0, [
+          [1, 0, 0],
+          [0, 1, 0],
+        ]),
+      ).kind,
+      'other-shape',
+    );
     assert.throws(
-      () => s.add('c', 'member', predictions(0, [[1, 0], [0, 1]], [5, 6])),
+      () =>
+        s.add(
+          'c',
+          'member',
+          predictions(
+            0,
+            [
+              [1, 0],
+              [0, 1],
+            ],
+            [5, 6],
+          ),
+        ),
       (e: unknown) => e instanceof CohortError && e.code === 'SAMPLES_MISMATCH' && /c's batch holds samples \[5, 6\] but a's \[0, 1\]/.test(e.message),
     );
   });
 
   test('the next step not done advances only over steps every member has been served', async () => {
     const { s, send } = server(dml, ['a', 'b']);
-    for (const n of ['a', 'b']) s.add(n, 'member', predictions(1, [[1, 0], [0, 1]]));
+    for (const n of ['a', 'b'])
+      s.add(
+        n,
+        'member',
+        predictions(1, [
+          [1, 0],
+          [0, 1],
+        ]),
+      );
     assert.equal(await s.serve(1, 0, send), true);
     assert.equal(s.nextStep, 0, 'step 0 is not done');
-    for (const n of ['a', 'b']) s.add(n, 'member', predictions(0, [[1, 0], [0, 1]]));
+    for (const n of ['a', 'b'])
+      s.add(
+        n,
+        'member',
+        predictions(0, [
+          [1, 0],
+          [0, 1],
+        ]),
+      );
     await s.serve(0, 0, send);
     assert.equal(s.nextStep, 2);
     s.rollBack(0);
@@ -229,25 +352,73 @@ describe('step server', () => {
 
   test('elastic: a lost member leaves the steps in flight, which the live ones are served without it', async () => {
     const { s, sent, send, absent } = server(dml);
-    s.add('a', 'member', predictions(0, [[1, 0], [0, 1]]));
-    s.add('b', 'member', predictions(0, [[0, 1], [1, 0]]));
-    s.add('c', 'member', predictions(1, [[0, 1], [1, 0]]));
+    s.add(
+      'a',
+      'member',
+      predictions(0, [
+        [1, 0],
+        [0, 1],
+      ]),
+    );
+    s.add(
+      'b',
+      'member',
+      predictions(0, [
+        [0, 1],
+        [1, 0],
+      ]),
+    );
+    s.add(
+      'c',
+      'member',
+      predictions(1, [
+        [0, 1],
+        [1, 0],
+      ]),
+    );
     absent.add('c');
     s.drop('c', 'member');
     assert.deepEqual(s.pending(), [0, 1]);
     assert.equal(await s.serve(0, 0, send), true);
-    assert.deepEqual(sent.map((x) => x.name), ['a', 'b']);
+    assert.deepEqual(
+      sent.map((x) => x.name),
+      ['a', 'b'],
+    );
     assert.deepEqual(teachingOf(sent[0].message), [0, 1, 1, 0], "a's only live peer is b");
   });
 
   test("KD: members wait for every live teacher; each gets the teachers' mean", async () => {
     const { s, sent, send } = server({ kind: 'teachers-mean' }, ['a'], ['t1', 't2']);
-    s.add('t1', 'teacher', predictions(0, [[1, 0], [0, 1]]));
-    s.add('a', 'member', predictions(0, [[0.5, 0.5], [0.5, 0.5]]));
+    s.add(
+      't1',
+      'teacher',
+      predictions(0, [
+        [1, 0],
+        [0, 1],
+      ]),
+    );
+    s.add(
+      'a',
+      'member',
+      predictions(0, [
+        [0.5, 0.5],
+        [0.5, 0.5],
+      ]),
+    );
     assert.equal(await s.serve(0, 0, send), false, 't2 has not sent');
-    s.add('t2', 'teacher', predictions(0, [[0, 1], [0, 1]]));
+    s.add(
+      't2',
+      'teacher',
+      predictions(0, [
+        [0, 1],
+        [0, 1],
+      ]),
+    );
     assert.equal(await s.serve(0, 0, send), true);
-    assert.deepEqual(sent.map((x) => x.name), ['a']);
+    assert.deepEqual(
+      sent.map((x) => x.name),
+      ['a'],
+    );
     assert.deepEqual(teachingOf(sent[0].message), [0.5, 0.5, 0, 1]);
     assert.equal((sent[0].message as MessageOf<'teaching'>).peerCount, 2);
   });
@@ -278,15 +449,27 @@ describe('evaluations', () => {
     const e = new Evaluations(['a', 'b']);
     e.addLogits('a', 'member', logits(0, 0, [5, 0, 0, 5]));
     e.addLogits('t', 'teacher', logits(0, 0, [0, 5, 5, 0]));
-    assert.deepEqual(e.addEval('a', 'member', evalOf(0, 0.9)).map((x) => x.record.worker), ['a']);
-    assert.deepEqual(e.addEval('t', 'teacher', evalOf(0, 0.8)).map((x) => x.record.worker), ['t']);
+    assert.deepEqual(
+      e.addEval('a', 'member', evalOf(0, 0.9)).map((x) => x.record.worker),
+      ['a'],
+    );
+    assert.deepEqual(
+      e.addEval('t', 'teacher', evalOf(0, 0.8)).map((x) => x.record.worker),
+      ['t'],
+    );
     e.addLogits('b', 'member', logits(0, 0, [3, 0, 0, 3]));
     const last = e.addEval('b', 'member', evalOf(0, 0.7));
-    assert.deepEqual(last.map((x) => x.record.worker), ['b', 'ensemble']);
+    assert.deepEqual(
+      last.map((x) => x.record.worker),
+      ['b', 'ensemble'],
+    );
     assert.equal(last[1].record.accuracy, 1);
     assert.equal(last[1].record.role, 'ensemble');
     assert.ok(last[1].reliability && last[1].reliability.length > 0);
-    assert.deepEqual(e.finalRecords(['a', 'b', 't', 'ensemble']).map((r) => r.worker), ['a', 'b', 't', 'ensemble']);
+    assert.deepEqual(
+      e.finalRecords(['a', 'b', 't', 'ensemble']).map((r) => r.worker),
+      ['a', 'b', 't', 'ensemble'],
+    );
   });
 
   test('a rollback forgets evaluations in progress', () => {
@@ -295,7 +478,10 @@ describe('evaluations', () => {
     e.addLogits('b', 'member', logits(0, 0, [5, 0, 0, 5]));
     e.addEval('a', 'member', evalOf(0, 0.9));
     e.rollBack();
-    assert.deepEqual(e.addEval('b', 'member', evalOf(0, 0.9)).map((x) => x.record.worker), ['b']);
+    assert.deepEqual(
+      e.addEval('b', 'member', evalOf(0, 0.9)).map((x) => x.record.worker),
+      ['b'],
+    );
   });
 });
 
@@ -394,14 +580,24 @@ describe('run records', () => {
   test('events are written as typed records of metrics.jsonl and passed to onEvent', () => {
     const file = join(root, 'metrics.jsonl');
     const seen: EventRecord[] = [];
-    const records = new RunRecords(file, (e) => seen.push(e), () => new Date(0));
+    const records = new RunRecords(
+      file,
+      (e) => seen.push(e),
+      () => new Date(0),
+    );
     records.event('worker-lost', { worker: 'b', reason: 'silent', detail: 'no message for 3.0 s', pid: 42, step: 7, generation: 0, restarts: 1, stopped: true });
     records.event('rollback', { worker: 'b', step: 5, checkpoint: '/x', generation: 1 });
     const { records: parsed, problems } = parseMetricsLines(readFileSync(file, 'utf8'));
     assert.deepEqual(problems, []);
-    assert.deepEqual(parsed.map((r) => (r.kind === 'event' ? r.event : r.kind)), ['worker-lost', 'rollback']);
+    assert.deepEqual(
+      parsed.map((r) => (r.kind === 'event' ? r.event : r.kind)),
+      ['worker-lost', 'rollback'],
+    );
     assert.deepEqual(seen, parsed);
     assert.equal(seen[0].time, '1970-01-01T00:00:00.000Z');
-    assert.throws(() => new RunRecords(join(root, 'missing', 'm.jsonl')).event('given-up', { workers: [] }), (e: unknown) => e instanceof CohortError && e.code === 'FILE_UNWRITABLE');
+    assert.throws(
+      () => new RunRecords(join(root, 'missing', 'm.jsonl')).event('given-up', { workers: [] }),
+      (e: unknown) => e instanceof CohortError && e.code === 'FILE_UNWRITABLE',
+    );
   });
 });

@@ -22,7 +22,11 @@ const random = mulberry32(21);
 const logits = (rows: number, classes: number, scale: number) => Float32Array.from({ length: rows * classes }, () => (random() * 2 - 1) * scale);
 
 test("the workers' tempered predictions, averaged leave-one-out, equal summarizePeers of the K - 1 peers (K = 2, 4; T = 1, 4; logits up to +-80)", async () => {
-  for (const [K, T, scale] of [[2, 1, 3], [4, 4, 3], [4, 1, 80]]) {
+  for (const [K, T, scale] of [
+    [2, 1, 3],
+    [4, 4, 3],
+    [4, 1, 80],
+  ]) {
     const members = Array.from({ length: K }, () => logits(6, 5, scale));
     // What each worker sends: its probabilities at T and their negative entropy, from tfjs.
     const sent = await Promise.all(
@@ -33,13 +37,19 @@ test("the workers' tempered predictions, averaged leave-one-out, equal summarize
         return out;
       }),
     );
-    const teaching = leaveOneOutTeaching(sent.map((p) => p.probs), sent.map((p) => p.negEntropy));
+    const teaching = leaveOneOutTeaching(
+      sent.map((p) => p.probs),
+      sent.map((p) => p.negEntropy),
+    );
     for (let i = 0; i < K; i++) {
       const peers = members.filter((_, j) => j !== i).map((z) => tf.tensor2d(z, [6, 5]));
       const expected = await summarizePeers(peers, T);
       const probs = await expected.meanProbs.data();
       teaching[i].meanProbs.forEach((p, k) => assert.ok(Math.abs(p - probs[k]) < 1e-6, `K ${K} T ${T} member ${i}: ${p} vs ${probs[k]}`));
-      assert.ok(Math.abs(teaching[i].meanNegEntropy - expected.meanNegEntropy) < 1e-5 * Math.max(1, Math.abs(expected.meanNegEntropy)), `${teaching[i].meanNegEntropy} vs ${expected.meanNegEntropy}`);
+      assert.ok(
+        Math.abs(teaching[i].meanNegEntropy - expected.meanNegEntropy) < 1e-5 * Math.max(1, Math.abs(expected.meanNegEntropy)),
+        `${teaching[i].meanNegEntropy} vs ${expected.meanNegEntropy}`,
+      );
       assert.ok(teaching[i].meanProbs.every(Number.isFinite));
       tf.dispose([...peers, expected.meanProbs]);
     }
@@ -88,7 +98,7 @@ test('the WebAssembly sums equal plain float64 arithmetic bit for bit (sizes 0 t
   const sums = new PredictionSums(1001);
   for (const size of [0, 1, 3, 5, 64, 1001]) {
     for (const K of [2, 3, 16]) {
-      const probs = Array.from({ length: K }, () => Float32Array.from({ length: size }, (_, k) => (k % 7 === 0 ? -0 : random() * 10 ** (-(k % 9)))));
+      const probs = Array.from({ length: K }, () => Float32Array.from({ length: size }, (_, k) => (k % 7 === 0 ? -0 : random() * 10 ** -(k % 9))));
       const negEntropies = probs.map(() => -random());
       // The reference, in the order the coordinator sums: config order, from 0.
       const sum = new Float64Array(size);

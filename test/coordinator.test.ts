@@ -32,7 +32,10 @@ function start(name: string, timeoutMs = 20_000): { endpoint: Promise<string>; r
     name,
     algorithm: 'dml',
     dataset: { name: 'fashion-mnist' },
-    members: [{ name: 'a', model: { name: 'mlp-student' } }, { name: 'b', model: { name: 'mlp-student' } }],
+    members: [
+      { name: 'a', model: { name: 'mlp-student' } },
+      { name: 'b', model: { name: 'mlp-student' } },
+    ],
     temperature: 2,
     runDir: root,
     exchange: { timeoutMs },
@@ -45,7 +48,16 @@ function start(name: string, timeoutMs = 20_000): { endpoint: Promise<string>; r
   return { endpoint, run, lines };
 }
 
-const join_ = (member: string, extra: Partial<Extract<Message, { type: 'join' }>> = {}): Message => ({ type: 'join', protocolVersion: PROTOCOL_VERSION, member, backend: 'test', device: '', pid: process.pid, host: 'test', ...extra });
+const join_ = (member: string, extra: Partial<Extract<Message, { type: 'join' }>> = {}): Message => ({
+  type: 'join',
+  protocolVersion: PROTOCOL_VERSION,
+  member,
+  backend: 'test',
+  device: '',
+  pid: process.pid,
+  host: 'test',
+  ...extra,
+});
 
 /** The next message that is not one of the coordinator's heartbeats. */
 async function next(socket: WorkerSocket): Promise<Message> {
@@ -105,7 +117,10 @@ test('admission: wrong version, unknown name, duplicate and wrong role are refus
   await wrongRun.send(join_('b', { runId: 'another-run' }));
   assert.deepEqual(await next(wrongRun), { type: 'reject', reason: "this coordinator runs 'admission', not 'another-run'" });
   await assert.rejects(run, /no message from a, b for 5 s; giving up/);
-  assert.ok(lines.some((l) => /dropped a message from mallory: header frame is not valid msgpack/.test(l)), lines.join('\n'));
+  assert.ok(
+    lines.some((l) => /dropped a message from mallory: header frame is not valid msgpack/.test(l)),
+    lines.join('\n'),
+  );
   for (const s of [stranger, teacher, a, twin, wrongRun]) s.close();
   garbage.close();
 });
@@ -114,7 +129,10 @@ test('a DML step: each member gets the mean of its peer probabilities at T; misa
   const { endpoint, run } = start('steps');
   const address = await endpoint;
   const [a, b] = [await worker(address, 'a'), await worker(address, 'b')];
-  for (const [s, n] of [[a, 'a'], [b, 'b']] as const) {
+  for (const [s, n] of [
+    [a, 'a'],
+    [b, 'b'],
+  ] as const) {
     await s.send(join_(n));
     assert.equal((await next(s)).type, 'welcome');
   }
@@ -189,7 +207,18 @@ test('a run directory that cannot be written is a clear error, before anything s
   const blocker = join(root, 'a-file');
   writeFileSync(blocker, 'not a directory');
   const config = join(root, 'unwritable.json');
-  writeFileSync(config, JSON.stringify({ algorithm: 'dml', dataset: { name: 'fashion-mnist' }, members: [{ name: 'a', model: { name: 'mlp-student' } }, { name: 'b', model: { name: 'mlp-student' } }], runDir: blocker }));
+  writeFileSync(
+    config,
+    JSON.stringify({
+      algorithm: 'dml',
+      dataset: { name: 'fashion-mnist' },
+      members: [
+        { name: 'a', model: { name: 'mlp-student' } },
+        { name: 'b', model: { name: 'mlp-student' } },
+      ],
+      runDir: blocker,
+    }),
+  );
   const result = await runCli(['coordinator', config, '--bind', 'tcp://127.0.0.1:*', '--insecure']);
   assert.equal(result.code, 2);
   assert.match(result.stderr, new RegExp(`^cohort: error: run directory ${blocker}/run is not writable: a part of the path is a file, not a folder \\(ENOTDIR\\)$`, 'm'));

@@ -42,17 +42,22 @@ async function all(source: BatchSource, epoch = 0): Promise<Batch[]> {
   return out;
 }
 
-const rejectsWith = (config: unknown, pattern: RegExp) =>
-  assert.rejects(openDataset(config as DatasetConfig), (e: unknown) => e instanceof CohortError && pattern.test(e.message));
+const rejectsWith = (config: unknown, pattern: RegExp) => assert.rejects(openDataset(config as DatasetConfig), (e: unknown) => e instanceof CohortError && pattern.test(e.message));
 
 describe('config errors name the bad key', () => {
-  test('unknown dataset name', () => rejectsWith({ name: 'cifar' }, /dataset\.name: Invalid input: expected one of "fashion-mnist"\|"idx"\|"image-folder"|dataset\.name: .*fashion-mnist/));
+  test('unknown dataset name', () =>
+    rejectsWith({ name: 'cifar' }, /dataset\.name: Invalid input: expected one of "fashion-mnist"\|"idx"\|"image-folder"|dataset\.name: .*fashion-mnist/));
   test('missing and ill-typed keys, listed together', () =>
-    rejectsWith({ name: 'idx', train: { images: 3 }, test: { images: 'a', labels: 'b' } }, /dataset\.train\.images: .*expected string.*\n {2}dataset\.train\.labels: .*expected string/s));
+    rejectsWith(
+      { name: 'idx', train: { images: 3 }, test: { images: 'a', labels: 'b' } },
+      /dataset\.train\.images: .*expected string.*\n {2}dataset\.train\.labels: .*expected string/s,
+    ));
   test('unknown key', () => rejectsWith({ name: 'fashion-mnist', datadir: '/x' }, /dataset: unknown key 'datadir'/));
   test('image-folder sizes', () => rejectsWith({ name: 'image-folder', train: '/a', test: '/b', size: 0 }, /dataset\.size: .*>0|dataset\.size: Too small/));
-  test('a missing image folder names its path', () => rejectsWith({ name: 'image-folder', train: join(root, 'nowhere'), test: join(root, 'nowhere') }, new RegExp(`${join(root, 'nowhere')}`)));
-  test('a missing IDX file names its path', () => rejectsWith({ name: 'idx', train: { images: join(root, 'none'), labels: join(root, 'none') }, test: { images: 'a', labels: 'b' } }, /IDX file not found: .*none/));
+  test('a missing image folder names its path', () =>
+    rejectsWith({ name: 'image-folder', train: join(root, 'nowhere'), test: join(root, 'nowhere') }, new RegExp(`${join(root, 'nowhere')}`)));
+  test('a missing IDX file names its path', () =>
+    rejectsWith({ name: 'idx', train: { images: join(root, 'none'), labels: join(root, 'none') }, test: { images: 'a', labels: 'b' } }, /IDX file not found: .*none/));
 });
 
 describe('idx', () => {
@@ -69,9 +74,19 @@ describe('idx', () => {
     assert.equal(train.batchesPerEpoch, 3);
     assert.deepEqual(train.imageShape, [3, 3, 3]);
     const batches = await all(train);
-    assert.deepEqual(batches.map((b) => b.shape), [[4, 3, 3, 3], [4, 3, 3, 3], [2, 3, 3, 3]]);
+    assert.deepEqual(
+      batches.map((b) => b.shape),
+      [
+        [4, 3, 3, 3],
+        [4, 3, 3, 3],
+        [2, 3, 3, 3],
+      ],
+    );
     const indices = batches.flatMap((b) => Array.from(b.indices));
-    assert.deepEqual([...indices].sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert.deepEqual(
+      [...indices].sort((a, b) => a - b),
+      [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    );
     for (const b of batches) b.indices.forEach((i, k) => assert.equal(b.labels[k], i % 4));
     // Over the whole training epoch every channel has mean 0 and (population) std 1.
     for (let c = 0; c < 3; c++) {
@@ -85,7 +100,10 @@ describe('idx', () => {
   test('the test split is walked in order; an explicit normalisation is applied exactly', async () => {
     const dataset = await openDataset({ name: 'idx', ...rgb, normalization: { mean: [0.5, 0.25, 0], std: 0.5 } });
     const batches = await all(dataset.loader({ split: 'test', batchSize: 2, seed: 9 }));
-    assert.deepEqual(batches.flatMap((b) => Array.from(b.indices)), [0, 1, 2, 3, 4]);
+    assert.deepEqual(
+      batches.flatMap((b) => Array.from(b.indices)),
+      [0, 1, 2, 3, 4],
+    );
     // Image 3, pixel value index p = 4 (row 0, column 1, channel 1): (7*3 + 3*4) % 256 = 33.
     const value = batches[1].images[1 * 27 + 4];
     assert.equal(value, Math.fround((33 / 255 - 0.25) / 0.5));
@@ -106,7 +124,10 @@ describe('idx', () => {
     const c = (await openDataset({ name: 'idx', train: pair, test: pair })).loader({ split: 'train', batchSize: 8, seed: 43 });
     const [ea, eb, ec] = [await all(a, 2), await all(b, 2), await all(c, 2)];
     assert.deepEqual(ea, eb);
-    assert.notDeepEqual(ea.map((x) => Array.from(x.indices)), ec.map((x) => Array.from(x.indices)));
+    assert.notDeepEqual(
+      ea.map((x) => Array.from(x.indices)),
+      ec.map((x) => Array.from(x.indices)),
+    );
     const epoch3 = await all(a, 3);
     // Stop after two batches of epoch 3, save, and resume in a fresh loader.
     let seen = 0;
@@ -158,19 +179,32 @@ describe('image-folder', () => {
   const folders = { train: join(root, 'images', 'train'), test: join(root, 'images', 'val'), odd: join(root, 'images', 'odd') };
   before(async () => {
     const random = mulberry32(5);
-    for (const [split, count] of [['train', 4], ['val', 2]] as const) {
+    for (const [split, count] of [
+      ['train', 4],
+      ['val', 2],
+    ] as const) {
       for (const cls of ['n01', 'n02']) {
         const dir = join(root, 'images', split, cls);
         mkdirSync(dir, { recursive: true });
         for (let i = 0; i < count; i++) {
           const [w, h] = [40 + 7 * i, 33 + 5 * i];
           const raw = Buffer.from(Uint8Array.from({ length: w * h * 3 }, () => random() * 256));
-          writeFileSync(join(dir, `${i}.JPEG`), await sharp(raw, { raw: { width: w, height: h, channels: 3 } }).jpeg().toBuffer());
+          writeFileSync(
+            join(dir, `${i}.JPEG`),
+            await sharp(raw, { raw: { width: w, height: h, channels: 3 } })
+              .jpeg()
+              .toBuffer(),
+          );
         }
       }
     }
     mkdirSync(join(folders.odd, 'n01'), { recursive: true });
-    writeFileSync(join(folders.odd, 'n01', 'a.png'), await sharp({ create: { width: 8, height: 8, channels: 3, background: 'red' } }).png().toBuffer());
+    writeFileSync(
+      join(folders.odd, 'n01', 'a.png'),
+      await sharp({ create: { width: 8, height: 8, channels: 3, background: 'red' } })
+        .png()
+        .toBuffer(),
+    );
   });
 
   test('train crops to `size`, test resizes and center-crops in folder order; class names from the folders', async () => {
@@ -179,9 +213,22 @@ describe('image-folder', () => {
     const train = dataset.loader({ split: 'train', batchSize: 3, seed: 1 });
     const test = dataset.loader({ split: 'test', batchSize: 3, seed: 1, downscale: { size: 16, upsample: 'none' } });
     const [tb, vb] = [await all(train), await all(test)];
-    assert.deepEqual(tb.map((b) => b.shape), [[3, 24, 24, 3], [3, 24, 24, 3], [2, 24, 24, 3]]);
-    assert.deepEqual(vb.flatMap((b) => Array.from(b.indices)), [0, 1, 2, 3]);
-    assert.deepEqual(vb.flatMap((b) => Array.from(b.labels)), [0, 0, 1, 1]);
+    assert.deepEqual(
+      tb.map((b) => b.shape),
+      [
+        [3, 24, 24, 3],
+        [3, 24, 24, 3],
+        [2, 24, 24, 3],
+      ],
+    );
+    assert.deepEqual(
+      vb.flatMap((b) => Array.from(b.indices)),
+      [0, 1, 2, 3],
+    );
+    assert.deepEqual(
+      vb.flatMap((b) => Array.from(b.labels)),
+      [0, 0, 1, 1],
+    );
     assert.deepEqual(vb[0].shape, [3, 16, 16, 3]);
     await Promise.all([train.close(), test.close()]);
   });

@@ -63,7 +63,9 @@ const envs = (stage: Stage) =>
   new Map(
     stage.instructions
       .filter((i) => i.getKeyword() === 'ENV')
-      .flatMap((i) => (i as unknown as { getProperties(): { getName(): string; getValue(): string | null }[] }).getProperties().map((p) => [p.getName(), p.getValue() ?? ''] as const)),
+      .flatMap((i) =>
+        (i as unknown as { getProperties(): { getName(): string; getValue(): string | null }[] }).getProperties().map((p) => [p.getName(), p.getValue() ?? ''] as const),
+      ),
   );
 /** The packages of the stage's `apt-get install` commands. */
 const aptPackages = (stage: Stage) =>
@@ -96,7 +98,10 @@ test('the GPU image: CUDA 11.2 with cuDNN 8 for tfjs-node-gpu 4.22.0 (libtensorf
   // Node.js comes from the node stage into both CUDA stages.
   for (const stage of gpu.stages.slice(1)) {
     const copies = stage.instructions.filter((i) => i.getKeyword() === 'COPY' && flags(i).some(([n, v]) => n === 'from' && v === 'node'));
-    assert.ok(copies.some((c) => words(c)[0] === '/usr/local/bin/node'), `${stage.name ?? 'final'} stage gets node from the node stage`);
+    assert.ok(
+      copies.some((c) => words(c)[0] === '/usr/local/bin/node'),
+      `${stage.name ?? 'final'} stage gets node from the node stage`,
+    );
   }
 });
 
@@ -114,7 +119,13 @@ test('the GPU image: npm ci with the optional dependencies, and a check that tfj
 
 test('the CPU image: Node.js 20, tfjs-node (optional, by build argument) and never the GPU library', () => {
   assert.equal(cpu.args.get('NODE_IMAGE'), 'node:20-bookworm-slim');
-  assert.deepEqual(cpu.stages.map((s) => [s.name, s.base]), [['build', 'node:20-bookworm-slim'], [null, 'node:20-bookworm-slim']]);
+  assert.deepEqual(
+    cpu.stages.map((s) => [s.name, s.base]),
+    [
+      ['build', 'node:20-bookworm-slim'],
+      [null, 'node:20-bookworm-slim'],
+    ],
+  );
   const install = runs(cpu.stages[0]).find((r) => r.includes('npm ci'))!;
   assert.match(install, /npm ci --include=optional --ignore-scripts/);
   assert.match(install, /npm rebuild @tensorflow\/tfjs-node && test -f node_modules\/@tensorflow\/tfjs-node\/deps\/lib\/libtensorflow\.so\.2\.9\.1/);
@@ -124,9 +135,15 @@ test('the CPU image: Node.js 20, tfjs-node (optional, by build argument) and nev
   assert.equal(arg && words(arg)[0], 'TFJS_NODE=true');
 });
 
-test('the WebGPU image: Node.js 20 on Debian bookworm with the Vulkan loader, nothing of CUDA, and the driver\'s Vulkan files asked of the NVIDIA container toolkit', () => {
+test("the WebGPU image: Node.js 20 on Debian bookworm with the Vulkan loader, nothing of CUDA, and the driver's Vulkan files asked of the NVIDIA container toolkit", () => {
   assert.equal(webgpu.args.get('NODE_IMAGE'), 'node:20-bookworm-slim');
-  assert.deepEqual(webgpu.stages.map((s) => [s.name, s.base]), [['build', 'node:20-bookworm-slim'], [null, 'node:20-bookworm-slim']]);
+  assert.deepEqual(
+    webgpu.stages.map((s) => [s.name, s.base]),
+    [
+      ['build', 'node:20-bookworm-slim'],
+      [null, 'node:20-bookworm-slim'],
+    ],
+  );
   assert.ok(!webgpu.args.has('CUDA_IMAGE'));
   for (const stage of webgpu.stages) {
     assert.doesNotMatch(stage.base, /cuda|nvidia/i, 'no CUDA base image');
@@ -151,11 +168,17 @@ test('the WebGPU image: Node.js 20 on Debian bookworm with the Vulkan loader, no
   assert.equal(env.get('NODE_ENV'), 'production');
   assert.equal(env.get('COHORT_CACHE_DIR'), envs(cpu.stages.at(-1)!).get('COHORT_CACHE_DIR'));
   // The same user as the CUDA 11 image: one securityContext fits the workers on either.
-  const user = (image: Image) => words(image.stages.at(-1)!.instructions.filter((i) => i.getKeyword() === 'USER').at(-1)!)[0];
+  const user = (image: Image) =>
+    words(
+      image.stages
+        .at(-1)!
+        .instructions.filter((i) => i.getKeyword() === 'USER')
+        .at(-1)!,
+    )[0];
   assert.equal(user(webgpu), user(gpu));
 });
 
-test('the WebGPU image: npm ci from the registry alone (install scripts off), Dawn\'s binding checked, no libtensorflow', () => {
+test("the WebGPU image: npm ci from the registry alone (install scripts off), Dawn's binding checked, no libtensorflow", () => {
   const install = runs(webgpu.stages[0]).find((r) => r.includes('npm ci'));
   assert.ok(install, 'the build stage runs npm ci');
   assert.match(install, /npm ci --include=optional --ignore-scripts/);
@@ -176,7 +199,8 @@ test('the WebGPU image: npm ci from the registry alone (install scripts off), Da
 
 test('deploy/docker/README.md names every image and says when each GPU image fits', () => {
   const readme = readFileSync(join(ROOT, 'deploy', 'docker', 'README.md'), 'utf8');
-  for (const file of readdirSync(join(ROOT, 'deploy', 'docker')).filter((f) => f.endsWith('.Dockerfile'))) assert.ok(readme.includes(`deploy/docker/${file}`), `README names ${file}`);
+  for (const file of readdirSync(join(ROOT, 'deploy', 'docker')).filter((f) => f.endsWith('.Dockerfile')))
+    assert.ok(readme.includes(`deploy/docker/${file}`), `README names ${file}`);
   assert.match(readme, /NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics/);
   assert.match(readme, /VK_DRIVER_FILES/);
   assert.match(readme, /vulkaninfo/);
@@ -193,8 +217,14 @@ for (const image of [gpu, cpu, webgpu]) {
     assert.deepEqual(cmd && jsonForm(cmd), ['--help']);
     // `cohort` on the PATH is the package's bin.
     assert.equal(pkg.bin.cohort, 'dist/cli.js');
-    assert.ok(runs(final).some((r) => r.includes('ln -s /app/dist/cli.js /usr/local/bin/cohort')), 'cohort links to /app/dist/cli.js');
-    assert.ok(runs(final).some((r) => /install .*\btini\b/.test(r)), 'tini is installed');
+    assert.ok(
+      runs(final).some((r) => r.includes('ln -s /app/dist/cli.js /usr/local/bin/cohort')),
+      'cohort links to /app/dist/cli.js',
+    );
+    assert.ok(
+      runs(final).some((r) => /install .*\btini\b/.test(r)),
+      'tini is installed',
+    );
     assert.ok(final.instructions.some((i) => i.getKeyword() === 'COPY' && words(i)[0] === '/app' && flags(i).some(([n, v]) => n === 'from' && v === 'build')));
     // A numeric, non-root USER (Kubernetes' runAsNonRoot can check a number), created in the image.
     const users = final.instructions.filter((i) => i.getKeyword() === 'USER');
@@ -203,15 +233,24 @@ for (const image of [gpu, cpu, webgpu]) {
     assert.match(user, /^\d+:\d+$/);
     const [uid, gid] = user.split(':').map(Number);
     assert.ok(uid > 0 && gid > 0, `USER ${user} is not root`);
-    assert.ok(runs(final).some((r) => r.includes(`useradd --uid ${uid} `) && r.includes(`groupadd --gid ${gid} `)), `user ${uid} and group ${gid} exist in the image`);
+    assert.ok(
+      runs(final).some((r) => r.includes(`useradd --uid ${uid} `) && r.includes(`groupadd --gid ${gid} `)),
+      `user ${uid} and group ${gid} exist in the image`,
+    );
     const userAt = final.instructions.indexOf(users.at(-1)!);
-    assert.ok(final.instructions.slice(userAt).every((i) => i.getKeyword() !== 'RUN'), 'nothing runs as root after USER');
+    assert.ok(
+      final.instructions.slice(userAt).every((i) => i.getKeyword() !== 'RUN'),
+      'nothing runs as root after USER',
+    );
   });
 
   test(`${image.file}: every COPY source exists, passes the .dockerignore, and the copies hold every file the CLI imports`, () => {
     const ignoreFile = join(ROOT, `${image.file}.dockerignore`);
     assert.ok(existsSync(ignoreFile), `${image.file}.dockerignore exists`);
-    const ignored = readFileSync(ignoreFile, 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+    const ignored = readFileSync(ignoreFile, 'utf8')
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l && !l.startsWith('#'));
     const isIgnored = (path: string) => ignored.some((pattern) => matchIgnore(pattern, path));
     const sources: string[] = [];
     for (const stage of image.stages) {
@@ -241,15 +280,27 @@ for (const image of [gpu, cpu, webgpu]) {
 
 /** A .dockerignore pattern (the forms used: a path, **\/name, *.ext) against a context path. */
 function matchIgnore(pattern: string, path: string): boolean {
-  const re = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*\*\//g, '(?:.*/)?').replace(/\*/g, '[^/]*')}(?:/.*)?$`);
+  const re = new RegExp(
+    `^${pattern
+      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+      .replace(/\*\*\//g, '(?:.*/)?')
+      .replace(/\*/g, '[^/]*')}(?:/.*)?$`,
+  );
   return re.test(path);
 }
 
 /** `dir/*.ext` in the repository. */
 function glob(pattern: string): string[] {
   const dir = dirname(pattern);
-  const re = new RegExp(`^${pattern.slice(dir.length + 1).replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '[^/]*')}$`);
-  return readdirSync(join(ROOT, dir)).filter((f) => re.test(f)).map((f) => `${dir}/${f}`);
+  const re = new RegExp(
+    `^${pattern
+      .slice(dir.length + 1)
+      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+      .replace(/\*/g, '[^/]*')}$`,
+  );
+  return readdirSync(join(ROOT, dir))
+    .filter((f) => re.test(f))
+    .map((f) => `${dir}/${f}`);
 }
 
 /** Every .ts file reachable through relative static and dynamic imports, as repository paths. */

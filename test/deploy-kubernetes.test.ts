@@ -44,7 +44,12 @@ after(() => rmSync(root, { recursive: true, force: true }));
 const str = { type: 'string', minLength: 1 };
 const labels = { type: 'object', additionalProperties: { type: 'string', maxLength: 63, pattern: '^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]?$' } };
 const dnsName = { type: 'string', pattern: '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$', maxLength: 63 };
-const quantity = { anyOf: [{ type: 'integer', minimum: 0 }, { type: 'string', pattern: '^[0-9.]+(m|k|Ki|Mi|Gi|Ti|M|G|T)?$' }] };
+const quantity = {
+  anyOf: [
+    { type: 'integer', minimum: 0 },
+    { type: 'string', pattern: '^[0-9.]+(m|k|Ki|Mi|Gi|Ti|M|G|T)?$' },
+  ],
+};
 const intOrString = { anyOf: [{ type: 'integer', minimum: 1, maximum: 65535 }, dnsName] };
 const closed = (properties: Record<string, unknown>, required: string[] = []) => ({ type: 'object', additionalProperties: false, properties, required });
 const metadata = closed({ name: dnsName, labels, annotations: { type: 'object', additionalProperties: { type: 'string' } } }, ['name']);
@@ -64,10 +69,22 @@ const container = closed(
     command: { type: 'array', items: { type: 'string' } },
     args: { type: 'array', items: { type: 'string' } },
     env: { type: 'array', items: envVar },
-    ports: { type: 'array', items: closed({ name: { type: 'string', maxLength: 15 }, containerPort: { type: 'integer', minimum: 1, maximum: 65535 }, protocol: { enum: ['TCP', 'UDP', 'SCTP'] } }, ['containerPort']) },
+    ports: {
+      type: 'array',
+      items: closed({ name: { type: 'string', maxLength: 15 }, containerPort: { type: 'integer', minimum: 1, maximum: 65535 }, protocol: { enum: ['TCP', 'UDP', 'SCTP'] } }, [
+        'containerPort',
+      ]),
+    },
     resources: closed({ requests: { type: 'object', additionalProperties: quantity }, limits: { type: 'object', additionalProperties: quantity } }),
-    securityContext: closed({ allowPrivilegeEscalation: { type: 'boolean' }, capabilities: closed({ drop: { type: 'array', items: str }, add: { type: 'array', items: str } }), readOnlyRootFilesystem: { type: 'boolean' } }),
-    volumeMounts: { type: 'array', items: closed({ name: dnsName, mountPath: { type: 'string', pattern: '^/' }, readOnly: { type: 'boolean' }, subPath: str }, ['name', 'mountPath']) },
+    securityContext: closed({
+      allowPrivilegeEscalation: { type: 'boolean' },
+      capabilities: closed({ drop: { type: 'array', items: str }, add: { type: 'array', items: str } }),
+      readOnlyRootFilesystem: { type: 'boolean' },
+    }),
+    volumeMounts: {
+      type: 'array',
+      items: closed({ name: dnsName, mountPath: { type: 'string', pattern: '^/' }, readOnly: { type: 'boolean' }, subPath: str }, ['name', 'mountPath']),
+    },
   },
   ['name', 'image'],
 );
@@ -91,14 +108,18 @@ const podSpec = (restartPolicies: string[]) =>
       restartPolicy: { enum: restartPolicies },
       terminationGracePeriodSeconds: { type: 'integer', minimum: 0 },
       securityContext: closed({ runAsNonRoot: { type: 'boolean' }, runAsUser: { type: 'integer' }, runAsGroup: { type: 'integer' }, fsGroup: { type: 'integer' } }),
-      tolerations: { type: 'array', items: closed({ key: str, operator: { enum: ['Exists', 'Equal'] }, value: { type: 'string' }, effect: { enum: ['NoSchedule', 'PreferNoSchedule', 'NoExecute'] } }) },
+      tolerations: {
+        type: 'array',
+        items: closed({ key: str, operator: { enum: ['Exists', 'Equal'] }, value: { type: 'string' }, effect: { enum: ['NoSchedule', 'PreferNoSchedule', 'NoExecute'] } }),
+      },
       nodeSelector: { type: 'object', additionalProperties: { type: 'string' } },
       containers: { type: 'array', minItems: 1, items: container },
       volumes: { type: 'array', items: volume },
     },
     ['containers'],
   );
-const top = (apiVersion: string, kind: string, spec: unknown) => closed({ apiVersion: { const: apiVersion }, kind: { const: kind }, metadata, spec }, ['apiVersion', 'kind', 'metadata', 'spec']);
+const top = (apiVersion: string, kind: string, spec: unknown) =>
+  closed({ apiVersion: { const: apiVersion }, kind: { const: kind }, metadata, spec }, ['apiVersion', 'kind', 'metadata', 'spec']);
 const selector = closed({ matchLabels: labels }, ['matchLabels']);
 const SCHEMAS: Record<string, unknown> = {
   Deployment: top(
@@ -121,7 +142,11 @@ const SCHEMAS: Record<string, unknown> = {
       {
         type: { enum: ['ClusterIP', 'NodePort', 'LoadBalancer'] },
         selector: labels,
-        ports: { type: 'array', minItems: 1, items: closed({ name: dnsName, port: { type: 'integer', minimum: 1, maximum: 65535 }, targetPort: intOrString, protocol: { enum: ['TCP', 'UDP', 'SCTP'] } }, ['port']) },
+        ports: {
+          type: 'array',
+          minItems: 1,
+          items: closed({ name: dnsName, port: { type: 'integer', minimum: 1, maximum: 65535 }, targetPort: intOrString, protocol: { enum: ['TCP', 'UDP', 'SCTP'] } }, ['port']),
+        },
       },
       ['selector', 'ports'],
     ),
@@ -315,7 +340,10 @@ test('every object validates against the Kubernetes schema for the fields used (
     assert.ok(validate(value), `${label}: ${ajv.errorsText(validate.errors, { separator: '\n' })}`);
   };
   check('kustomization.yaml', 'Kustomization', kustomization);
-  assert.deepEqual(objects.map((o) => `${o.file}: ${o.object.kind}`), ['storage.yaml: PersistentVolumeClaim', 'coordinator.yaml: Deployment', 'coordinator.yaml: Service', 'workers.yaml: Job']);
+  assert.deepEqual(
+    objects.map((o) => `${o.file}: ${o.object.kind}`),
+    ['storage.yaml: PersistentVolumeClaim', 'coordinator.yaml: Deployment', 'coordinator.yaml: Service', 'workers.yaml: Job'],
+  );
   for (const { file, object } of objects) check(`${file} ${object.kind}`, object.kind, object);
   // The schema does catch mistakes: a misspelt key, a GPU limit in the wrong place, a bad restart policy.
   const broken = structuredClone(job) as unknown as { spec: { template: { spec: { restartPolicy: string; containers: Record<string, unknown>[] } } } };
@@ -328,7 +356,10 @@ test('every object validates against the Kubernetes schema for the fields used (
 test('volumes, Secrets, the ConfigMap and the claim: every reference resolves', () => {
   const secrets = new Set(kustomization.secretGenerator.map((s) => s.name));
   const configMaps = new Set(kustomization.configMapGenerator.map((c) => c.name));
-  for (const [label, pod] of [['coordinator', coordinatorPod], ['workers', workerPod]] as const) {
+  for (const [label, pod] of [
+    ['coordinator', coordinatorPod],
+    ['workers', workerPod],
+  ] as const) {
     const volumes = new Map((pod.volumes ?? []).map((v) => [v.name, v]));
     assert.equal(volumes.size, (pod.volumes ?? []).length, `${label}: volume names are unique`);
     for (const c of pod.containers) {
@@ -372,7 +403,7 @@ test('volumes, Secrets, the ConfigMap and the claim: every reference resolves', 
   assert.match(readFileSync(join(DIR, '.gitignore'), 'utf8'), /^keys\/$/m);
 });
 
-test('`cohort keys` writes the files the Secret generators read, and each Secret loads as its side\'s keys', () => {
+test("`cohort keys` writes the files the Secret generators read, and each Secret loads as its side's keys", () => {
   const keys = join(root, 'keys');
   generateKeys(keys);
   for (const generator of kustomization.secretGenerator) {
@@ -400,7 +431,10 @@ test('the coordinator: one replica, Recreate, reached through the Service; the w
   for (const [k, v] of Object.entries(serviceSelector)) assert.equal(podLabels[k], v, `the Service selects the coordinator's pods (${k})`);
   // The worker pods must not match the Service.
   const workerLabels = job.spec.template!.metadata!.labels!;
-  assert.ok(Object.entries(serviceSelector).some(([k, v]) => workerLabels[k] !== v), 'the Service does not select workers');
+  assert.ok(
+    Object.entries(serviceSelector).some(([k, v]) => workerLabels[k] !== v),
+    'the Service does not select workers',
+  );
   const [port] = service.spec.ports as { port: number; targetPort: string | number }[];
   const containerPort = coordinator.ports!.find((p) => p.name === port.targetPort || p.containerPort === port.targetPort);
   assert.ok(containerPort, `the Service targets a port of the coordinator (${port.targetPort})`);
@@ -427,11 +461,15 @@ test('the workers: an indexed Job, one pod per member and teacher, one GPU each,
   assert.equal(job.spec.maxFailedIndexes, 0);
   assert.equal(config.recovery.policy, 'restart');
   const rules = (job.spec.podFailurePolicy as { rules: { action: string; onPodConditions?: { type: string }[] }[] }).rules;
-  assert.deepEqual(rules, [
-    { action: 'Ignore', onPodConditions: [{ type: 'DisruptionTarget' }] },
-    // A graceful stop shuts the workers down with EXIT_STOPPED: started again, no retry used.
-    { action: 'Ignore', onExitCodes: { containerName: 'worker', operator: 'In', values: [EXIT_STOPPED] } },
-  ], 'evictions, preemptions and a graceful stop do not use up retries');
+  assert.deepEqual(
+    rules,
+    [
+      { action: 'Ignore', onPodConditions: [{ type: 'DisruptionTarget' }] },
+      // A graceful stop shuts the workers down with EXIT_STOPPED: started again, no retry used.
+      { action: 'Ignore', onExitCodes: { containerName: 'worker', operator: 'In', values: [EXIT_STOPPED] } },
+    ],
+    'evictions, preemptions and a graceful stop do not use up retries',
+  );
   assert.equal(worker.resources!.limits!['nvidia.com/gpu'], 1);
   assert.equal(worker.args![worker.args!.indexOf('--gpu') + 1], '0', 'the pod sees its one GPU as GPU 0');
   // The member name comes from the completion index.
@@ -455,7 +493,10 @@ test("the workers: --backend webgpu on the WebGPU image, with the graphics drive
   const args = resolvedArgs(worker, { COHORT_MEMBER_INDEX: '0' });
   assert.equal(argValue(args, '--backend'), 'webgpu');
   assert.equal(worker.image, 'cohort-webgpu:0.1.0');
-  assert.deepEqual(kustomization.images.find((i) => i.name === 'cohort-webgpu'), { name: 'cohort-webgpu', newName: 'cohort-webgpu', newTag: '0.1.0' });
+  assert.deepEqual(
+    kustomization.images.find((i) => i.name === 'cohort-webgpu'),
+    { name: 'cohort-webgpu', newName: 'cohort-webgpu', newTag: '0.1.0' },
+  );
   // One GPU per pod, seen as adapter 0.
   assert.equal(worker.resources!.limits!['nvidia.com/gpu'], 1);
   assert.equal(argValue(args, '--gpu'), '0');
@@ -480,7 +521,10 @@ test('deploy/kubernetes-cuda11: the same run with tensorflow-gpu workers on the 
   assert.ok(!overlayDir.startsWith(`${DIR}/`), 'the overlay is not inside the base');
   // Built as kustomize would: the base's images, then the overlay's, then its patches.
   const patches = (overlay.patches ?? []).map((p) => parseAllDocuments(readFileSync(join(overlayDir, p.path), 'utf8'))[0].toJS() as K8sObject);
-  assert.deepEqual(patches.map((p) => `${p.apiVersion} ${p.kind} ${p.metadata.name}`), [`${job.apiVersion} ${job.kind} ${job.metadata.name}`]);
+  assert.deepEqual(
+    patches.map((p) => `${p.apiVersion} ${p.kind} ${p.metadata.name}`),
+    [`${job.apiVersion} ${job.kind} ${job.metadata.name}`],
+  );
   let built = structuredClone(job);
   for (const c of built.spec.template!.spec.containers) c.image = transformImage(transformImage(c.image, kustomization.images), overlay.images);
   for (const p of patches) built = strategicMerge(built, p) as K8sObject;
@@ -493,7 +537,11 @@ test('deploy/kubernetes-cuda11: the same run with tensorflow-gpu workers on the 
   const args = resolvedArgs(cuda, { COHORT_MEMBER_INDEX: '0' });
   assert.equal(argValue(args, '--backend'), 'tensorflow-gpu');
   const base = resolvedArgs(worker, { COHORT_MEMBER_INDEX: '0' });
-  assert.deepEqual(args.filter((a) => a !== 'tensorflow-gpu'), base.filter((a) => a !== 'webgpu'), 'nothing else changes');
+  assert.deepEqual(
+    args.filter((a) => a !== 'tensorflow-gpu'),
+    base.filter((a) => a !== 'webgpu'),
+    'nothing else changes',
+  );
   assert.equal(cuda.env!.filter((e) => e.name === 'COHORT_BACKEND').length, 1, 'the env entry is replaced, not doubled');
   // The CUDA 11 image runs as the same user: the pod's securityContext still fits.
   const [uid, gid] = imageUser(cuda.image);
@@ -501,7 +549,7 @@ test('deploy/kubernetes-cuda11: the same run with tensorflow-gpu workers on the 
   assert.equal(cuda.resources!.limits!['nvidia.com/gpu'], 1);
 });
 
-test("every option the manifests pass to cohort is one the real CLI accepts", { timeout: 120_000 }, async () => {
+test('every option the manifests pass to cohort is one the real CLI accepts', { timeout: 120_000 }, async () => {
   const [coordinatorOptions, workerOptions] = await Promise.all([cliOptions('coordinator'), cliOptions('worker')]);
   const coordinatorArgs = coordinator.args!.slice(2);
   assert.equal(coordinatorArgs[0], 'coordinator');
@@ -517,7 +565,7 @@ test("every option the manifests pass to cohort is one the real CLI accepts", { 
   assert.ok((BACKEND_CHOICES as readonly string[]).includes(backend), backend);
 });
 
-test('a graceful stop fits in the pods\' grace period: one step, the checkpoint\'s write and the shutdown (at least 60 s, more than the default 30 s)', () => {
+test("a graceful stop fits in the pods' grace period: one step, the checkpoint's write and the shutdown (at least 60 s, more than the default 30 s)", () => {
   for (const pod of [coordinatorPod, workerPod]) assert.ok((pod.terminationGracePeriodSeconds ?? 30) >= 60, `terminationGracePeriodSeconds ${pod.terminationGracePeriodSeconds}`);
   assert.equal(coordinatorPod.terminationGracePeriodSeconds, workerPod.terminationGracePeriodSeconds, 'the workers stay as long as the coordinator needs them');
 });
@@ -578,55 +626,65 @@ test("the coordinator's wrapper: --resume only with a complete checkpoint, and i
   assert.match(idle.stdout, /run .* is complete/);
 });
 
-test("the Job's worker args (--member-index N --config FILE, --backend, --gpu) join as the N-th worker (members, then teachers); bad uses are one-line errors", { timeout: 120_000 }, async () => {
-  const names = [...config.members, ...config.teachers].map((w) => w.name);
-  const router = new Router({ linger: 0 });
-  await router.bind('tcp://127.0.0.1:*');
-  const endpoint = router.lastEndpoint!;
-  // The pod's args for completion index 2, with this test's endpoint, config path and timeout, without keys.
-  const replaced: Record<string, string> = { '--connect': endpoint, '--config': join(DIR, 'run.yaml'), '--timeout': '30' };
-  const podArgs = resolvedArgs(worker, { COHORT_MEMBER_INDEX: '2' });
-  const args: string[] = [];
-  for (let i = 0; i < podArgs.length; i++) {
-    const a = podArgs[i];
-    if (a === '--keys') {
-      i++;
-    } else if (a in replaced) {
-      args.push(a, replaced[a]);
-      i++;
-    } else {
-      args.push(a);
+test(
+  "the Job's worker args (--member-index N --config FILE, --backend, --gpu) join as the N-th worker (members, then teachers); bad uses are one-line errors",
+  { timeout: 120_000 },
+  async () => {
+    const names = [...config.members, ...config.teachers].map((w) => w.name);
+    const router = new Router({ linger: 0 });
+    await router.bind('tcp://127.0.0.1:*');
+    const endpoint = router.lastEndpoint!;
+    // The pod's args for completion index 2, with this test's endpoint, config path and timeout, without keys.
+    const replaced: Record<string, string> = { '--connect': endpoint, '--config': join(DIR, 'run.yaml'), '--timeout': '30' };
+    const podArgs = resolvedArgs(worker, { COHORT_MEMBER_INDEX: '2' });
+    const args: string[] = [];
+    for (let i = 0; i < podArgs.length; i++) {
+      const a = podArgs[i];
+      if (a === '--keys') {
+        i++;
+      } else if (a in replaced) {
+        args.push(a, replaced[a]);
+        i++;
+      } else {
+        args.push(a);
+      }
     }
-  }
-  assert.deepEqual([argValue(args, '--member-index'), argValue(args, '--backend'), argValue(args, '--gpu')], ['2', 'webgpu', '0']);
-  const child = startCli([...args, '--insecure'], { output: 'ignore' });
-  try {
-    const [, ...frames] = await router.receive();
-    const decoded = decodeMessage(frames);
-    assert.ok(decoded.ok, decoded.ok ? '' : decoded.error);
-    assert.equal(decoded.message.type, 'join');
-    assert.equal(decoded.message.type === 'join' && decoded.message.member, names[2]);
-  } finally {
-    child.kill('SIGKILL');
-    router.close();
-  }
-  const runYaml = join(DIR, 'run.yaml');
-  const cases: [string[], RegExp][] = [
-    [['worker', '--connect', 'tcp://127.0.0.1:1', '--insecure', '--member-index', '4', '--config', runYaml], new RegExp(`--member-index 4 is out of range: .*run\\.yaml has 4 workers \\(0 ${names[0]}, 1 ${names[1]}, 2 ${names[2]}, 3 ${names[3]}\\)`)],
-    [['worker', '--connect', 'tcp://127.0.0.1:1', '--insecure', '--member-index', '1'], /--member-index needs --config FILE/],
-    [['worker', '--connect', 'tcp://127.0.0.1:1', '--insecure', '--member', 'a', '--member-index', '1', '--config', runYaml], /--member and --member-index contradict each other/],
-    [['worker', '--connect', 'tcp://127.0.0.1:1', '--insecure', '--member-index', '-1', '--config', runYaml], /--member-index must be a worker index \(0, 1, \.\.\.\), got '-1'/],
-    [['worker', '--connect', 'tcp://127.0.0.1:1', '--insecure', '--member', 'a', '--config', runYaml], /--config is read only with --member-index/],
-  ];
-  for (let i = 0; i < cases.length; i += 3) {
-    const batch = cases.slice(i, i + 3);
-    const results = await Promise.all(batch.map(([args]) => runCli(args, {}, 60_000)));
-    batch.forEach(([args, what], k) => {
-      const r = results[k];
-      assert.equal(r.code, 2, `cohort ${args.join(' ')}: ${r.stderr}`);
-      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
-      assert.match(r.stderr, /^cohort: error: /);
-      assert.match(r.stderr, what);
-    });
-  }
-});
+    assert.deepEqual([argValue(args, '--member-index'), argValue(args, '--backend'), argValue(args, '--gpu')], ['2', 'webgpu', '0']);
+    const child = startCli([...args, '--insecure'], { output: 'ignore' });
+    try {
+      const [, ...frames] = await router.receive();
+      const decoded = decodeMessage(frames);
+      assert.ok(decoded.ok, decoded.ok ? '' : decoded.error);
+      assert.equal(decoded.message.type, 'join');
+      assert.equal(decoded.message.type === 'join' && decoded.message.member, names[2]);
+    } finally {
+      child.kill('SIGKILL');
+      router.close();
+    }
+    const runYaml = join(DIR, 'run.yaml');
+    const cases: [string[], RegExp][] = [
+      [
+        ['worker', '--connect', 'tcp://127.0.0.1:1', '--insecure', '--member-index', '4', '--config', runYaml],
+        new RegExp(`--member-index 4 is out of range: .*run\\.yaml has 4 workers \\(0 ${names[0]}, 1 ${names[1]}, 2 ${names[2]}, 3 ${names[3]}\\)`),
+      ],
+      [['worker', '--connect', 'tcp://127.0.0.1:1', '--insecure', '--member-index', '1'], /--member-index needs --config FILE/],
+      [
+        ['worker', '--connect', 'tcp://127.0.0.1:1', '--insecure', '--member', 'a', '--member-index', '1', '--config', runYaml],
+        /--member and --member-index contradict each other/,
+      ],
+      [['worker', '--connect', 'tcp://127.0.0.1:1', '--insecure', '--member-index', '-1', '--config', runYaml], /--member-index must be a worker index \(0, 1, \.\.\.\), got '-1'/],
+      [['worker', '--connect', 'tcp://127.0.0.1:1', '--insecure', '--member', 'a', '--config', runYaml], /--config is read only with --member-index/],
+    ];
+    for (let i = 0; i < cases.length; i += 3) {
+      const batch = cases.slice(i, i + 3);
+      const results = await Promise.all(batch.map(([args]) => runCli(args, {}, 60_000)));
+      batch.forEach(([args, what], k) => {
+        const r = results[k];
+        assert.equal(r.code, 2, `cohort ${args.join(' ')}: ${r.stderr}`);
+        assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+        assert.match(r.stderr, /^cohort: error: /);
+        assert.match(r.stderr, what);
+      });
+    }
+  },
+);

@@ -108,14 +108,17 @@ test('a fresh job: keys made once on shared storage, the coordinator on the firs
   const srun = r.calls.find((l) => l.startsWith('srun '))!;
   assert.match(srun, /^srun --ntasks=8 --ntasks-per-node=4 --gres=gpu:4 --gpu-bind=none --kill-on-bad-exit=0 bash -c /);
   const workers = workerCalls(r.calls);
-  const expected = Array.from({ length: 8 }, (_, i) => `cohort worker --connect tcp://gpu01:5555 --member-index ${i} --config ${config} --backend webgpu --gpu ${i % 4} --keys ${keys} --timeout 600`);
+  const expected = Array.from(
+    { length: 8 },
+    (_, i) => `cohort worker --connect tcp://gpu01:5555 --member-index ${i} --config ${config} --backend webgpu --gpu ${i % 4} --keys ${keys} --timeout 600`,
+  );
   // Worker 5 failed once and was started again; every other worker ran once.
   assert.deepEqual([...workers].sort(), [...expected, expected[5]].sort());
   assert.match(r.stderr, /cohort\.sbatch: worker 5 exited with 7; restarting it \(restart 1 of 3\)/);
   assert.match(r.stdout, /coordinator on gpu01:5555, 8 workers \(4 per node\), keys .*cohort-keys-42, backend webgpu/);
 });
 
-test('COHORT_BACKEND: webgpu by default, tensorflow-gpu for the CUDA 11 path, one of the CLI\'s backends or a clear error; COHORT_GPU', () => {
+test("COHORT_BACKEND: webgpu by default, tensorflow-gpu for the CUDA 11 path, one of the CLI's backends or a clear error; COHORT_GPU", () => {
   const r = sbatch({ COHORT_BACKEND: 'tensorflow-gpu' });
   assert.equal(r.status, 0, r.stderr);
   const workers = workerCalls(r.calls);
@@ -126,11 +129,18 @@ test('COHORT_BACKEND: webgpu by default, tensorflow-gpu for the CUDA 11 path, on
   const bad = sbatch({ COHORT_BACKEND: 'cuda' });
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /cohort\.sbatch: COHORT_BACKEND=cuda is not a backend \(auto, tensorflow-gpu, webgpu, tensorflow, wasm, cpu\)/);
-  assert.deepEqual(bad.calls.filter((l) => l.startsWith('cohort ')), [], 'nothing started');
+  assert.deepEqual(
+    bad.calls.filter((l) => l.startsWith('cohort ')),
+    [],
+    'nothing started',
+  );
   // Tasks bound to one GPU each see it as adapter 0: COHORT_GPU=0.
   const bound = sbatch({ COHORT_GPU: '0' });
   assert.equal(bound.status, 0, bound.stderr);
-  assert.deepEqual(workerCalls(bound.calls).map((w) => /--gpu (\d+) /.exec(w)![1]), Array(8).fill('0'));
+  assert.deepEqual(
+    workerCalls(bound.calls).map((w) => /--gpu (\d+) /.exec(w)![1]),
+    Array(8).fill('0'),
+  );
   // The script's list is the CLI's.
   const listed = /^\s*([a-z-]+(?: \| [a-z-]+)*)\) ;;$/m.exec(readFileSync(SCRIPT, 'utf8'));
   assert.ok(listed, 'the script checks COHORT_BACKEND against a list');
@@ -160,7 +170,15 @@ test('the time limit: Slurm signals the script ahead of it, which stops the coor
   rmSync(join(root, 'coordinator-running'), { force: true });
   const child = spawn('bash', [SCRIPT, 'run.yaml'], {
     cwd: root,
-    env: { PATH: `${bin}:/usr/bin:/bin`, HOME: root, SLURM_JOB_ID: '42', SLURM_JOB_NODELIST: 'gpu[01-02]', SLURM_NTASKS: '8', SLURM_NTASKS_PER_NODE: '4', FAKE_COORDINATOR_STOP: '1' },
+    env: {
+      PATH: `${bin}:/usr/bin:/bin`,
+      HOME: root,
+      SLURM_JOB_ID: '42',
+      SLURM_JOB_NODELIST: 'gpu[01-02]',
+      SLURM_NTASKS: '8',
+      SLURM_NTASKS_PER_NODE: '4',
+      FAKE_COORDINATOR_STOP: '1',
+    },
   });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));

@@ -61,7 +61,10 @@ for (const backend of ['wasm', 'cpu'] as const) {
           const fromLogits = await value(() => dkdLoss(s(), tf.tensor2d(input.inputs[teacher]), y(), { T, alpha, beta }));
           const probs = c.teacherProbs[`${teacher} T=${T.toFixed(1)}`];
           const fromProbs = await value(() => dkdLoss(s(), tf.tensor2d(probs), y(), { T, alpha, beta, teacherIsProbs: true }));
-          for (const [how, actual] of [['logits', fromLogits], ['probabilities', fromProbs]] as const) {
+          for (const [how, actual] of [
+            ['logits', fromLogits],
+            ['probabilities', fromProbs],
+          ] as const) {
             const err = relativeError([actual], [expected]);
             assert.ok(err < 1e-5, `${key} (teacher as ${how}): ${actual} vs PyTorch ${expected} (relative error ${err.toExponential(2)})`);
           }
@@ -71,7 +74,7 @@ for (const backend of ['wasm', 'cpu'] as const) {
   });
 }
 
-test('the defaults are the paper\'s: T 4, alpha 1, beta 8', async () => {
+test("the defaults are the paper's: T 4, alpha 1, beta 8", async () => {
   await tf.setBackend('cpu');
   const c = inputs[0].inputs;
   const actual = await value(() => dkdLoss(tf.tensor2d(c.student), tf.tensor2d(c.teacher), tf.tensor1d(c.labels, 'int32')));
@@ -85,7 +88,9 @@ describe('gradients', () => {
   const loss = (s: tf.Tensor2D) => dkdLoss(s, tf.tensor2d(c.teacher), y(), { T: 2, alpha: 1.5, beta: 3 });
   test('match finite differences', async () => {
     await tf.setBackend('cpu');
-    const analytic = await tf.grad((s: tf.Tensor) => loss(s as tf.Tensor2D))(tf.tensor2d(c.student)).data();
+    const analytic = await tf
+      .grad((s: tf.Tensor) => loss(s as tf.Tensor2D))(tf.tensor2d(c.student))
+      .data();
     const h = 1e-2;
     for (let i = 0; i < c.student.length; i++) {
       for (let j = 0; j < c.student[0].length; j++) {
@@ -98,7 +103,9 @@ describe('gradients', () => {
   });
   test('the teacher gets none', async () => {
     await tf.setBackend('cpu');
-    const g = await tf.grad((t: tf.Tensor) => dkdLoss(tf.tensor2d(c.student), t as tf.Tensor2D, y(), { T: 2 }))(tf.tensor2d(c.teacher)).data();
+    const g = await tf
+      .grad((t: tf.Tensor) => dkdLoss(tf.tensor2d(c.student), t as tf.Tensor2D, y(), { T: 2 }))(tf.tensor2d(c.teacher))
+      .data();
     assert.ok(g.every((v) => v === 0));
   });
 });
@@ -106,7 +113,13 @@ describe('gradients', () => {
 test("algorithm dkd: the paper's defaults, the KD terms warmed up linearly over warmupEpochs (20, or 1/12 of a shorter run)", async () => {
   await tf.setBackend('cpu');
   const run = (extra: Record<string, unknown>) =>
-    resolveRunConfig({ algorithm: 'dkd', dataset: { name: 'fashion-mnist' }, members: [{ name: 's', model: { name: 'cnn-student' } }], teachers: [{ name: 't', model: { name: 'cnn-teacher' } }], ...extra });
+    resolveRunConfig({
+      algorithm: 'dkd',
+      dataset: { name: 'fashion-mnist' },
+      members: [{ name: 's', model: { name: 'cnn-student' } }],
+      teachers: [{ name: 't', model: { name: 'cnn-teacher' } }],
+      ...extra,
+    });
   const long = run({ epochs: 300 });
   assert.deepEqual([long.temperature, long.alpha, long.beta, long.warmupEpochs], [4, 1, 8, 20]);
   assert.equal(run({ epochs: 6 }).warmupEpochs, 0.5);
@@ -118,7 +131,12 @@ test("algorithm dkd: the paper's defaults, the KD terms warmed up linearly over 
   const ce = c.outputs['ce eps=0.0'] as number;
   const objective = objectiveFor(run({ epochs: 6, warmupEpochs: 2 }));
   assert.equal(objective.needsTeaching, true);
-  for (const [epoch, w] of [[0.5, 0.25], [1, 0.5], [2, 1], [5, 1]]) {
+  for (const [epoch, w] of [
+    [0.5, 0.25],
+    [1, 0.5],
+    [2, 1],
+    [5, 1],
+  ]) {
     const probs = reference.cases[0].teacherProbs['teacher T=4.0'];
     const actual = await value(() => objective.loss(tf.tensor2d(c.inputs.student), tf.tensor1d(c.inputs.labels, 'int32'), { probs: tf.tensor2d(probs) }, epoch));
     const expected = ce + w * (full - ce);

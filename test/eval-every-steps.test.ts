@@ -17,7 +17,7 @@ import { randomIdx } from './helpers/fake-coordinator.js';
 const root = mkdtempSync(join(tmpdir(), 'cohort-eval-steps-'));
 after(() => rmSync(root, { recursive: true, force: true }));
 
-test('a step evaluation is due every N steps, except where the epoch\'s own evaluation follows at once', () => {
+test("a step evaluation is due every N steps, except where the epoch's own evaluation follows at once", () => {
   assert.equal(stepEvaluationDue(3, 4, false, true), true); // after 4 steps
   assert.equal(stepEvaluationDue(2, 4, false, true), false);
   assert.equal(stepEvaluationDue(7, 4, true, true), false); // the epoch's evaluation comes right after
@@ -45,7 +45,18 @@ test('a DML run with evalEverySteps records an evaluation of every member and of
   // 5 steps an epoch: mid-epoch evaluations after steps 2, 4 (epoch 0) and 6, 8 (epoch 1); step 10 ends epoch 1 with its own.
   for (const worker of ['a', 'b', 'ensemble']) {
     const mine = evals.filter((e) => e.worker === worker);
-    assert.deepEqual(mine.map((e) => [e.epoch, e.step ?? null]), [[0, 2], [0, 4], [0, null], [1, 6], [1, 8], [1, null]], worker);
+    assert.deepEqual(
+      mine.map((e) => [e.epoch, e.step ?? null]),
+      [
+        [0, 2],
+        [0, 4],
+        [0, null],
+        [1, 6],
+        [1, 8],
+        [1, null],
+      ],
+      worker,
+    );
     for (const e of mine) assert.ok(e.accuracy >= 0 && e.accuracy <= 1 && e.ece >= 0 && Number.isFinite(e.nll), `${worker} at ${e.step}`);
   }
   // Training moves the members between evaluations.

@@ -37,7 +37,12 @@ async function imageFolder(dir: string, perClass: number, seed: number): Promise
     mkdirSync(join(dir, name), { recursive: true });
     for (let i = 0; i < perClass; i++) {
       const raw = Buffer.from(Uint8Array.from({ length: 80 * 72 * 3 }, () => Math.floor(random() * 256)));
-      writeFileSync(join(dir, name, `${i}.png`), await sharp(raw, { raw: { width: 80, height: 72, channels: 3 } }).png().toBuffer());
+      writeFileSync(
+        join(dir, name, `${i}.png`),
+        await sharp(raw, { raw: { width: 80, height: 72, channels: 3 } })
+          .png()
+          .toBuffer(),
+      );
     }
   }
   return dir;
@@ -90,5 +95,7 @@ test('the ImageNet KD examples (ResNet-50 teacher from safetensors and from ONNX
   });
   assert.ok(moved > 1e-3, `the student did not train (largest change ${moved})`);
   assert.ok(worst < 1e-4, `student weights differ by ${worst} between the two teachers`);
-  console.log(`# teacher test NLL ${fromSafetensors.teacherNll} (safetensors) / ${fromOnnx.teacherNll} (ONNX); students: largest weight difference ${worst.toExponential(2)}, largest change ${moved.toExponential(2)}`);
+  console.log(
+    `# teacher test NLL ${fromSafetensors.teacherNll} (safetensors) / ${fromOnnx.teacherNll} (ONNX); students: largest weight difference ${worst.toExponential(2)}, largest change ${moved.toExponential(2)}`,
+  );
 });

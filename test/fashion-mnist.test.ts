@@ -58,7 +58,10 @@ test('the npm package converts to 60,000 train / 10,000 test real images, then l
     const perClass = new Array(10).fill(0);
     for (const l of split.labels) perClass[l]++;
     assert.deepEqual(perClass, new Array(10).fill(split.count / 10));
-    assert.deepEqual(Array.from(split.labels.subarray(0, 20)), Array.from({ length: 20 }, (_, i) => i % 10));
+    assert.deepEqual(
+      Array.from(split.labels.subarray(0, 20)),
+      Array.from({ length: 20 }, (_, i) => i % 10),
+    );
   }
   let sum = 0;
   let [min, max] = [255, 0];
@@ -70,7 +73,10 @@ test('the npm package converts to 60,000 train / 10,000 test real images, then l
   assert.deepEqual([min, max], [0, 255], 'pixels span the full byte range');
   const mean = sum / data.train.images.length;
   assert.ok(mean > 65 && mean < 80, `mean pixel ${mean} (Fashion-MNIST's is ~72.9)`);
-  const hash = (images: Uint8Array, i: number) => createHash('sha1').update(images.subarray(i * 784, (i + 1) * 784)).digest('hex');
+  const hash = (images: Uint8Array, i: number) =>
+    createHash('sha1')
+      .update(images.subarray(i * 784, (i + 1) * 784))
+      .digest('hex');
   const trainHashes = new Set(Array.from({ length: data.train.count }, (_, i) => hash(data.train.images, i)));
   const shared = Array.from({ length: data.test.count }, (_, i) => hash(data.test.images, i)).filter((h) => trainHashes.has(h));
   // Fashion-MNIST itself holds a few exact duplicates (43 within train, 10 across the split);

@@ -53,7 +53,15 @@ describe('the coordinator: the stop rules', () => {
   test('the step server: the highest step served, reset by a rollback', async () => {
     const server = new StepServer({ members: ['a', 'b'], teachers: [], rule: algorithmEntry('dml').teaching, isLive: () => true });
     assert.equal(server.highestServed, -1);
-    const predictions = (step: number): MessageOf<'predictions'> => ({ type: 'predictions', step, epoch: 0, batch: step, indices: { dtype: 'uint32', shape: [1], data: new Uint32Array([step]) }, probs: { dtype: 'float32', shape: [1, 2], data: new Float32Array([0.5, 0.5]) }, negEntropy: -0.69 });
+    const predictions = (step: number): MessageOf<'predictions'> => ({
+      type: 'predictions',
+      step,
+      epoch: 0,
+      batch: step,
+      indices: { dtype: 'uint32', shape: [1], data: new Uint32Array([step]) },
+      probs: { dtype: 'float32', shape: [1, 2], data: new Float32Array([0.5, 0.5]) },
+      negEntropy: -0.69,
+    });
     for (const step of [0, 1]) {
       server.add('a', 'member', predictions(step));
       server.add('b', 'member', predictions(step));
@@ -96,13 +104,19 @@ describe('the worker: stop and the shutdown after it', () => {
   test('the lifeline: the worker exits when standard input closes', () => {
     const input = new PassThrough();
     const codes: number[] = [];
-    holdLifeline(input, () => {}, (code) => codes.push(code));
+    holdLifeline(
+      input,
+      () => {},
+      (code) => codes.push(code),
+    );
     input.write('ignored');
     assert.deepEqual(codes, []);
     input.destroy();
-    return new Promise<void>((resolve) => setImmediate(() => {
-      assert.deepEqual(codes, [EXIT_LAUNCHER_GONE]);
-      resolve();
-    }));
+    return new Promise<void>((resolve) =>
+      setImmediate(() => {
+        assert.deepEqual(codes, [EXIT_LAUNCHER_GONE]);
+        resolve();
+      }),
+    );
   });
 });

@@ -102,35 +102,48 @@ async function trainSignalled(path: string, name: string, atStep: number, signal
 }
 
 describe('graceful stop of cohort train', () => {
-  test('SIGTERM mid-run: a checkpoint at the next step barrier, every worker gone, exit 75 within the bound; --resume ends with the undisturbed weights bit for bit', { timeout: 400_000 }, async () => {
-    const [clean, stopped] = await Promise.all([train([config('clean')]), trainSignalled(config('stopped'), 'stopped', 25, ['SIGTERM'])]);
-    assert.equal(clean.code, 0, clean.output);
-    const { result, records, exitMs } = stopped;
-    assert.equal(result.code, EXIT_STOPPED, result.output);
-    console.log(`# exited ${exitMs} ms after SIGTERM`);
-    assert.ok(exitMs < BOUND_MS, `exited ${exitMs} ms after the signal (bound ${BOUND_MS} ms)`);
-    const [request] = eventsOf(records, 'stop-requested');
-    assert.equal(request?.signal, 'SIGTERM');
-    assert.ok(request.step > 25 && request.step < STEPS, `barrier at step ${request.step}`);
-    assert.ok(eventsOf(records, 'checkpoint-complete').some((e) => e.step === request.step), 'the checkpoint at the barrier completed');
-    assert.ok(completeCheckpoints(runDir('stopped')).some((m) => m.step === request.step && m.members.join() === 'a,b'), 'its manifest names both members');
-    assert.ok(existsSync(join(checkpointDir(runDir('stopped'), request.step), 'MANIFEST.json')));
-    const end = finished(records);
-    assert.equal(end?.outcome, 'stopped');
-    assert.equal(end?.checkpointStep, request.step);
-    const pids = workerPids(records);
-    assert.equal(pids.length, 2);
-    assert.deepEqual(await gone(pids, 2000), [], 'no worker process remains');
-    // No final weights: the run did not finish.
-    assert.equal(existsSync(join(runDir('stopped'), 'a', 'final')), false);
-    const resumed = await train([config('stopped'), '--resume']);
-    assert.equal(resumed.code, 0, resumed.output);
-    assert.deepEqual(eventsOf(resumed.records, 'resumed').map((e) => e.step), [request.step]);
-    for (const member of ['a', 'b']) {
-      const [actual, expected] = [await weights('stopped', member), await weights('clean', member)];
-      assert.deepEqual(actual, expected, `member ${member}: ${weightDifferences(actual, expected)}`);
-    }
-  });
+  test(
+    'SIGTERM mid-run: a checkpoint at the next step barrier, every worker gone, exit 75 within the bound; --resume ends with the undisturbed weights bit for bit',
+    { timeout: 400_000 },
+    async () => {
+      const [clean, stopped] = await Promise.all([train([config('clean')]), trainSignalled(config('stopped'), 'stopped', 25, ['SIGTERM'])]);
+      assert.equal(clean.code, 0, clean.output);
+      const { result, records, exitMs } = stopped;
+      assert.equal(result.code, EXIT_STOPPED, result.output);
+      console.log(`# exited ${exitMs} ms after SIGTERM`);
+      assert.ok(exitMs < BOUND_MS, `exited ${exitMs} ms after the signal (bound ${BOUND_MS} ms)`);
+      const [request] = eventsOf(records, 'stop-requested');
+      assert.equal(request?.signal, 'SIGTERM');
+      assert.ok(request.step > 25 && request.step < STEPS, `barrier at step ${request.step}`);
+      assert.ok(
+        eventsOf(records, 'checkpoint-complete').some((e) => e.step === request.step),
+        'the checkpoint at the barrier completed',
+      );
+      assert.ok(
+        completeCheckpoints(runDir('stopped')).some((m) => m.step === request.step && m.members.join() === 'a,b'),
+        'its manifest names both members',
+      );
+      assert.ok(existsSync(join(checkpointDir(runDir('stopped'), request.step), 'MANIFEST.json')));
+      const end = finished(records);
+      assert.equal(end?.outcome, 'stopped');
+      assert.equal(end?.checkpointStep, request.step);
+      const pids = workerPids(records);
+      assert.equal(pids.length, 2);
+      assert.deepEqual(await gone(pids, 2000), [], 'no worker process remains');
+      // No final weights: the run did not finish.
+      assert.equal(existsSync(join(runDir('stopped'), 'a', 'final')), false);
+      const resumed = await train([config('stopped'), '--resume']);
+      assert.equal(resumed.code, 0, resumed.output);
+      assert.deepEqual(
+        eventsOf(resumed.records, 'resumed').map((e) => e.step),
+        [request.step],
+      );
+      for (const member of ['a', 'b']) {
+        const [actual, expected] = [await weights('stopped', member), await weights('clean', member)];
+        assert.deepEqual(actual, expected, `member ${member}: ${weightDifferences(actual, expected)}`);
+      }
+    },
+  );
 
   test('a second signal stops at once: exit 128 + its number, no checkpoint at the barrier, no worker left', { timeout: 200_000 }, async () => {
     // SIGTERM then SIGINT, back to back (two of the same kind could merge into one before delivery).
@@ -189,7 +202,10 @@ describe('graceful stop of cohort coordinator', () => {
     const second = await again.exited;
     const after = resumedRecords.stop();
     assert.equal(second.code, 0, second.output);
-    assert.deepEqual(eventsOf(after, 'resumed').map((e) => e.step), [request.step]);
+    assert.deepEqual(
+      eventsOf(after, 'resumed').map((e) => e.step),
+      [request.step],
+    );
     for (const w of await Promise.all(more.map((x) => x.exited))) assert.equal(w.code, 0, w.output);
   });
 });

@@ -81,7 +81,10 @@ async function attack(endpoint: string): Promise<number> {
     ({ type: 'join', protocolVersion: PROTOCOL_VERSION, member: 'a', backend: 'x', device: '', pid: 4242, host: 'mallory', ...extra }) as Message;
   const predictions = (step: number, rows: number, classes: number): Buffer[] =>
     encodeMessage({
-      type: 'predictions', step, epoch: 0, batch: step,
+      type: 'predictions',
+      step,
+      epoch: 0,
+      batch: step,
       indices: { dtype: 'uint32', shape: [rows], data: new Uint32Array(rows) },
       probs: { dtype: 'float32', shape: [rows, classes], data: new Float32Array(rows * classes) },
       negEntropy: -1,
@@ -103,7 +106,14 @@ async function attack(endpoint: string): Promise<number> {
     return d;
   });
   // Drain whatever the coordinator answers (rejects), so its sends never block.
-  for (const d of dealers) void (async () => { try { for await (const _ of d); } catch { /* closed */ } })();
+  for (const d of dealers)
+    void (async () => {
+      try {
+        for await (const _ of d);
+      } catch {
+        /* closed */
+      }
+    })();
   let sent = 0;
   for (const [, count, make] of kinds) {
     for (let i = 0; i < count; i++) {
@@ -135,6 +145,10 @@ test('10,000 hostile messages during a real run: the coordinator logs each and t
   assert.equal(clean.log.filter((l) => /mallory/.test(l)).length, 0);
   for (const member of ['a', 'b', 'c']) {
     const [x, y] = await Promise.all([readSavedWeights(join(root, 'runs', 'clean', member, 'final')), readSavedWeights(join(root, 'runs', 'attacked', member, 'final'))]);
-    assert.deepEqual(y.map((w) => w.values), x.map((w) => w.values), member);
+    assert.deepEqual(
+      y.map((w) => w.values),
+      x.map((w) => w.values),
+      member,
+    );
   }
 });

@@ -31,7 +31,11 @@ test('files round-trip, plain and gzipped (gzip found by content, whatever the n
     assert.deepEqual(back.dims, [2, 3, 4]);
     assert.deepEqual(Array.from(back.data), Array.from(values));
   }
-  assert.deepEqual(readdirSync(dir).filter((f) => f.includes('.tmp-')), [], 'no temporary files left behind');
+  assert.deepEqual(
+    readdirSync(dir).filter((f) => f.includes('.tmp-')),
+    [],
+    'no temporary files left behind',
+  );
 });
 
 function expectError(bytes: Uint8Array, pattern: RegExp): void {

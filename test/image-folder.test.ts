@@ -14,14 +14,7 @@ import { scanImageFolder } from '../shared/data/image-folder.js';
 import { ImageFolderLoader, type ImageFolderLoaderOptions } from '../shared/data/image-loader.js';
 import type { Batch } from '../shared/data/source.js';
 import { mulberry32, sampleRandom } from '../shared/data/sampler.js';
-import {
-  IMAGENET_NORMALIZATION,
-  areaResize,
-  evalTransform,
-  randomResizedCropBox,
-  resizeShorterCenterCropBox,
-  trainTransform,
-} from '../shared/data/transforms.js';
+import { IMAGENET_NORMALIZATION, areaResize, evalTransform, randomResizedCropBox, resizeShorterCenterCropBox, trainTransform } from '../shared/data/transforms.js';
 import { CohortError } from '../shared/errors.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-images-'));
@@ -51,25 +44,48 @@ function noise(width: number, height: number, channels: 1 | 3, seed: number): Bu
 const rawImage = (data: Buffer, width: number, height: number, channels: 1 | 3 | 4) => sharp(data, { raw: { width, height, channels } });
 
 before(async () => {
-  const sizes: [number, number][] = [[37, 53], [61, 29], [45, 45], [80, 33]];
+  const sizes: [number, number][] = [
+    [37, 53],
+    [61, 29],
+    [45, 45],
+    [80, 33],
+  ];
   for (const [k, name] of CLASSES.entries()) {
     const dir = join(MIXED, name);
     mkdirSync(dir, { recursive: true });
-    for (const [i, [w, h]] of sizes.entries()) writeFileSync(join(dir, `img${i}.jpg`), await rawImage(noise(w, h, 3, 10 * k + i), w, h, 3).jpeg().toBuffer());
+    for (const [i, [w, h]] of sizes.entries())
+      writeFileSync(
+        join(dir, `img${i}.jpg`),
+        await rawImage(noise(w, h, 3, 10 * k + i), w, h, 3)
+          .jpeg()
+          .toBuffer(),
+      );
   }
   // ant: a PNG with alpha; cat: a grey JPEG; Dog: random bytes named .JPEG; plus files that are not images.
   const rgba = Buffer.alloc(23 * 31 * 4, 200);
   writeFileSync(join(MIXED, 'ant', 'alpha.png'), await rawImage(rgba, 23, 31, 4).png().toBuffer());
-  writeFileSync(join(MIXED, 'cat', 'grey.JPG'), await rawImage(noise(41, 27, 1, 99), 41, 27, 1).jpeg().toBuffer());
+  writeFileSync(
+    join(MIXED, 'cat', 'grey.JPG'),
+    await rawImage(noise(41, 27, 1, 99), 41, 27, 1)
+      .jpeg()
+      .toBuffer(),
+  );
   const random = mulberry32(7);
-  writeFileSync(join(MIXED, 'Dog', 'x.JPEG'), Uint8Array.from({ length: 2000 }, () => random() * 256));
+  writeFileSync(
+    join(MIXED, 'Dog', 'x.JPEG'),
+    Uint8Array.from({ length: 2000 }, () => random() * 256),
+  );
   writeFileSync(join(MIXED, 'Dog', 'notes.txt'), 'not an image');
   writeFileSync(join(MIXED, 'cat', '.hidden.jpg'), 'ignored');
   writeFileSync(join(MIXED, 'README'), 'a file at the root is not a class');
 
   for (const [name, [r, g, b]] of Object.entries(COLOURS)) {
     mkdirSync(join(SOLID, name), { recursive: true });
-    for (const [w, h] of [[37, 53], [300, 41], [64, 64]]) {
+    for (const [w, h] of [
+      [37, 53],
+      [300, 41],
+      [64, 64],
+    ]) {
       const create = { width: w, height: h, channels: 3 as const, background: { r, g, b } };
       writeFileSync(join(SOLID, name, `${w}x${h}.png`), await sharp({ create }).png().toBuffer());
     }
@@ -107,24 +123,48 @@ test('the folder: classes in code-point order, files sorted, only .jpeg/.jpg/.pn
   assert.deepEqual(folder.classes, CLASSES);
   const names = folder.samples.map((s) => `${folder.classes[s.label]}/${s.path.slice(MIXED.length + 1).split('/')[1]}`);
   assert.deepEqual(names, [
-    'Dog/img0.jpg', 'Dog/img1.jpg', 'Dog/img2.jpg', 'Dog/img3.jpg', 'Dog/x.JPEG',
-    'ant/alpha.png', 'ant/img0.jpg', 'ant/img1.jpg', 'ant/img2.jpg', 'ant/img3.jpg',
-    'cat/grey.JPG', 'cat/img0.jpg', 'cat/img1.jpg', 'cat/img2.jpg', 'cat/img3.jpg',
+    'Dog/img0.jpg',
+    'Dog/img1.jpg',
+    'Dog/img2.jpg',
+    'Dog/img3.jpg',
+    'Dog/x.JPEG',
+    'ant/alpha.png',
+    'ant/img0.jpg',
+    'ant/img1.jpg',
+    'ant/img2.jpg',
+    'ant/img3.jpg',
+    'cat/grey.JPG',
+    'cat/img0.jpg',
+    'cat/img1.jpg',
+    'cat/img2.jpg',
+    'cat/img3.jpg',
   ]);
   for (const s of folder.samples) assert.ok(s.path.startsWith(join(MIXED, folder.classes[s.label])));
 });
 
 test('a missing root, an empty root and a class without images are CohortErrors naming the path', () => {
   const missing = join(root, 'nope');
-  assert.throws(() => scanImageFolder(missing), (e: Error) => e instanceof CohortError && e.message.includes(missing));
+  assert.throws(
+    () => scanImageFolder(missing),
+    (e: Error) => e instanceof CohortError && e.message.includes(missing),
+  );
   const empty = join(root, 'empty');
   mkdirSync(empty);
-  assert.throws(() => scanImageFolder(empty), (e: Error) => e instanceof CohortError && e.message.includes(empty));
+  assert.throws(
+    () => scanImageFolder(empty),
+    (e: Error) => e instanceof CohortError && e.message.includes(empty),
+  );
   const noImages = join(root, 'no-images');
   mkdirSync(join(noImages, 'cls'), { recursive: true });
   writeFileSync(join(noImages, 'cls', 'a.txt'), 'x');
-  assert.throws(() => scanImageFolder(noImages), (e: Error) => e instanceof CohortError && e.message.includes(join(noImages, 'cls')));
-  assert.throws(() => scanImageFolder(COORDS), (e: Error) => e instanceof CohortError && e.message.includes(COORDS));
+  assert.throws(
+    () => scanImageFolder(noImages),
+    (e: Error) => e instanceof CohortError && e.message.includes(join(noImages, 'cls')),
+  );
+  assert.throws(
+    () => scanImageFolder(COORDS),
+    (e: Error) => e instanceof CohortError && e.message.includes(COORDS),
+  );
   assert.throws(() => new ImageFolderLoader({ ...base, root: missing }), CohortError);
 });
 
@@ -155,7 +195,11 @@ test('train decode: crop from randomResizedCropBox on sampleRandom(seed, epoch, 
     assert.deepEqual(result.pixels, expected, `sample ${index}`);
     // and the picture is the right part of the source: R = x runs left to right (right to left when flipped)
     const row = Array.from({ length: 64 }, (_, o) => result.pixels[(32 * 64 + o) * 3]);
-    assert.deepEqual(row, [...row].sort((p, q) => (flip ? q - p : p - q)), `row of sample ${index} runs the right way`);
+    assert.deepEqual(
+      row,
+      [...row].sort((p, q) => (flip ? q - p : p - q)),
+      `row of sample ${index} runs the right way`,
+    );
     assert.ok(Math.min(...row) >= box.left - 1 && Math.max(...row) <= box.left + box.width, `row of sample ${index} inside the box`);
   }
   assert.equal(flips.size, 2, 'both flipped and unflipped samples');
@@ -227,15 +271,24 @@ test('batches: shapes, labels from the folder, every good sample once; the corru
   assert.equal(batches.length, 8); // ceil(15 / 4) per epoch
   for (const epoch of [0, 1]) {
     const mine = batches.filter((b) => b.epoch === epoch);
-    assert.deepEqual(mine.map((b) => b.batch), [0, 1, 2, 3]);
+    assert.deepEqual(
+      mine.map((b) => b.batch),
+      [0, 1, 2, 3],
+    );
     const seen = mine.flatMap((b) => Array.from(b.indices)).sort((a, b) => a - b);
-    assert.deepEqual(seen, folder.samples.map((_, i) => i).filter((i) => i !== corrupt));
+    assert.deepEqual(
+      seen,
+      folder.samples.map((_, i) => i).filter((i) => i !== corrupt),
+    );
   }
   for (const b of batches) {
     const n = b.indices.length;
     assert.deepEqual(b.shape, [n, 32, 32, 3]);
     assert.equal(b.images.length, n * 32 * 32 * 3);
-    assert.deepEqual(Array.from(b.labels), Array.from(b.indices, (i) => folder.samples[i].label));
+    assert.deepEqual(
+      Array.from(b.labels),
+      Array.from(b.indices, (i) => folder.samples[i].label),
+    );
     assert.ok(b.images.every(Number.isFinite));
   }
   assert.equal(warnings.length, 1);

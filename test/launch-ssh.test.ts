@@ -36,7 +36,10 @@ const dataset = { name: 'idx', train: randomIdx(root, 'train', 64), test: random
 
 function writeConfig(name: string, extra: Record<string, unknown> = {}): string {
   const path = join(root, `${name}.json`);
-  writeFileSync(path, JSON.stringify({ name, algorithm: 'dml', dataset, batchSize: 32, trainLimit: 64, epochs: 1, runDir: join(root, 'runs'), members: [member('a'), member('b')], ...extra }));
+  writeFileSync(
+    path,
+    JSON.stringify({ name, algorithm: 'dml', dataset, batchSize: 32, trainLimit: 64, epochs: 1, runDir: join(root, 'runs'), members: [member('a'), member('b')], ...extra }),
+  );
   return path;
 }
 
@@ -48,8 +51,14 @@ describe('slot assignment and arguments', () => {
       { worker: 'c', role: 'member', host: 'h2', gpu: 0 },
       { worker: 't', role: 'teacher', host: 'h2', gpu: 1 },
     ]);
-    assert.deepEqual(assignSlots(cfg(['a', 'b', 'c']), ['h1', 'h2'], 4).map((s) => `${s.worker}@${s.host}:${s.gpu}`), ['a@h1:0', 'b@h1:1', 'c@h1:2']);
-    assert.deepEqual(assignSlots(cfg(['a', 'b']), ['127.0.0.1', 'localhost'], 1).map((s) => `${s.worker}@${s.host}:${s.gpu}`), ['a@127.0.0.1:0', 'b@localhost:0']);
+    assert.deepEqual(
+      assignSlots(cfg(['a', 'b', 'c']), ['h1', 'h2'], 4).map((s) => `${s.worker}@${s.host}:${s.gpu}`),
+      ['a@h1:0', 'b@h1:1', 'c@h1:2'],
+    );
+    assert.deepEqual(
+      assignSlots(cfg(['a', 'b']), ['127.0.0.1', 'localhost'], 1).map((s) => `${s.worker}@${s.host}:${s.gpu}`),
+      ['a@127.0.0.1:0', 'b@localhost:0'],
+    );
   });
 
   test('more workers than slots, and a bad GPU count, are clear errors', () => {
@@ -194,7 +203,14 @@ async function startSshd(): Promise<Sshd | string> {
     child.kill();
     return `sshd did not start: ${log.trim() || 'no output'}`;
   }
-  const sshOptions = [`Port=${port}`, `IdentityFile=${join(dir, 'client_key')}`, 'IdentitiesOnly=yes', `UserKnownHostsFile=${join(dir, 'known_hosts')}`, 'GlobalKnownHostsFile=/dev/null', 'StrictHostKeyChecking=yes'];
+  const sshOptions = [
+    `Port=${port}`,
+    `IdentityFile=${join(dir, 'client_key')}`,
+    'IdentitiesOnly=yes',
+    `UserKnownHostsFile=${join(dir, 'known_hosts')}`,
+    'GlobalKnownHostsFile=/dev/null',
+    'StrictHostKeyChecking=yes',
+  ];
   const probe = spawnSync('ssh', ['-T', '-o', 'BatchMode=yes', ...sshOptions.flatMap((o) => ['-o', o]), '127.0.0.1', 'true'], { encoding: 'utf8', timeout: 30_000 });
   if (probe.status !== 0) {
     child.kill();
@@ -241,13 +257,37 @@ cd ${shellQuote(ROOT)} && exec ${cliArgv([]).map(shellQuote).join(' ')} "$@"
 
   const skipped = (t: TestContext) => !sshd && cannotRun(t, `a test sshd: ${why}`);
   const launch = (config: string, hosts: string, extra: string[] = []) =>
-    runCli(['launch', config, '--hosts', hosts, '--gpus-per-host', '1', '--listen', '127.0.0.1', '--port', '0', '--advertise', '127.0.0.1', '--remote-cohort', remoteCohort, ...sshd!.sshOptions.flatMap((o) => ['--ssh-option', o]), ...extra], {}, 240_000);
+    runCli(
+      [
+        'launch',
+        config,
+        '--hosts',
+        hosts,
+        '--gpus-per-host',
+        '1',
+        '--listen',
+        '127.0.0.1',
+        '--port',
+        '0',
+        '--advertise',
+        '127.0.0.1',
+        '--remote-cohort',
+        remoteCohort,
+        ...sshd!.sshOptions.flatMap((o) => ['--ssh-option', o]),
+        ...extra,
+      ],
+      {},
+      240_000,
+    );
   const readEvidence = () =>
     existsSync(evidence)
-      ? readFileSync(evidence, 'utf8').trim().split('\n').map((l) => {
-          const [memberName, pid, connection, chain, args] = l.split('\t');
-          return { member: memberName, pid: Number(pid), connection, chain: chain.trim().split(' '), args };
-        })
+      ? readFileSync(evidence, 'utf8')
+          .trim()
+          .split('\n')
+          .map((l) => {
+            const [memberName, pid, connection, chain, args] = l.split('\t');
+            return { member: memberName, pid: Number(pid), connection, chain: chain.trim().split(' '), args };
+          })
       : [];
   const alive = (pid: number) => {
     try {
@@ -283,10 +323,22 @@ cd ${shellQuote(ROOT)} && exec ${cliArgv([]).map(shellQuote).join(' ')} "$@"
     assert.match(r.stdout, /^\[b\] simulated crash of b$/m);
     // b's failed ssh was reported to the coordinator like a dead local worker, and b started again over ssh.
     const { records: events } = parseMetricsLines(readFileSync(join(runDir, 'metrics.jsonl'), 'utf8'));
-    assert.deepEqual(eventsOf(events, 'worker-lost').map((e) => [e.worker, e.reason, e.detail]), [['b', 'exited', 'it exited with code 3 on localhost (through ssh)']]);
-    assert.deepEqual(eventsOf(events, 'rollback').map((e) => [e.worker, e.step]), [['b', 0]]);
+    assert.deepEqual(
+      eventsOf(events, 'worker-lost').map((e) => [e.worker, e.reason, e.detail]),
+      [['b', 'exited', 'it exited with code 3 on localhost (through ssh)']],
+    );
+    assert.deepEqual(
+      eventsOf(events, 'rollback').map((e) => [e.worker, e.step]),
+      [['b', 0]],
+    );
     const bStarts = eventsOf(events, 'worker-started').filter((e) => e.worker === 'b');
-    assert.deepEqual(bStarts.map((e) => [e.host, e.attempt, e.delayMs]), [['localhost', 0, 0], ['localhost', 1, 200]]);
+    assert.deepEqual(
+      bStarts.map((e) => [e.host, e.attempt, e.delayMs]),
+      [
+        ['localhost', 0, 0],
+        ['localhost', 1, 200],
+      ],
+    );
     // Each worker ran under sshd: a session of the test's sshd (SSH_CONNECTION names its port),
     // an sshd among its ancestors, and the process that joined the coordinator is that one.
     const records = readEvidence();
@@ -298,7 +350,9 @@ cd ${shellQuote(ROOT)} && exec ${cliArgv([]).map(shellQuote).join(' ')} "$@"
       assert.match(e.args, new RegExp(`^worker --connect tcp://127\\.0\\.0\\.1:\\d+ --member ${e.member} --gpu 0 --keys /\\S+/cohort-keys\\.\\w+$`));
     }
     for (const m of ['a', 'b']) {
-      const joined = eventsOf(events, 'worker-admitted').filter((e) => e.worker === m).at(-1);
+      const joined = eventsOf(events, 'worker-admitted')
+        .filter((e) => e.worker === m)
+        .at(-1);
       assert.ok(joined, `${m} joined`);
       assert.equal(joined.pid, records.filter((e) => e.member === m).at(-1)!.pid, `the ${m} that joined is the one started through ssh`);
     }
@@ -321,13 +375,19 @@ cd ${shellQuote(ROOT)} && exec ${cliArgv([]).map(shellQuote).join(' ')} "$@"
     rmSync(join(root, 'fail-b'), { force: true });
     assertOneLineError(r, /^cohort: error: worker b lost at \S+: it exited with code 3 on localhost \(through ssh\) \(recovery policy 'fail'\)$/, 'policy fail');
     const records = readEvidence();
-    assert.ok(records.some((e) => e.member === 'b'), 'b was started through ssh');
+    assert.ok(
+      records.some((e) => e.member === 'b'),
+      'b was started through ssh',
+    );
     // --shared-keys: the hosts read RUN/keys in place.
     for (const e of records) assert.match(e.args, new RegExp(`--keys ${join(root, 'runs', 'fails', 'keys')}$`));
     // Every worker that started is stopped by the time the launcher returns (or very soon after).
     const deadline = Date.now() + 10_000;
     while (records.some((e) => alive(e.pid)) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 250));
-    assert.deepEqual(records.filter((e) => alive(e.pid)).map((e) => `${e.member} ${e.pid}`), []);
+    assert.deepEqual(
+      records.filter((e) => alive(e.pid)).map((e) => `${e.member} ${e.pid}`),
+      [],
+    );
   });
 
   test('an unreachable host and a missing remote cohort are refused before anything starts', { timeout: 120_000 }, async (t) => {
@@ -335,10 +395,36 @@ cd ${shellQuote(ROOT)} && exec ${cliArgv([]).map(shellQuote).join(' ')} "$@"
     const config = writeConfig('unreachable');
     const [unreachable, missing] = await Promise.all([
       launch(config, '127.0.0.1,127.0.0.2'),
-      runCli(['launch', config, '--hosts', '127.0.0.1,localhost', '--listen', '127.0.0.1', '--port', '0', '--remote-cohort', '/nonexistent/cohort', ...sshd!.sshOptions.flatMap((o) => ['--ssh-option', o])], {}, 120_000),
+      runCli(
+        [
+          'launch',
+          config,
+          '--hosts',
+          '127.0.0.1,localhost',
+          '--listen',
+          '127.0.0.1',
+          '--port',
+          '0',
+          '--remote-cohort',
+          '/nonexistent/cohort',
+          ...sshd!.sshOptions.flatMap((o) => ['--ssh-option', o]),
+        ],
+        {},
+        120_000,
+      ),
     ]);
-    assertOneLineError(unreachable, new RegExp(`cannot start workers over ssh \\(BatchMode: key-based login, no prompts\\): 127\\.0\\.0\\.2: ssh failed: ssh: connect to host 127\\.0\\.0\\.2 port ${sshd!.port}: Connection refused$`), 'unreachable host');
-    assertOneLineError(missing, /127\.0\.0\.1: '\/nonexistent\/cohort' is not on the remote PATH \(install cohort there, or pass --remote-cohort .*; localhost: '\/nonexistent\/cohort' is not on the remote PATH/, 'missing remote cohort');
+    assertOneLineError(
+      unreachable,
+      new RegExp(
+        `cannot start workers over ssh \\(BatchMode: key-based login, no prompts\\): 127\\.0\\.0\\.2: ssh failed: ssh: connect to host 127\\.0\\.0\\.2 port ${sshd!.port}: Connection refused$`,
+      ),
+      'unreachable host',
+    );
+    assertOneLineError(
+      missing,
+      /127\.0\.0\.1: '\/nonexistent\/cohort' is not on the remote PATH \(install cohort there, or pass --remote-cohort .*; localhost: '\/nonexistent\/cohort' is not on the remote PATH/,
+      'missing remote cohort',
+    );
     assert.ok(!existsSync(join(root, 'runs', 'unreachable')), 'no run was started');
   });
 });

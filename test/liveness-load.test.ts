@@ -34,7 +34,21 @@ after(() => {
 function config(name: string, members: string[], steps: number, extra: Record<string, unknown> = {}): string {
   const member = (n: string) => ({ name: n, model: { name: 'mlp-student' }, backend: 'wasm', optimizer: { name: 'sgd', lr: 0.05 } });
   const path = join(root, `${name}.json`);
-  writeFileSync(path, JSON.stringify({ name, algorithm: 'dml', dataset: { name: 'fashion-mnist', cacheDir }, batchSize: 32, trainLimit: steps * 32, progressEvery: 1, members: members.map(member), checkpoint: { everySteps: 5, keep: 2 }, runDir: join(root, 'runs'), ...extra }));
+  writeFileSync(
+    path,
+    JSON.stringify({
+      name,
+      algorithm: 'dml',
+      dataset: { name: 'fashion-mnist', cacheDir },
+      batchSize: 32,
+      trainLimit: steps * 32,
+      progressEvery: 1,
+      members: members.map(member),
+      checkpoint: { everySteps: 5, keep: 2 },
+      runDir: join(root, 'runs'),
+      ...extra,
+    }),
+  );
   return path;
 }
 
@@ -75,8 +89,14 @@ describe('liveness under CPU load', () => {
     assert.ok(frozenAt > 0, 'the coordinator was frozen');
     const rollbacks = eventsOf(records, 'rollback');
     const lost = eventsOf(records, 'worker-lost');
-    console.log(`# frozen 8 s: ${lost.length} loss(es) (${lost.map((e) => `${e.worker} ${e.reason}${e.sameIncident ? ' same incident' : ''}`).join(', ')}), ${rollbacks.length} rollback(s), restarts ${finished(records)?.restarts}`);
-    const story = () => result.output.split('\n').filter((l) => l.startsWith('coordinator:') || / rolling back | joining again/.test(l)).join('\n');
+    console.log(
+      `# frozen 8 s: ${lost.length} loss(es) (${lost.map((e) => `${e.worker} ${e.reason}${e.sameIncident ? ' same incident' : ''}`).join(', ')}), ${rollbacks.length} rollback(s), restarts ${finished(records)?.restarts}`,
+    );
+    const story = () =>
+      result.output
+        .split('\n')
+        .filter((l) => l.startsWith('coordinator:') || / rolling back | joining again/.test(l))
+        .join('\n');
     assert.ok(rollbacks.length <= 1, `at most one rollback: ${JSON.stringify(rollbacks)}\n${story()}`);
     assert.ok((finished(records)?.restarts ?? 0) <= 1, 'at most one restart used');
     assert.ok(lost.filter((e) => e.counted !== false).length <= 1, `at most one loss counted as a restart: ${JSON.stringify(lost)}`);

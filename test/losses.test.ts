@@ -8,17 +8,7 @@ import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
-import {
-  byotLoss,
-  crossEntropy,
-  dmlEnsembleLoss,
-  dmlLoss,
-  dmlLossFromPeerSummary,
-  ensembleTeacher,
-  kdLoss,
-  summarizePeers,
-  tfKdVirtualLoss,
-} from '../shared/losses/index.js';
+import { byotLoss, crossEntropy, dmlEnsembleLoss, dmlLoss, dmlLossFromPeerSummary, ensembleTeacher, kdLoss, summarizePeers, tfKdVirtualLoss } from '../shared/losses/index.js';
 import { CohortError } from '../shared/errors.js';
 import { useWasm } from './helpers/backends.js';
 
@@ -68,7 +58,11 @@ function lossesOf(c: Case): Array<[string, () => tf.Tensor]> {
   }
   list.push(['ensemble logits', () => ensembleTeacher([t(), ...peers()], { weights: [1, 2, 1], mode: 'logits' })]);
   const feats = () => c.inputs.features.map((f) => tf.tensor2d(f));
-  for (const [T, alpha, beta] of [[3, 0.3, 0], [1, 0.5, 0.1], [20, 1, 1e-6]]) {
+  for (const [T, alpha, beta] of [
+    [3, 0.3, 0],
+    [1, 0.5, 0.1],
+    [20, 1, 1e-6],
+  ]) {
     const key = `byot T=${T.toFixed(1)} alpha=${alpha.toFixed(1)} beta=${beta === 0 ? '0.0' : beta === 1e-6 ? '1e-06' : beta}`;
     list.push([key, () => byotLoss([s(), peers()[0], t()], feats(), y(), { T, alpha, beta })]);
   }
@@ -95,12 +89,24 @@ for (const backend of ['wasm', 'cpu'] as const) {
           assert.equal(actual.length, wanted.length, key);
           assert.ok(actual.every(Number.isFinite), `${key}: not finite: ${actual}`);
           // Scalars: |a - b| / |b|; tensors (ensembles): ||a - b|| / ||b||.
-          const err = Math.sqrt(actual.reduce((sum, v, i) => sum + (v - wanted[i]) ** 2, 0) / Math.max(wanted.reduce((sum, w) => sum + w * w, 0), 1e-12));
+          const err = Math.sqrt(
+            actual.reduce((sum, v, i) => sum + (v - wanted[i]) ** 2, 0) /
+              Math.max(
+                wanted.reduce((sum, w) => sum + w * w, 0),
+                1e-12,
+              ),
+          );
           assert.ok(err < 1e-5, `${key}: ${actual.slice(0, 4)} vs PyTorch ${wanted.slice(0, 4)} (relative error ${err.toExponential(2)})`);
           checked.push(key);
         }
         const metricKeys = new Set(['nll', 'entropy', 'top1', 'top3', 'ece15', 'ece15 bins']); // test/metrics.test.ts
-        assert.deepEqual(checked.sort(), Object.keys(c.outputs).filter((k) => !metricKeys.has(k)).sort(), 'every reference value is checked');
+        assert.deepEqual(
+          checked.sort(),
+          Object.keys(c.outputs)
+            .filter((k) => !metricKeys.has(k))
+            .sort(),
+          'every reference value is checked',
+        );
       });
     }
   });
@@ -181,10 +187,17 @@ describe('gradients match finite differences', () => {
   }
   test('the teaching signals get no gradient', async () => {
     await tf.setBackend('cpu');
-    const gT = await tf.grad((tt: tf.Tensor) => kdLoss(tf.tensor2d(s0), tt as tf.Tensor2D, y(), { T: 2, alpha: 0.5 }))(t()).data();
+    const gT = await tf
+      .grad((tt: tf.Tensor) => kdLoss(tf.tensor2d(s0), tt as tf.Tensor2D, y(), { T: 2, alpha: 0.5 }))(t())
+      .data();
     assert.ok(gT.every((g) => g === 0));
-    const gDeep = await tf.grad((d: tf.Tensor) => byotLoss([tf.tensor2d(s0), d as tf.Tensor2D], [], y(), { alpha: 1 }))(t()).data();
-    assert.ok(gDeep.every((g) => g === 0), 'with alpha = 1 (no CE) the deepest exit gets nothing: the KL term is detached');
+    const gDeep = await tf
+      .grad((d: tf.Tensor) => byotLoss([tf.tensor2d(s0), d as tf.Tensor2D], [], y(), { alpha: 1 }))(t())
+      .data();
+    assert.ok(
+      gDeep.every((g) => g === 0),
+      'with alpha = 1 (no CE) the deepest exit gets nothing: the KL term is detached',
+    );
   });
 });
 

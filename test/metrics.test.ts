@@ -7,14 +7,7 @@ import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
-import {
-  binIndex,
-  expectedCalibrationError,
-  MetricAccumulator,
-  negativeLogLikelihood,
-  predictiveEntropy,
-  topKAccuracy,
-} from '../shared/metrics/index.js';
+import { binIndex, expectedCalibrationError, MetricAccumulator, negativeLogLikelihood, predictiveEntropy, topKAccuracy } from '../shared/metrics/index.js';
 import { CohortError } from '../shared/errors.js';
 import { randomValues, seeded, useWasm } from './helpers/backends.js';
 
@@ -103,7 +96,10 @@ test('accumulating over batches equals one pass over all samples', async () => {
   close(b.topK[3], a.topK[3], 'top-3');
   close(b.topK[1], b.accuracy, 'top-1 equals accuracy');
   close(b.calibration.ece, a.calibration.ece, 'ece');
-  assert.deepEqual(b.calibration.bins.map((x) => x.count), a.calibration.bins.map((x) => x.count));
+  assert.deepEqual(
+    b.calibration.bins.map((x) => x.count),
+    a.calibration.bins.map((x) => x.count),
+  );
   const oneShot = await expectedCalibrationError(tf.softmax(tf.tensor2d(logits, [n, classes])) as tf.Tensor2D, tf.tensor1d(labels, 'int32'));
   close(b.calibration.ece, oneShot.ece, 'ece vs expectedCalibrationError');
   // Hand check of accuracy: count argmax hits in plain JS.
@@ -118,7 +114,10 @@ test('accumulating over batches equals one pass over all samples', async () => {
 test('bad arguments are errors naming the problem', async () => {
   const logits = tf.tensor2d([[1, 2, 3]]);
   const labels = tf.tensor1d([0], 'int32');
-  assert.throws(() => topKAccuracy(logits, labels, 4), (e: unknown) => e instanceof CohortError && /k must be an integer in 1..3, got 4/.test(e.message));
+  assert.throws(
+    () => topKAccuracy(logits, labels, 4),
+    (e: unknown) => e instanceof CohortError && /k must be an integer in 1..3, got 4/.test(e.message),
+  );
   await assert.rejects(expectedCalibrationError(tf.softmax(logits) as tf.Tensor2D, labels, { bins: 0 }), /bins must be a positive integer, got 0/);
   await assert.rejects(new MetricAccumulator().add(logits, tf.tensor1d([0, 1], 'int32')), /1 predictions for 2 labels/);
 });

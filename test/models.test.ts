@@ -23,7 +23,13 @@ const params = (config: ModelConfig) => {
 };
 
 async function forward(model: { predict: (x: tf.Tensor) => tf.Tensor | tf.Tensor[] }, shape: number[]): Promise<tf.Tensor[]> {
-  const x = tf.tensor(randomValues(shape.reduce((a, b) => a * b), seeded(7).random), shape);
+  const x = tf.tensor(
+    randomValues(
+      shape.reduce((a, b) => a * b),
+      seeded(7).random,
+    ),
+    shape,
+  );
   const out = model.predict(x);
   x.dispose();
   return Array.isArray(out) ? out : [out];
@@ -169,7 +175,10 @@ describe('one small gradient step on wasm lowers the loss of a fixed batch', () 
       const batch = 4;
       const rng = seeded(11);
       const x = tf.tensor4d(randomValues(batch * h * w * c, rng.random), [batch, h, w, c]);
-      const y = tf.tensor1d(Array.from({ length: batch }, () => rng.int(0, 9)), 'int32');
+      const y = tf.tensor1d(
+        Array.from({ length: batch }, () => rng.int(0, 9)),
+        'int32',
+      );
       const loss = () => {
         const outs = built.model.apply(x, { training: true }) as tf.Tensor2D | tf.Tensor2D[];
         if (!Array.isArray(outs)) return crossEntropy(outs, y);

@@ -90,11 +90,22 @@ after(() => {
 function config(name: string): string {
   const member = (n: string) => ({ name: n, model: { name: 'mlp-student', dropout: 0.2 }, backend: 'wasm', optimizer: { name: 'sgd', lr: 0.05 } });
   const path = join(root, `${name}.json`);
-  writeFileSync(path, JSON.stringify({
-    name, algorithm: 'dml', dataset: { name: 'fashion-mnist', cacheDir }, batchSize: 32, trainLimit: STEPS * 32,
-    progressEvery: 1, members: ['a', 'b', 'c', 'd'].map(member), checkpoint: { everySteps: 5, keep: 2 }, runDir: join(root, 'runs'),
-    recovery: { livenessMs: 5000, heartbeatMs: 500, maxRestarts: 4 }, exchange: { timeoutMs: 120_000 },
-  }));
+  writeFileSync(
+    path,
+    JSON.stringify({
+      name,
+      algorithm: 'dml',
+      dataset: { name: 'fashion-mnist', cacheDir },
+      batchSize: 32,
+      trainLimit: STEPS * 32,
+      progressEvery: 1,
+      members: ['a', 'b', 'c', 'd'].map(member),
+      checkpoint: { everySteps: 5, keep: 2 },
+      runDir: join(root, 'runs'),
+      recovery: { livenessMs: 5000, heartbeatMs: 500, maxRestarts: 4 },
+      exchange: { timeoutMs: 120_000 },
+    }),
+  );
   return path;
 }
 
@@ -114,8 +125,12 @@ async function runAcrossHosts(path: string, onRecord: (record: MetricsRecord) =>
   const endpoint = `tcp://${hosts[0].ip}:${PORT}`;
   const follower = new RunRecordsFollower(runDirOf(path), onRecord);
   const coordinator = onHost(hosts[0], 'coordinator', ['coordinator', path, '--bind', endpoint, '--keys', keys, '--log-every', '1']);
-  const workers = [['a', 1], ['b', 1], ['c', 2], ['d', 2]].map(([m, h]) =>
-    onHost(hosts[h as number], m as string, ['worker', '--connect', endpoint, '--member', m as string, '--keys', keys, '--timeout', '120']));
+  const workers = [
+    ['a', 1],
+    ['b', 1],
+    ['c', 2],
+    ['d', 2],
+  ].map(([m, h]) => onHost(hosts[h as number], m as string, ['worker', '--connect', endpoint, '--member', m as string, '--keys', keys, '--timeout', '120']));
   const results = await Promise.all([coordinator, ...workers].map(async (p) => ({ name: p.name, ...(await p.done) })));
   const all = results.map((r) => `--- ${r.name} (exit ${r.code}):\n${r.output}`).join('\n');
   const records = follower.stop();
@@ -135,7 +150,12 @@ describe('three hosts in network namespaces', () => {
 
     const across = await runAcrossHosts(config('across'));
     assert.match(across.output, /\(CURVE\)/);
-    assert.deepEqual(eventsOf(across.records, 'worker-admitted').map((e) => e.worker).sort(), ['a', 'b', 'c', 'd']);
+    assert.deepEqual(
+      eventsOf(across.records, 'worker-admitted')
+        .map((e) => e.worker)
+        .sort(),
+      ['a', 'b', 'c', 'd'],
+    );
     for (const m of ['a', 'b', 'c', 'd']) assert.deepEqual(await weights('across', m), await weights('one-host', m), `member ${m}`);
 
     // Host 2 loses its network at step 12 and gets it back once the coordinator has declared
@@ -149,12 +169,17 @@ describe('three hosts in network namespaces', () => {
         cut = true;
         assert.ok(ip('-n', h2.ns, 'link', 'set', h2.inner, 'down').ok);
       }
-      if (record.kind === 'event' && record.event === 'worker-lost' && ['c', 'd'].includes(record.worker) && record.reason === 'silent' && ++lost === 2) assert.ok(ip('-n', h2.ns, 'link', 'set', h2.inner, 'up').ok);
+      if (record.kind === 'event' && record.event === 'worker-lost' && ['c', 'd'].includes(record.worker) && record.reason === 'silent' && ++lost === 2)
+        assert.ok(ip('-n', h2.ns, 'link', 'set', h2.inner, 'up').ok);
     });
     assert.ok(cut, 'the link was cut');
     const losses = eventsOf(cutRun.records, 'worker-lost');
     for (const e of losses) console.log(`# ${e.worker} lost: ${e.reason} (${e.detail}) at step ${e.step}`);
-    for (const w of ['c', 'd']) assert.ok(losses.some((e) => e.worker === w && e.reason === 'silent'), `${w} was declared lost for its silence`);
+    for (const w of ['c', 'd'])
+      assert.ok(
+        losses.some((e) => e.worker === w && e.reason === 'silent'),
+        `${w} was declared lost for its silence`,
+      );
     assert.ok(eventsOf(cutRun.records, 'rollback').length >= 1, 'the cohort rolled back');
     for (const m of ['a', 'b', 'c', 'd']) assert.deepEqual(await weights('cut', m), await weights('one-host', m), `member ${m} after the cut`);
   });

@@ -76,7 +76,14 @@ test("an ONNX export of torchvision's resnet18 gives PyTorch's logits as a teach
   assert.deepEqual(a.shape, [3, CLASSES]);
   assert.ok(relativeError((await a.data()) as Float32Array, want) < 1e-4);
   // A dataset normalised otherwise: the teacher maps its images back to the model's statistics.
-  const other = await OnnxTeacher.open({ path: ref.onnx, input: { layout: 'NCHW', ...IMAGENET }, normalization: DATASET_NORM, imageShape: [SIDE, SIDE, 3], classes: CLASSES, name: 't' });
+  const other = await OnnxTeacher.open({
+    path: ref.onnx,
+    input: { layout: 'NCHW', ...IMAGENET },
+    normalization: DATASET_NORM,
+    imageShape: [SIDE, SIDE, 3],
+    classes: CLASSES,
+    name: 't',
+  });
   const xd = datasetView(io.get('images')!, IMAGENET, DATASET_NORM);
   const b = await other.logits(xd);
   const error = relativeError((await b.data()) as Float32Array, want);
@@ -110,12 +117,23 @@ test("onnxruntime's WebGPU provider is tried only where the worker's backend is 
 });
 
 test('onnx teachers in a run config: exactly one of model and onnx, input only with onnx', () => {
-  const config = (teacher: object) => ({ algorithm: 'kd', dataset: { name: 'fashion-mnist' }, members: [{ name: 's', model: { name: 'mlp-student' } }], teachers: [{ name: 't', ...teacher }] });
+  const config = (teacher: object) => ({
+    algorithm: 'kd',
+    dataset: { name: 'fashion-mnist' },
+    members: [{ name: 's', model: { name: 'mlp-student' } }],
+    teachers: [{ name: 't', ...teacher }],
+  });
   const run = resolveRunConfig(config({ onnx: 't.onnx', input: { mean: [0.5], std: [0.5] } }));
   assert.deepEqual(run.teachers[0].input, { layout: 'NCHW', mean: [0.5], std: [0.5] });
   assert.throws(() => resolveRunConfig(config({})), /config\.teachers\[0\]\.model: a teacher needs a 'model' \(a zoo network\) or an 'onnx' file/);
-  assert.throws(() => resolveRunConfig(config({ onnx: 't.onnx', model: { name: 'mlp-student' } })), /config\.teachers\[0\]\.onnx: a teacher has either a 'model' or an 'onnx' file, not both/);
-  assert.throws(() => resolveRunConfig(config({ model: { name: 'mlp-student' }, input: { layout: 'NCHW' } })), /config\.teachers\[0\]\.input: 'input' describes an 'onnx' teacher's images/);
+  assert.throws(
+    () => resolveRunConfig(config({ onnx: 't.onnx', model: { name: 'mlp-student' } })),
+    /config\.teachers\[0\]\.onnx: a teacher has either a 'model' or an 'onnx' file, not both/,
+  );
+  assert.throws(
+    () => resolveRunConfig(config({ model: { name: 'mlp-student' }, input: { layout: 'NCHW' } })),
+    /config\.teachers\[0\]\.input: 'input' describes an 'onnx' teacher's images/,
+  );
   assert.throws(() => resolveRunConfig(config({ onnx: 't.onnx', input: { mean: [0.5] } })), /config\.teachers\[0\]\.input\.std: give both 'mean' and 'std'/);
   assert.throws(() => resolveRunConfig(config({ onnx: 't.onnx', input: { layout: 'NCWH' } })), /config\.teachers\[0\]\.input\.layout/);
 });
@@ -187,7 +205,10 @@ test('a KD run with an ONNX teacher (cohort train, real processes) gives the stu
     const teacher = await referenceTeacherLogits(session, batch.images, batch.shape);
     const { probs, negEntropy } = temperedPredictions(teacher, config.temperature);
     const vars = student.model.trainableWeights.map((w) => w.read() as tf.Variable);
-    const { value, grads } = tf.variableGrads(() => kdLoss(student.model.apply(x, { training: true }) as tf.Tensor2D, probs, y, { T: config.temperature, alpha: config.alpha, teacherIsProbs: true }), vars);
+    const { value, grads } = tf.variableGrads(
+      () => kdLoss(student.model.apply(x, { training: true }) as tf.Tensor2D, probs, y, { T: config.temperature, alpha: config.alpha, teacherIsProbs: true }),
+      vars,
+    );
     optimizer.applyGradients(grads);
     tf.dispose([x, y, teacher, probs, negEntropy, value, ...Object.values(grads)]);
     steps++;

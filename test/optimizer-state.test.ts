@@ -60,7 +60,10 @@ function model(): tfl.LayersModel {
 /** The batch of step `step`: a function of the step only, as the cohort's data order is. */
 function batch(step: number): { x: tf.Tensor2D; y: tf.Tensor2D } {
   const random = mulberry32(1000 + step);
-  const x = tf.tensor2d(Float32Array.from({ length: BATCH * FEATURES }, () => random() * 2 - 1), [BATCH, FEATURES]);
+  const x = tf.tensor2d(
+    Float32Array.from({ length: BATCH * FEATURES }, () => random() * 2 - 1),
+    [BATCH, FEATURES],
+  );
   const labels = Array.from({ length: BATCH }, () => Math.floor(random() * CLASSES));
   const y = tf.tidy(() => tf.cast(tf.oneHot(tf.tensor1d(labels, 'int32'), CLASSES), 'float32') as tf.Tensor2D);
   return { x, y };

@@ -28,12 +28,34 @@ before(async () => {
 function config(name: string): string {
   const member = (n: string) => ({ name: n, model: { name: 'mlp-student' }, backend: 'wasm', optimizer: { name: 'sgd', lr: 0.05 } });
   const path = join(root, `${name}.json`);
-  writeFileSync(path, JSON.stringify({ name, algorithm: 'dml', dataset: { name: 'fashion-mnist', cacheDir }, batchSize: 32, trainLimit: 20 * 32, epochs: 2, progressEvery: 5, members: [member('a'), member('b')], runDir: join(root, 'runs') }));
+  writeFileSync(
+    path,
+    JSON.stringify({
+      name,
+      algorithm: 'dml',
+      dataset: { name: 'fashion-mnist', cacheDir },
+      batchSize: 32,
+      trainLimit: 20 * 32,
+      epochs: 2,
+      progressEvery: 5,
+      members: [member('a'), member('b')],
+      runDir: join(root, 'runs'),
+    }),
+  );
   return path;
 }
 
 describe('the display', () => {
-  const update = (worker: string, step: number): ProgressUpdate => ({ worker, epoch: Math.floor(step / 10), step, totalSteps: 20, loss: 0.5, accuracy: 0.8125, imagesPerSecond: 640.4, stepMs: 50 });
+  const update = (worker: string, step: number): ProgressUpdate => ({
+    worker,
+    epoch: Math.floor(step / 10),
+    step,
+    totalSteps: 20,
+    loss: 0.5,
+    accuracy: 0.8125,
+    imagesPerSecond: 640.4,
+    stepMs: 50,
+  });
 
   test('durations and fields', () => {
     assert.equal(formatDuration(42_000), '42s');
@@ -48,7 +70,10 @@ describe('the display', () => {
     const display = createProgressDisplay({ workers: ['a', 'b'], epochs: 2, interactive: false, plainEveryMs: 60_000, log: (l) => lines.push(l) });
     for (let step = 0; step < 20; step++) for (const w of ['a', 'b']) display.update(update(w, step));
     // The first update of each worker, then the ends of epochs 1 and 2 (steps 10 and 20).
-    assert.deepEqual(lines.map((l) => /^progress (\w): epoch \d\/2 \| step (\d+)\/20/.exec(l)!.slice(1).join(' ')), ['a 1', 'b 1', 'a 10', 'b 10', 'a 20', 'b 20']);
+    assert.deepEqual(
+      lines.map((l) => /^progress (\w): epoch \d\/2 \| step (\d+)\/20/.exec(l)!.slice(1).join(' ')),
+      ['a 1', 'b 1', 'a 10', 'b 10', 'a 20', 'b 20'],
+    );
     assert.equal(lines[0], 'progress a: epoch 1/2 | step 1/20 | 640 img/s | loss 0.5000 | accuracy 81.25% | ETA 1s');
   });
 });
@@ -63,12 +88,21 @@ describe('a real run', () => {
     }
     const { records, problems } = parseMetricsLines(readFileSync(join(root, 'runs', 'plain', 'metrics.jsonl'), 'utf8'));
     assert.deepEqual(problems, []);
-    assert.deepEqual(records.filter((r) => r.kind === 'run').map((r) => [r.run, r.algorithm, r.members.map((m) => m.name).join(), r.startStep]), [['plain', 'dml', 'a,b', 0]]);
+    assert.deepEqual(
+      records.filter((r) => r.kind === 'run').map((r) => [r.run, r.algorithm, r.members.map((m) => m.name).join(), r.startStep]),
+      [['plain', 'dml', 'a,b', 0]],
+    );
     const steps = records.filter((r): r is StepRecord => r.kind === 'step');
     for (const w of ['a', 'b']) {
       const mine = steps.filter((s) => s.worker === w);
-      assert.deepEqual(mine.map((s) => s.step), [4, 9, 14, 19, 24, 29, 34, 39]);
-      assert.deepEqual(mine.map((s) => s.epoch), [0, 0, 0, 0, 1, 1, 1, 1]);
+      assert.deepEqual(
+        mine.map((s) => s.step),
+        [4, 9, 14, 19, 24, 29, 34, 39],
+      );
+      assert.deepEqual(
+        mine.map((s) => s.epoch),
+        [0, 0, 0, 0, 1, 1, 1, 1],
+      );
       for (const s of mine) {
         assert.ok(s.loss! > 0 && s.accuracy! >= 0 && s.imagesPerSecond > 0 && s.stepMs > 0 && s.lr === 0.05, JSON.stringify(s));
       }
@@ -91,7 +125,11 @@ describe('a real run', () => {
   test('on a terminal: one line per worker, redrawn in place, and no plain progress lines', { timeout: 180_000 }, async (t) => {
     if (cannotRun(t, unmet(tool('script', 'bsdutils')))) return; // gives the run a terminal
     // A wide terminal, so that the lines are not cut to 80 columns.
-    const run = await startCli(['train', config('tty'), '--insecure'], { timeoutMs: 170_000, env: { COLUMNS: '160' }, wrap: (argv) => ['script', ['-qec', `stty cols 200; ${argv.join(' ')}`, '/dev/null']] }).exited;
+    const run = await startCli(['train', config('tty'), '--insecure'], {
+      timeoutMs: 170_000,
+      env: { COLUMNS: '160' },
+      wrap: (argv) => ['script', ['-qec', `stty cols 200; ${argv.join(' ')}`, '/dev/null']],
+    }).exited;
     assert.equal(run.code, 0, run.stdout);
     const out = run.stdout;
     assert.ok(out.includes('\u001b[1A'), 'the cursor moves up to redraw');

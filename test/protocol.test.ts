@@ -13,7 +13,10 @@ const packr = new Packr({ useRecords: false });
 
 function predictionsMessage(step = 3): MessageOf<'predictions'> {
   return {
-    type: 'predictions', step, epoch: 1, batch: 7,
+    type: 'predictions',
+    step,
+    epoch: 1,
+    batch: 7,
     indices: { dtype: 'int32', shape: [2], data: Int32Array.of(41, 9) },
     probs: { dtype: 'float32', shape: [2, 3], data: Float32Array.of(0.5, -1.25, 3, 1e-7, 2, -0) },
     negEntropy: -0.8123,
@@ -22,13 +25,44 @@ function predictionsMessage(step = 3): MessageOf<'predictions'> {
 }
 
 const samples: { [K in MessageType]: MessageOf<K> } = {
-  join: { type: 'join', protocolVersion: PROTOCOL_VERSION, runId: 'run-1', member: 'resnet32-a', role: 'member', backend: 'tensorflow', device: 'cuda:0', pid: 4242, host: 'node-7' },
-  welcome: { type: 'welcome', runId: 'run-1', member: 'resnet32-a', members: ['resnet32-a', 'resnet32-b'], startStep: 120, config: { algorithm: 'dml', members: [{ name: 'resnet32-a' }], nested: { T: 4 } } },
+  join: {
+    type: 'join',
+    protocolVersion: PROTOCOL_VERSION,
+    runId: 'run-1',
+    member: 'resnet32-a',
+    role: 'member',
+    backend: 'tensorflow',
+    device: 'cuda:0',
+    pid: 4242,
+    host: 'node-7',
+  },
+  welcome: {
+    type: 'welcome',
+    runId: 'run-1',
+    member: 'resnet32-a',
+    members: ['resnet32-a', 'resnet32-b'],
+    startStep: 120,
+    config: { algorithm: 'dml', members: [{ name: 'resnet32-a' }], nested: { T: 4 } },
+  },
   reject: { type: 'reject', reason: 'member resnet32-a already joined' },
   predictions: predictionsMessage(),
-  teaching: { type: 'teaching', step: 3, teaching: { dtype: 'float32', shape: [2, 2], data: Float32Array.of(0.25, 0.75, 0.5, 0.5) }, peerNegEntropy: -0.5623351446188083, peerCount: 2 },
+  teaching: {
+    type: 'teaching',
+    step: 3,
+    teaching: { dtype: 'float32', shape: [2, 2], data: Float32Array.of(0.25, 0.75, 0.5, 0.5) },
+    peerNegEntropy: -0.5623351446188083,
+    peerCount: 2,
+  },
   heartbeat: { type: 'heartbeat' },
-  eval: { type: 'eval', epoch: 4, metrics: { accuracy: 0.9125, nll: 0.31, ece: NaN }, reliability: [{ lower: 0, upper: 0.5, count: 0, accuracy: null, confidence: null }, { lower: 0.5, upper: 1, count: 12, accuracy: 0.75, confidence: 0.8125 }] },
+  eval: {
+    type: 'eval',
+    epoch: 4,
+    metrics: { accuracy: 0.9125, nll: 0.31, ece: NaN },
+    reliability: [
+      { lower: 0, upper: 0.5, count: 0, accuracy: null, confidence: null },
+      { lower: 0.5, upper: 1, count: 12, accuracy: 0.75, confidence: 0.8125 },
+    ],
+  },
   progress: { type: 'progress', epoch: 1, step: 959, totalSteps: 1876, loss: 0.4321, accuracy: 0.8521, imagesPerSecond: 512.5, stepMs: 62.4, lr: 0.001, generation: 0 },
   advance: { type: 'advance', step: 17 },
   evalLogits: {
@@ -118,17 +152,28 @@ test('the float16 option halves float32 frames, leaves int32 alone, and decodes 
 
 test('encoding an invalid message throws a CohortError naming the problem', () => {
   const bad = { ...predictionsMessage(), probs: { dtype: 'float32', shape: [2, 4], data: new Float32Array(6) } } as Message;
-  assert.throws(() => encodeMessage(bad), (e: Error) => e instanceof CohortError && /cannot encode predictions message: field 'probs': shape \[2,4\] has 8 elements but the data 6/.test(e.message));
+  assert.throws(
+    () => encodeMessage(bad),
+    (e: Error) => e instanceof CohortError && /cannot encode predictions message: field 'probs': shape \[2,4\] has 8 elements but the data 6/.test(e.message),
+  );
   assert.throws(() => encodeMessage({ ...samples.join, pid: -1 }), /cannot encode join message: field 'pid'/);
   assert.throws(() => encodeMessage({ type: 'nope' } as unknown as Message), /unknown type 'nope'/);
 });
 
 /** Header of a valid predictions message, to corrupt field by field. */
 function predictionsHeader(): Record<string, unknown> {
-  return { v: 1, type: 'predictions', step: 3, epoch: 1, batch: 7, negEntropy: -0.8123, tensors: [
-    { key: 'indices', dtype: 'int32', shape: [2], byteLength: 8 },
-    { key: 'probs', dtype: 'float32', shape: [2, 3], byteLength: 24 },
-  ] };
+  return {
+    v: 1,
+    type: 'predictions',
+    step: 3,
+    epoch: 1,
+    batch: 7,
+    negEntropy: -0.8123,
+    tensors: [
+      { key: 'indices', dtype: 'int32', shape: [2], byteLength: 8 },
+      { key: 'probs', dtype: 'float32', shape: [2, 3], byteLength: 24 },
+    ],
+  };
 }
 const dataFrames = encodeMessage(predictionsMessage()).slice(1);
 const withHeader = (patch: Record<string, unknown>, frames = dataFrames) => [packr.pack({ ...predictionsHeader(), ...patch }), ...frames];
@@ -169,7 +214,9 @@ test('every malformed message is refused with a clear error, never thrown', () =
   ];
   for (const [what, frames, pattern, limits] of cases) {
     let result;
-    assert.doesNotThrow(() => { result = decodeMessage(frames, limits); }, what);
+    assert.doesNotThrow(() => {
+      result = decodeMessage(frames, limits);
+    }, what);
     assert.ok(result && !(result as { ok: boolean }).ok, `${what}: decoded`);
     assert.match((result as unknown as { error: string }).error, pattern, what);
   }
@@ -177,7 +224,7 @@ test('every malformed message is refused with a clear error, never thrown', () =
 
 test('random corruption never throws', () => {
   let seed = 12345;
-  const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
   for (const message of Object.values(samples)) {
     const frames = encodeMessage(message);
     for (let trial = 0; trial < 300; trial++) {
@@ -233,10 +280,14 @@ test('a coordinator serves three workers: join, welcome, predictions, teaching; 
 
     // Two steps: each worker sends predictions, the coordinator answers each with its peers' mean (float16 on the wire).
     for (const step of [0, 1]) {
-      await Promise.all(workers.map((w, i) => w.send({
-        ...predictionsMessage(step),
-        probs: { dtype: 'float32', shape: [2, 3], data: Float32Array.from({ length: 6 }, (_, k) => i + k / 10) },
-      })));
+      await Promise.all(
+        workers.map((w, i) =>
+          w.send({
+            ...predictionsMessage(step),
+            probs: { dtype: 'float32', shape: [2, 3], data: Float32Array.from({ length: 6 }, (_, k) => i + k / 10) },
+          }),
+        ),
+      );
       const received = new Map<string, Float32Array>();
       for await (const { peer, message } of coordinator) {
         assert.ok(message.type === 'predictions' && message.step === step);
@@ -261,7 +312,9 @@ test('a coordinator serves three workers: join, welcome, predictions, teaching; 
     assert.equal(coordinator.dropped, 1);
 
     // Closing ends a pending iteration.
-    const iterating = (async () => { for await (const _ of coordinator) assert.fail('no message expected'); })();
+    const iterating = (async () => {
+      for await (const _ of coordinator) assert.fail('no message expected');
+    })();
     await new Promise((resolve) => setTimeout(resolve, 20));
     coordinator.close();
     await iterating;

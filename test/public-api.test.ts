@@ -43,7 +43,18 @@ test('the package root exports every loss and metric by name', () => {
   assert.equal(typeof api.CohortError, 'function');
 });
 
-const KD_INPUTS = { student: [[1, 2, 0.5], [-1, 0.3, 2]], teacher: [[0.2, 1, 3], [2, -0.5, 0]], labels: [2, 0], options: { T: 4, alpha: 0.7 } };
+const KD_INPUTS = {
+  student: [
+    [1, 2, 0.5],
+    [-1, 0.3, 2],
+  ],
+  teacher: [
+    [0.2, 1, 3],
+    [2, -0.5, 0],
+  ],
+  labels: [2, 0],
+  options: { T: 4, alpha: 0.7 },
+};
 
 test('a fresh process imports the package root and calls kdLoss with no initBackend: the value of the same call here, on the cpu backend', { timeout: 60_000 }, async () => {
   const script = `import * as tf from '@tensorflow/tfjs-core';

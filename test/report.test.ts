@@ -77,7 +77,21 @@ const ALPHA_STEPS = 4;
 const alpha = writeRun(
   'alpha',
   [
-    { kind: 'run', time: TIME, run: 'dml-alpha', algorithm: 'dml', members: [{ name: 'a', model: 'cnn' }, { name: 'b', model: 'cnn' }], teachers: [], epochs: 2, stepsPerEpoch: ALPHA_STEPS, batchSize: 64, startStep: 0 },
+    {
+      kind: 'run',
+      time: TIME,
+      run: 'dml-alpha',
+      algorithm: 'dml',
+      members: [
+        { name: 'a', model: 'cnn' },
+        { name: 'b', model: 'cnn' },
+      ],
+      teachers: [],
+      epochs: 2,
+      stepsPerEpoch: ALPHA_STEPS,
+      batchSize: 64,
+      startStep: 0,
+    },
     ...Array.from({ length: 2 * ALPHA_STEPS }, (_, s) => [stepRecord('a', 'member', s, ALPHA_STEPS, 2 - 0.2 * s), stepRecord('b', 'member', s, ALPHA_STEPS, 2.1 - 0.2 * s)]).flat(),
     evalRecord('a', 'member', 0, 0.8, 0.5, 0.02, bins(-0.1)),
     evalRecord('b', 'member', 0, 0.79, 0.52, 0.03, bins(-0.1)),
@@ -97,8 +111,26 @@ const ALPHA_LINES = 1 + 2 * 2 * ALPHA_STEPS + 7 + 2;
 const BETA_STEPS = 5;
 const betaSteps = [1, 3, 5, 7, 9, 11, 13];
 const beta = writeRun('beta', [
-  { kind: 'run', time: TIME, run: 'kd-beta', algorithm: 'kd', members: [{ name: 'a', model: 'mlp' }, { name: 'b', model: 'mlp' }], teachers: [{ name: 't', model: 'cnn' }], epochs: 3, stepsPerEpoch: BETA_STEPS, batchSize: 64, startStep: 0 },
-  ...betaSteps.flatMap((s) => [stepRecord('t', 'teacher', s, BETA_STEPS), stepRecord('a', 'member', s, BETA_STEPS, 1.5 - 0.1 * s), stepRecord('b', 'member', s, BETA_STEPS, 1.6 - 0.1 * s)]),
+  {
+    kind: 'run',
+    time: TIME,
+    run: 'kd-beta',
+    algorithm: 'kd',
+    members: [
+      { name: 'a', model: 'mlp' },
+      { name: 'b', model: 'mlp' },
+    ],
+    teachers: [{ name: 't', model: 'cnn' }],
+    epochs: 3,
+    stepsPerEpoch: BETA_STEPS,
+    batchSize: 64,
+    startStep: 0,
+  },
+  ...betaSteps.flatMap((s) => [
+    stepRecord('t', 'teacher', s, BETA_STEPS),
+    stepRecord('a', 'member', s, BETA_STEPS, 1.5 - 0.1 * s),
+    stepRecord('b', 'member', s, BETA_STEPS, 1.6 - 0.1 * s),
+  ]),
   ...[0, 1, 2].flatMap((e) => [
     evalRecord('a', 'member', e, [0.85, 0.89, 0.9012][e], [0.4, 0.3, 0.28][e], [0.03, 0.025, 0.0213][e], bins(0.05)),
     evalRecord('b', 'member', e, [0.84, 0.88, 0.8999][e], [0.41, 0.32, 0.3001][e], [0.02, 0.015, 0.01][e], bins(0.03)),
@@ -134,7 +166,13 @@ const EXPECTED_TABLES: Record<string, string[][]> = {
 
 const CHART_IDS = ['accuracy', 'test-loss', 'ece', 'train-loss', 'step-time', 'reliability'];
 
-const unescape = (s: string) => s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&amp;/g, '&');
+const unescape = (s: string) =>
+  s
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&#39;/g, "'")
+    .replace(/&amp;/g, '&');
 
 function finalTables(html: string): Record<string, string[][]> {
   const tables: Record<string, string[][]> = {};
@@ -199,7 +237,12 @@ test('cohort report overlays two runs into one self-contained page with the fina
   // The skipped lines of alpha, counted, with the first problem; beta had none.
   const warnings = r.stderr.trim().split('\n');
   assert.equal(warnings.length, 1, r.stderr);
-  assert.match(warnings[0], new RegExp(`^cohort: warning: ${join(alpha, 'metrics.jsonl')} \\(run dml-alpha\\): skipped 2 of ${ALPHA_LINES} lines that are not metrics records \\(first: line ${ALPHA_LINES - 1}: kind: .*eval lines written before metrics records had a kind are not read\\)$`));
+  assert.match(
+    warnings[0],
+    new RegExp(
+      `^cohort: warning: ${join(alpha, 'metrics.jsonl')} \\(run dml-alpha\\): skipped 2 of ${ALPHA_LINES} lines that are not metrics records \\(first: line ${ALPHA_LINES - 1}: kind: .*eval lines written before metrics records had a kind are not read\\)$`,
+    ),
+  );
 
   const html = readFileSync(both, 'utf8');
   assertSelfContained(html);
@@ -207,12 +250,19 @@ test('cohort report overlays two runs into one self-contained page with the fina
   assert.match(html, /dml-alpha \(<code>[^<]*alpha\/metrics.jsonl<\/code>\): skipped 2 of \d+ lines/, 'the page says what was skipped');
   assert.deepEqual(finalTables(html), { 'dml-alpha': EXPECTED_TABLES['dml-alpha'], 'kd-beta': EXPECTED_TABLES['kd-beta'] });
   const figs = figures(html);
-  assert.deepEqual(figs.map((f) => f.id), CHART_IDS);
-  assert.ok(figs.every((f) => f.svg && !f.noData), JSON.stringify(figs));
+  assert.deepEqual(
+    figs.map((f) => f.id),
+    CHART_IDS,
+  );
+  assert.ok(
+    figs.every((f) => f.svg && !f.noData),
+    JSON.stringify(figs),
+  );
   assert.equal((html.match(/<svg[\s>]/g) ?? []).length, 6, 'one <svg> per chart');
   // Both runs are in the legends (stroke dash per run) and every panel of the reliability diagrams is named.
   for (const label of ['dml-alpha', 'kd-beta', 'ensemble']) assert.match(html, new RegExp(`>${label}</text>`));
-  for (const panel of ['dml-alpha/a (epoch 2)', 'dml-alpha/ensemble (epoch 2)', 'kd-beta/b (epoch 3)', 'kd-beta/ensemble (epoch 3)']) assert.ok(html.includes(`>${panel}</text>`), panel);
+  for (const panel of ['dml-alpha/a (epoch 2)', 'dml-alpha/ensemble (epoch 2)', 'kd-beta/b (epoch 3)', 'kd-beta/ensemble (epoch 3)'])
+    assert.ok(html.includes(`>${panel}</text>`), panel);
   assert.ok(!html.includes('kd-beta/t (epoch'), 'the teacher has no reliability bins: no panel');
 });
 
@@ -242,7 +292,10 @@ test('one run: the report goes into the run directory, and charts without data s
 test('the default output for several runs is report.html in the current folder; long series are thinned evenly', () => {
   assert.equal(defaultOutPath(['x']), join('x', 'report.html'));
   assert.equal(defaultOutPath(['x', 'y']), resolve('report.html'));
-  const kept = thin(Array.from({ length: 10_001 }, (_, i) => i), 2000);
+  const kept = thin(
+    Array.from({ length: 10_001 }, (_, i) => i),
+    2000,
+  );
   assert.equal(kept.length, 2000);
   assert.equal(kept[0], 0);
   assert.equal(kept.at(-1), 10_000);
@@ -259,7 +312,18 @@ function runChromium(bin: string, args: string[]): string {
   const profile = mkdtempSync(join(root, 'chromium-profile-'));
   const r = spawnSync(
     bin,
-    ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--hide-scrollbars', `--user-data-dir=${profile}`, ...args],
+    [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+      '--hide-scrollbars',
+      `--user-data-dir=${profile}`,
+      ...args,
+    ],
     { encoding: 'utf8', timeout: 90_000, maxBuffer: 64 * 1024 * 1024 },
   );
   assert.equal(r.status, 0, `chromium ${args.join(' ')} exited ${r.status} (${r.signal ?? ''}):\n${r.stderr}`);
@@ -329,14 +393,21 @@ test('headless Chromium renders every chart of the overlaid report', { timeout: 
     legendLabels: string[];
     strokeOf: Record<string, string>;
   }[];
-  assert.deepEqual(charts.map((c) => c.id), CHART_IDS);
+  assert.deepEqual(
+    charts.map((c) => c.id),
+    CHART_IDS,
+  );
   for (const c of charts) {
     assert.ok(c.svg && c.width > 200 && c.height > 150, `${c.id}: rendered at ${c.width}x${c.height}`);
   }
   const byId = Object.fromEntries(charts.map((c) => [c.id, c]));
   // Eval charts: one line per run and worker (alpha a, b, ensemble; beta a, b, t, ensemble), a point per record.
   const evalPoints = 2 * 3 + 3 * 4;
-  for (const [id, yTitle] of [['accuracy', 'test accuracy'], ['test-loss', 'test NLL (nats)'], ['ece', 'test ECE']]) {
+  for (const [id, yTitle] of [
+    ['accuracy', 'test accuracy'],
+    ['test-loss', 'test NLL (nats)'],
+    ['ece', 'test ECE'],
+  ]) {
     assert.equal(byId[id].lines, 7, `${id}: lines`);
     assert.equal(byId[id].points, evalPoints, `${id}: points`);
     assert.deepEqual(byId[id].axisTitles, ['epoch', yTitle], `${id}: axis titles`);
@@ -374,7 +445,12 @@ test('headless Chromium renders every chart of the overlaid report', { timeout: 
   const pixels = info.width * info.height;
   assert.ok(notWhite / pixels > 0.03, `screenshot not blank: ${((100 * notWhite) / pixels).toFixed(1)}% of pixels are not white`);
   // One colour per worker in every chart (Vega's category colours in worker order): a blue (and the reliability bars), b orange, t red, ensemble teal.
-  for (const [name, rgb] of [['blue', [0x4c, 0x78, 0xa8]], ['orange', [0xf5, 0x85, 0x18]], ['red', [0xe4, 0x57, 0x56]], ['teal', [0x72, 0xb7, 0xb2]]] as const) {
+  for (const [name, rgb] of [
+    ['blue', [0x4c, 0x78, 0xa8]],
+    ['orange', [0xf5, 0x85, 0x18]],
+    ['red', [0xe4, 0x57, 0x56]],
+    ['teal', [0x72, 0xb7, 0xb2]],
+  ] as const) {
     const n = near(rgb[0], rgb[1], rgb[2]);
     assert.ok(n > 500, `screenshot shows ${name} marks: ${n} pixels`);
   }
@@ -407,7 +483,12 @@ test('bad run directories and bad files: one clear error line, exit 2, no report
   const inProcess: [string, string[], string | undefined, RegExp][] = [
     ['a file', [file], undefined, /'.*a-file' is not a run directory: it is a file/],
     ['empty metrics.jsonl', [emptyFile], undefined, /empty-file\/metrics\.jsonl has no usable records: it is empty$/],
-    ['old format only', [old], undefined, /has no usable records: skipped 1 of 1 lines .*\(first: line 1: kind: .*eval lines written before metrics records had a kind are not read\)$/],
+    [
+      'old format only',
+      [old],
+      undefined,
+      /has no usable records: skipped 1 of 1 lines .*\(first: line 1: kind: .*eval lines written before metrics records had a kind are not read\)$/,
+    ],
     ['only a run record', [onlyRun], undefined, /has no usable records: it holds no step or eval record$/],
     ['unwritable --out', [gamma], join(root, 'no-such-folder', 'r.html'), /cannot write .*no-such-folder\/r\.html: no such folder \(ENOENT\)$/],
   ];

@@ -22,13 +22,20 @@ const member = (name: string, model = 'cnn-student') => ({ name, model: { name: 
 const minimal = { algorithm: 'dml', dataset: { name: 'fashion-mnist' }, members: [member('a'), member('b')] };
 
 function fails(value: unknown, pattern: RegExp): void {
-  assert.throws(() => resolveRunConfig(value), (e: unknown) => e instanceof CohortError && pattern.test(e.message), `expected ${pattern}`);
+  assert.throws(
+    () => resolveRunConfig(value),
+    (e: unknown) => e instanceof CohortError && pattern.test(e.message),
+    `expected ${pattern}`,
+  );
 }
 
 describe('loading', () => {
   test('a YAML file gets every default, and the algorithm defaults for T and alpha', () => {
     const path = join(dir, 'run.yaml');
-    writeFileSync(path, 'algorithm: kd\ndataset: { name: fashion-mnist }\nmembers:\n  - { name: s, model: { name: cnn-student } }\nteachers:\n  - { name: t, model: { name: cnn-teacher }, checkpoint: runs/x/t/final }\n');
+    writeFileSync(
+      path,
+      'algorithm: kd\ndataset: { name: fashion-mnist }\nmembers:\n  - { name: s, model: { name: cnn-student } }\nteachers:\n  - { name: t, model: { name: cnn-teacher }, checkpoint: runs/x/t/final }\n',
+    );
     const config = loadRunConfig(path);
     assert.equal(config.temperature, 20);
     assert.equal(config.alpha, 0.5);
@@ -72,13 +79,22 @@ describe('loading', () => {
 describe('errors name the key and the expected value', () => {
   test('unknown algorithm', () => fails({ ...minimal, algorithm: 'dmll' }, /config\.algorithm: Invalid option: expected one of "baseline"\|"kd"\|"dml"/));
   test('unknown top-level key', () => fails({ ...minimal, epoch: 3 }, /config: unknown key 'epoch'/));
-  test('bad member model', () => fails({ ...minimal, members: [member('a', 'resnet101'), member('b')] }, /config\.members\[0\]\.model\.name: Invalid option: expected one of "reference-cnn"/));
-  test('model options the zoo refuses', () => fails({ ...minimal, members: [{ name: 'a', model: { name: 'mlp-student', stem: 'small' } }, member('b')] }, /config\.members\[0\]\.model: model: 'stem' applies only to ResNet and MobileNetV2/));
-  test('negative learning rate', () => fails({ ...minimal, members: [{ ...member('a'), optimizer: { lr: -1 } }, member('b')] }, /config\.members\[0\]\.optimizer\.lr: Too small: expected number to be >0/));
-  test('bad schedule', () => fails({ ...minimal, members: [{ ...member('a'), schedule: { kind: 'step' } }, member('b')] }, /config\.members\[0\]\.schedule\.milestones: .*expected array/));
+  test('bad member model', () =>
+    fails({ ...minimal, members: [member('a', 'resnet101'), member('b')] }, /config\.members\[0\]\.model\.name: Invalid option: expected one of "reference-cnn"/));
+  test('model options the zoo refuses', () =>
+    fails(
+      { ...minimal, members: [{ name: 'a', model: { name: 'mlp-student', stem: 'small' } }, member('b')] },
+      /config\.members\[0\]\.model: model: 'stem' applies only to ResNet and MobileNetV2/,
+    ));
+  test('negative learning rate', () =>
+    fails({ ...minimal, members: [{ ...member('a'), optimizer: { lr: -1 } }, member('b')] }, /config\.members\[0\]\.optimizer\.lr: Too small: expected number to be >0/));
+  test('bad schedule', () =>
+    fails({ ...minimal, members: [{ ...member('a'), schedule: { kind: 'step' } }, member('b')] }, /config\.members\[0\]\.schedule\.milestones: .*expected array/));
   test('alpha above 1', () => fails({ ...minimal, alpha: 1.5 }, /config\.alpha: Too big: expected number to be <=1/));
-  test('several problems are listed together', () => fails({ ...minimal, epochs: 0, batchSize: 'big' }, /config\.epochs: Too small[\s\S]*config\.batchSize: Invalid input: expected number, received string/));
-  test('a worker name that cannot be a routing id', () => fails({ ...minimal, members: [member('a b'), member('b')] }, /config\.members\[0\]\.name: expected 1-64 letters, digits/));
+  test('several problems are listed together', () =>
+    fails({ ...minimal, epochs: 0, batchSize: 'big' }, /config\.epochs: Too small[\s\S]*config\.batchSize: Invalid input: expected number, received string/));
+  test('a worker name that cannot be a routing id', () =>
+    fails({ ...minimal, members: [member('a b'), member('b')] }, /config\.members\[0\]\.name: expected 1-64 letters, digits/));
 });
 
 describe('algorithm rules', () => {
@@ -86,10 +102,14 @@ describe('algorithm rules', () => {
   test('KD needs a teacher', () => fails({ ...minimal, algorithm: 'kd' }, /config\.teachers: kd needs at least 1 teacher/));
   test('baseline takes no teachers', () => fails({ ...minimal, algorithm: 'baseline', teachers: [member('t')] }, /config\.teachers: baseline takes no teachers/));
   test('BYOT needs a multi-exit model', () => fails({ ...minimal, algorithm: 'byot' }, /config\.members\[0\]\.model\.name: byot needs a multi-exit model/));
-  test('cross-quality KD needs a downscaled member', () => fails({ ...minimal, algorithm: 'cross_quality_kd', teachers: [member('t')] }, /cross_quality_kd needs at least one member with a downscale/));
+  test('cross-quality KD needs a downscaled member', () =>
+    fails({ ...minimal, algorithm: 'cross_quality_kd', teachers: [member('t')] }, /cross_quality_kd needs at least one member with a downscale/));
   test("teacherSeesDownscaled with the study's CNN teacher: refused for a 14x14 view it cannot take, accepted upsampled back", () => {
     const study = parseYaml(readFileSync(join(ROOT, 'examples', 'study', '10-cross-quality-kd.yaml'), 'utf8'));
-    fails({ ...study, teacherSeesDownscaled: true }, /^invalid config config:\n {2}config\.teacherSeesDownscaled: teacher 'teacher' \(cnn-teacher\) loads weights whose dense layer is sized by full-resolution images and cannot take the 14x14 view \(upsample: none\): upsample it back \(the student's downscale\.upsample: nearest or bilinear\), or set teacherSeesDownscaled: false$/);
+    fails(
+      { ...study, teacherSeesDownscaled: true },
+      /^invalid config config:\n {2}config\.teacherSeesDownscaled: teacher 'teacher' \(cnn-teacher\) loads weights whose dense layer is sized by full-resolution images and cannot take the 14x14 view \(upsample: none\): upsample it back \(the student's downscale\.upsample: nearest or bilinear\), or set teacherSeesDownscaled: false$/,
+    );
     const upsampled = { ...study, teacherSeesDownscaled: true, members: [{ ...study.members[0], downscale: { size: 14, upsample: 'bilinear' } }] };
     assert.equal(resolveRunConfig(upsampled).teacherSeesDownscaled, true);
     // A teacher that can take any size (global pooling), or one without saved weights, is not refused.
@@ -104,7 +124,10 @@ describe('learning-rate schedules', () => {
   test('constant and step decay at epoch milestones', () => {
     assert.equal(learningRateAt({ kind: 'constant' }, 0.1, clock(13)), 0.1);
     const step = { kind: 'step' as const, milestones: [1, 3], gamma: 0.5 };
-    assert.deepEqual([0, 9, 10, 19].map((s) => learningRateAt(step, 0.1, { step: s, stepsPerEpoch: 10, totalSteps: 40 })), [0.1, 0.1, 0.05, 0.05]);
+    assert.deepEqual(
+      [0, 9, 10, 19].map((s) => learningRateAt(step, 0.1, { step: s, stepsPerEpoch: 10, totalSteps: 40 })),
+      [0.1, 0.1, 0.05, 0.05],
+    );
     assert.equal(learningRateAt(step, 0.1, { step: 30, stepsPerEpoch: 10, totalSteps: 40 }), 0.025);
   });
   test('cosine: lr at the start, the mean of lr and minLr half way, minLr at the end', () => {
@@ -127,10 +150,17 @@ describe('learning-rate schedules', () => {
 
 test('optimizer adamw with weight decay and OneCycle cycling its beta1 is accepted; cycling tfjs Adam or decaying it is refused by key', () => {
   const base = { algorithm: 'baseline', dataset: { name: 'fashion-mnist' } };
-  const run = resolveRunConfig({ ...base, members: [{ name: 'a', model: { name: 'cnn-student' }, optimizer: { name: 'adamw', lr: 5e-3, weightDecay: 0.01 }, schedule: { kind: 'onecycle', cycleMomentum: true } }] });
+  const run = resolveRunConfig({
+    ...base,
+    members: [{ name: 'a', model: { name: 'cnn-student' }, optimizer: { name: 'adamw', lr: 5e-3, weightDecay: 0.01 }, schedule: { kind: 'onecycle', cycleMomentum: true } }],
+  });
   assert.equal(run.members[0].optimizer.name, 'adamw');
   assert.throws(
-    () => resolveRunConfig({ ...base, members: [{ name: 'a', model: { name: 'cnn-student' }, optimizer: { name: 'adam', weightDecay: 0.01 }, schedule: { kind: 'onecycle', cycleMomentum: true } }] }),
+    () =>
+      resolveRunConfig({
+        ...base,
+        members: [{ name: 'a', model: { name: 'cnn-student' }, optimizer: { name: 'adam', weightDecay: 0.01 }, schedule: { kind: 'onecycle', cycleMomentum: true } }],
+      }),
     /config\.members\[0\]\.optimizer\.weightDecay: weightDecay \(decoupled\) applies to adamw only, not adam\n\s+config\.members\[0\]\.schedule\.cycleMomentum: adam has no momentum to cycle/,
   );
 });

@@ -5,7 +5,10 @@ import { BatchSampler, epochOrder, sampleRandom } from '../shared/data/sampler.j
 
 test('an epoch order is a permutation that depends only on (seed, epoch)', () => {
   const a = epochOrder(1000, 42, 3);
-  assert.deepEqual([...a].sort((x, y) => x - y), Array.from({ length: 1000 }, (_, i) => i));
+  assert.deepEqual(
+    [...a].sort((x, y) => x - y),
+    Array.from({ length: 1000 }, (_, i) => i),
+  );
   assert.deepEqual(epochOrder(1000, 42, 3), a);
   assert.notDeepEqual(epochOrder(1000, 42, 4), a);
   assert.notDeepEqual(epochOrder(1000, 43, 3), a);

@@ -59,9 +59,15 @@ test('a model with dropout saves it as a plain tfjs Dropout layer, which tfjs lo
   const built = buildModel({ name: 'mlp-teacher', inputShape: [28, 28, 1], classes: 10, seed: 1 });
   const json = built.model.toJSON(undefined, false) as { config: { layers: { class_name: string; config: { rate?: number } }[] } };
   const dropouts = json.config.layers.filter((l) => l.class_name === 'Dropout');
-  assert.deepEqual(dropouts.map((l) => l.config.rate), [0.2, 0.5, 0.5]);
+  assert.deepEqual(
+    dropouts.map((l) => l.config.rate),
+    [0.2, 0.5, 0.5],
+  );
   const loaded = await tfl.models.modelFromJSON({ modelTopology: json });
-  assert.deepEqual(loaded.layers.filter((l) => l.getClassName() === 'Dropout').map((l) => (l as unknown as { rate: number }).rate), [0.2, 0.5, 0.5]);
+  assert.deepEqual(
+    loaded.layers.filter((l) => l.getClassName() === 'Dropout').map((l) => (l as unknown as { rate: number }).rate),
+    [0.2, 0.5, 0.5],
+  );
   // Built-in dropout, not ours: tfjs's own layer class.
   assert.ok(loaded.layers.every((l) => l.constructor.name !== 'SeededDropout'));
   // Two builds with the same seed train with the same masks.

@@ -11,7 +11,10 @@ import { accuracySummary, describeDifference, inOrder, pairedDifference, tQuanti
 function tCdf(x: number, df: number): number {
   const logGamma = (z: number): number => {
     // Lanczos approximation (g = 7), accurate to ~1e-15 for z > 0.5.
-    const c = [0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059, 12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7];
+    const c = [
+      0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059, 12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6,
+      1.5056327351493116e-7,
+    ];
     z -= 1;
     let a = c[0];
     const t = z + 7.5;
@@ -33,8 +36,21 @@ test('the t quantiles are the 97.5% points of the t distribution for 1..30 degre
 });
 
 test('a paired difference over seeds: mean, sample sd and the t interval; seeds missing on one side are left out', () => {
-  const a = new Map([[1, 0.91], [2, 0.92], [3, 0.93], [4, 0.94], [5, 0.95], [6, 0.5]]);
-  const b = new Map([[1, 0.9], [2, 0.9], [3, 0.9], [4, 0.9], [5, 0.9]]);
+  const a = new Map([
+    [1, 0.91],
+    [2, 0.92],
+    [3, 0.93],
+    [4, 0.94],
+    [5, 0.95],
+    [6, 0.5],
+  ]);
+  const b = new Map([
+    [1, 0.9],
+    [2, 0.9],
+    [3, 0.9],
+    [4, 0.9],
+    [5, 0.9],
+  ]);
   const d = pairedDifference(a, b);
   assert.equal(d.n, 5);
   assert.ok(Math.abs(d.mean - 0.03) < 1e-12);
@@ -54,7 +70,10 @@ test("final, best and the spread of a worker's last half of evaluations, in trai
     { worker: 'a', epoch: 1, step: 15, accuracy: 0.9 },
   ];
   const ordered = inOrder(evals, 'a', 10);
-  assert.deepEqual(ordered.map((e) => e.accuracy), [0.7, 0.8, 0.9, 0.88]);
+  assert.deepEqual(
+    ordered.map((e) => e.accuracy),
+    [0.7, 0.8, 0.9, 0.88],
+  );
   const s = accuracySummary(ordered);
   assert.equal(s.final, 0.88);
   assert.equal(s.best, 0.9);

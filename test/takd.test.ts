@@ -32,10 +32,13 @@ const raw = {
 
 test('the stages: teacher -> assistant, then assistant (from its final weights) -> student', () => {
   const stages = takdStages(resolveRunConfig(raw));
-  assert.deepEqual(stages.map((s) => [s.name, s.algorithm, s.teachers.map((t) => t.name), s.members.map((m) => m.name)]), [
-    ['chain-stage1', 'kd', ['teacher'], ['assistant']],
-    ['chain-stage2', 'kd', ['assistant'], ['student']],
-  ]);
+  assert.deepEqual(
+    stages.map((s) => [s.name, s.algorithm, s.teachers.map((t) => t.name), s.members.map((m) => m.name)]),
+    [
+      ['chain-stage1', 'kd', ['teacher'], ['assistant']],
+      ['chain-stage2', 'kd', ['assistant'], ['student']],
+    ],
+  );
   assert.equal(stages[1].teachers[0].checkpoint, join(root, 'runs', 'chain-stage1', 'assistant', 'final'));
 });
 
@@ -45,8 +48,7 @@ test('cohort train runs both stages; stage 2 teaches with the assistant stage 1 
   const result = await runCli(['train', path, '--log-every', '2']);
   assert.equal(result.code, 0, result.stderr + result.stdout);
   assert.match(result.stdout, /takd: stage 1\/2: teacher -> assistant[\s\S]*takd: stage 2\/2: assistant -> student/);
-  const records = (stage: string) =>
-    parseMetricsLines(readFileSync(join(root, 'runs', stage, 'metrics.jsonl'), 'utf8')).records.filter((r) => r.kind === 'eval');
+  const records = (stage: string) => parseMetricsLines(readFileSync(join(root, 'runs', stage, 'metrics.jsonl'), 'utf8')).records.filter((r) => r.kind === 'eval');
   const trained = records('chain-stage1').find((r) => r.worker === 'assistant' && r.role === 'member')!;
   const teaching = records('chain-stage2').find((r) => r.worker === 'assistant' && r.role === 'teacher')!;
   assert.equal(teaching.accuracy, trained.accuracy);

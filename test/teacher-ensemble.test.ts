@@ -133,13 +133,16 @@ test('KD with two teacher workers: the student learns from the mean of their sof
   const alternatives: [string, Teaching][] = [
     ['teacher big alone', ([a]) => a],
     ['teacher small alone', ([, b]) => b],
-    ['softmax of the mean logits', (_, [za, zb]) => {
-      const z = tf.div(tf.add(za, zb), 2) as tf.Tensor2D;
-      const { probs, negEntropy } = temperedPredictions(z, config.temperature);
-      const data = probs.dataSync() as Float32Array;
-      tf.dispose([z, probs, negEntropy]);
-      return data;
-    }],
+    [
+      'softmax of the mean logits',
+      (_, [za, zb]) => {
+        const z = tf.div(tf.add(za, zb), 2) as tf.Tensor2D;
+        const { probs, negEntropy } = temperedPredictions(z, config.temperature);
+        const data = probs.dataSync() as Float32Array;
+        tf.dispose([z, probs, negEntropy]);
+        return data;
+      },
+    ],
   ];
   for (const [what, teaching] of alternatives) {
     const d = largestDifference(saved, await referenceWeights(config, teaching));

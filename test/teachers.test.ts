@@ -141,8 +141,16 @@ test('advances that reach a teacher between its steps move its window: a teacher
     }
   }, 2);
   try {
-    await coordinator.until(() => steps().length >= 24, 60_000, 'all 24 predictions of the epoch', () => `\nsteps so far: [${steps()}]\nteacher output:\n${teacher.output()}`);
-    assert.deepEqual(steps(), Array.from({ length: 24 }, (_, i) => i));
+    await coordinator.until(
+      () => steps().length >= 24,
+      60_000,
+      'all 24 predictions of the epoch',
+      () => `\nsteps so far: [${steps()}]\nteacher output:\n${teacher.output()}`,
+    );
+    assert.deepEqual(
+      steps(),
+      Array.from({ length: 24 }, (_, i) => i),
+    );
   } finally {
     clearInterval(pump);
     teacher.kill();
@@ -204,7 +212,10 @@ async function crossQualityRun(
   name: string,
   downscale: DownscaleSpec,
   teacherSeesDownscaled: boolean,
-  models: { student: Record<string, unknown>; teacher: Record<string, unknown>; checkpoint?: string } = { student: { name: 'mlp-student' }, teacher: { name: 'mlp-teacher', dropout: 0 } },
+  models: { student: Record<string, unknown>; teacher: Record<string, unknown>; checkpoint?: string } = {
+    student: { name: 'mlp-student' },
+    teacher: { name: 'mlp-teacher', dropout: 0 },
+  },
 ) {
   const raw = {
     name,
@@ -232,13 +243,22 @@ async function crossQualityRun(
     const t = predictions.get(`teacher/${step}`);
     if (s && t && !served.has(step)) {
       served.add(step);
-      await coordinator.send('student', { type: 'teaching', step, teaching: { dtype: 'float32', shape: t.probs.shape, data: Float32Array.from(t.probs.data) }, peerCount: 1, generation: 0 });
+      await coordinator.send('student', {
+        type: 'teaching',
+        step,
+        teaching: { dtype: 'float32', shape: t.probs.shape, data: Float32Array.from(t.probs.data) },
+        peerCount: 1,
+        generation: 0,
+      });
       await coordinator.send('teacher', { type: 'advance', step });
     }
   });
   const endpoint = await coordinator.start();
   const processes = { teacher: worker(endpoint, 'teacher'), student: worker(endpoint, 'student') };
-  const diagnostics = () => Object.entries(processes).map(([n, p]) => `\n${n} output:\n${p.output()}`).join('');
+  const diagnostics = () =>
+    Object.entries(processes)
+      .map(([n, p]) => `\n${n} output:\n${p.output()}`)
+      .join('');
   try {
     await coordinator.until(() => coordinator.received('done').length === 2, 80_000, 'both workers to finish the epoch', diagnostics);
     for (const n of ['teacher', 'student']) await coordinator.send(n, { type: 'shutdown', reason: 'run complete' });

@@ -50,7 +50,14 @@ function cohortError(f: () => unknown): string {
   assert.fail('expected an error');
 }
 
-const zoo = (name: ModelConfig['name'], weights?: string, classes = 10, side = 64): ModelConfig => ({ name, classes, inputShape: [side, side, 3], stem: 'imagenet', seed: 5, ...(weights ? { weights } : {}) });
+const zoo = (name: ModelConfig['name'], weights?: string, classes = 10, side = 64): ModelConfig => ({
+  name,
+  classes,
+  inputShape: [side, side, 3],
+  stem: 'imagenet',
+  seed: 5,
+  ...(weights ? { weights } : {}),
+});
 
 describe('against PyTorch', () => {
   const models: [ModelConfig['name'], string][] = [
@@ -95,9 +102,18 @@ describe('against PyTorch', () => {
     if (!python) return;
     const r18 = torchvisionReference(python, 'resnet18', join(root, 'arch-r18'), { size: 32 });
     const r50 = torchvisionReference(python, 'resnet50', join(root, 'arch-r50'), { size: 32, classes: 1000 });
-    assert.match(cohortError(() => buildModel(zoo('resnet18', r50.weights, 10, 32))), /unexpected tensor 'layer1\.0\.conv3\.weight' for resnet18 \(weights of another architecture\?\)/);
-    assert.match(cohortError(() => buildModel(zoo('resnet34', r18.weights, 10, 32))), /missing tensor 'layer1\.2\.conv1\.weight' for resnet34/);
-    assert.match(cohortError(() => buildModel(zoo('mobilenetv2', r18.weights, 10, 32))), /unexpected tensor 'conv1\.weight' for mobilenetv2/);
+    assert.match(
+      cohortError(() => buildModel(zoo('resnet18', r50.weights, 10, 32))),
+      /unexpected tensor 'layer1\.0\.conv3\.weight' for resnet18 \(weights of another architecture\?\)/,
+    );
+    assert.match(
+      cohortError(() => buildModel(zoo('resnet34', r18.weights, 10, 32))),
+      /missing tensor 'layer1\.2\.conv1\.weight' for resnet34/,
+    );
+    assert.match(
+      cohortError(() => buildModel(zoo('mobilenetv2', r18.weights, 10, 32))),
+      /unexpected tensor 'conv1\.weight' for mobilenetv2/,
+    );
     const classes = cohortError(() => buildModel(zoo('resnet18', r18.weights, 100, 32)));
     assert.match(classes, /tensor 'fc\.weight' has shape \[10, 512\], resnet18 expects \[100, 512\]; the model has 100 classes/);
     assert.ok(classes.includes(r18.weights), classes);
@@ -163,21 +179,33 @@ describe('without PyTorch', () => {
     const load = (path: string) => cohortError(() => loadTorchvisionWeights(model, path));
     assert.match(load(variant((s) => s.delete('layer2.0.downsample.0.weight'))), /missing tensor 'layer2\.0\.downsample\.0\.weight' for resnet18/);
     assert.match(load(variant((s) => s.set('layer5.0.conv1.weight', { shape: [1], data: new Float32Array(1) }))), /unexpected tensor 'layer5\.0\.conv1\.weight'/);
-    assert.match(load(variant((s) => s.set('layer3.1.bn2.running_var', { shape: [255], data: new Float32Array(255) }))), /tensor 'layer3\.1\.bn2\.running_var' has shape \[255\], resnet18 expects \[256\]/);
+    assert.match(
+      load(variant((s) => s.set('layer3.1.bn2.running_var', { shape: [255], data: new Float32Array(255) }))),
+      /tensor 'layer3\.1\.bn2\.running_var' has shape \[255\], resnet18 expects \[256\]/,
+    );
     // Batch-norm counters (int64 scalars in every torchvision state dict) are accepted and unused.
-    loadTorchvisionWeights(model, variant((s) => s.set('bn1.num_batches_tracked', { shape: [], data: new Float32Array(2), dtype: 'I64' })));
+    loadTorchvisionWeights(
+      model,
+      variant((s) => s.set('bn1.num_batches_tracked', { shape: [], data: new Float32Array(2), dtype: 'I64' })),
+    );
     const good = variant(() => {});
     const bytes = readFileSync(good);
     const truncated = join(root, 'truncated.safetensors');
     writeFileSync(truncated, bytes.subarray(0, bytes.length - 8));
     assert.match(load(truncated), /truncated\.safetensors: not a valid safetensors file: tensor 'fc\.bias' runs past the end of the file/);
     assert.match(load(join(root, 'nowhere.safetensors')), /weights file not found: .*nowhere\.safetensors/);
-    assert.match(cohortError(() => loadTorchvisionWeights(buildModel({ name: 'mlp-student' }).model, good)), /load into resnet18, resnet34, resnet50, mobilenetv2 only/);
+    assert.match(
+      cohortError(() => loadTorchvisionWeights(buildModel({ name: 'mlp-student' }).model, good)),
+      /load into resnet18, resnet34, resnet50, mobilenetv2 only/,
+    );
   });
 
   test("model.weights in a run config: torchvision's architectures only, the 'imagenet' stem by default", () => {
     const config = (model: object) => ({ algorithm: 'baseline', dataset: { name: 'fashion-mnist' }, members: [{ name: 'm', model }] });
-    assert.throws(() => resolveRunConfig(config({ name: 'mlp-student', weights: 'w.safetensors' })), /config\.members\[0\]\.model: model: weights \(torchvision's\) load into resnet18, resnet34, resnet50, mobilenetv2 only, not 'mlp-student'/);
+    assert.throws(
+      () => resolveRunConfig(config({ name: 'mlp-student', weights: 'w.safetensors' })),
+      /config\.members\[0\]\.model: model: weights \(torchvision's\) load into resnet18, resnet34, resnet50, mobilenetv2 only, not 'mlp-student'/,
+    );
     assert.throws(() => resolveRunConfig(config({ name: 'resnet18', stem: 'small', weights: 'w.safetensors' })), /config\.members\[0\]\.model: .*need the 'imagenet' stem/);
     const run = resolveRunConfig(config({ name: 'resnet18', inputShape: [64, 64, 3], weights: 'w.safetensors' }));
     assert.equal(run.members[0].model.weights, 'w.safetensors');

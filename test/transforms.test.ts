@@ -112,7 +112,12 @@ test('area downscale by a fractional factor weighs partial pixels by their overl
   // 3x3 -> 2x2: the corner output covers 1 full, 2 half and 1 quarter pixel.
   const g = [1, 2, 3, 4, 5, 6, 7, 8, 9];
   const out = areaResize(g, 3, 3, 1, 2, 2);
-  const expected = [(1 + 0.5 * 2 + 0.5 * 4 + 0.25 * 5) / 2.25, (3 + 0.5 * 2 + 0.5 * 6 + 0.25 * 5) / 2.25, (7 + 0.5 * 4 + 0.5 * 8 + 0.25 * 5) / 2.25, (9 + 0.5 * 6 + 0.5 * 8 + 0.25 * 5) / 2.25];
+  const expected = [
+    (1 + 0.5 * 2 + 0.5 * 4 + 0.25 * 5) / 2.25,
+    (3 + 0.5 * 2 + 0.5 * 6 + 0.25 * 5) / 2.25,
+    (7 + 0.5 * 4 + 0.5 * 8 + 0.25 * 5) / 2.25,
+    (9 + 0.5 * 6 + 0.5 * 8 + 0.25 * 5) / 2.25,
+  ];
   out.forEach((v, i) => assert.ok(Math.abs(v - expected[i]) < 1e-5, `${i}: ${v} vs ${expected[i]}`));
   // Independent route: 6x6 -> 4x4 by area equals duplicating every pixel 2x2 (12x12) then 3x3 box averages.
   const random = mulberry32(5);
@@ -135,7 +140,13 @@ test('224 -> 112 -> 56 by area equals 224 -> 56, and upsampling returns to 224',
   direct.forEach((v, i) => assert.ok(Math.abs(v - quarter[i]) < 1e-5));
   const nearest = applyDownscale(image, 224, 3, { size: 56, upsample: 'nearest' });
   assert.equal(nearest.length, 224 * 224 * 3);
-  for (const [y, x] of [[0, 0], [3, 3], [4, 7], [223, 100], [101, 222]]) {
+  for (const [y, x] of [
+    [0, 0],
+    [3, 3],
+    [4, 7],
+    [223, 100],
+    [101, 222],
+  ]) {
     for (let c = 0; c < 3; c++) assert.equal(nearest[(y * 224 + x) * 3 + c], direct[((y >> 2) * 56 + (x >> 2)) * 3 + c]);
   }
   assert.equal(applyDownscale(image, 224, 3, { size: 112, upsample: 'bilinear' }).length, 224 * 224 * 3);

@@ -40,9 +40,7 @@ function dilateFilter(values: Float32Array, [fh, fw, c, k]: number[], [dh, dw]: 
   const eh = (fh - 1) * dh + 1;
   const ew = (fw - 1) * dw + 1;
   const out = new Float32Array(eh * ew * c * k);
-  for (let i = 0; i < fh; i++)
-    for (let j = 0; j < fw; j++)
-      out.set(values.subarray((i * fw + j) * c * k, (i * fw + j + 1) * c * k), (i * dh * ew + j * dw) * c * k);
+  for (let i = 0; i < fh; i++) for (let j = 0; j < fw; j++) out.set(values.subarray((i * fw + j) * c * k, (i * fw + j + 1) * c * k), (i * dh * ew + j * dw) * c * k);
   return { values: out, shape: [eh, ew, c, k] };
 }
 
@@ -50,9 +48,7 @@ function dilateFilter(values: Float32Array, [fh, fw, c, k]: number[], [dh, dw]: 
 function undilateFilter(values: Float32Array, [fh, fw, c, k]: number[], [dh, dw]: number[]): Float32Array {
   const ew = (fw - 1) * dw + 1;
   const out = new Float32Array(fh * fw * c * k);
-  for (let i = 0; i < fh; i++)
-    for (let j = 0; j < fw; j++)
-      out.set(values.subarray((i * dh * ew + j * dw) * c * k, (i * dh * ew + j * dw + 1) * c * k), (i * fw + j) * c * k);
+  for (let i = 0; i < fh; i++) for (let j = 0; j < fw; j++) out.set(values.subarray((i * dh * ew + j * dw) * c * k, (i * dh * ew + j * dw + 1) * c * k), (i * fw + j) * c * k);
   return out;
 }
 
@@ -60,9 +56,7 @@ function outputShape(c: ConvCase, depthwise: boolean): number[] {
   return tf.tidy(() => {
     const x = tf.zeros(c.x) as tf.Tensor4D;
     const f = tf.zeros(c.filter) as tf.Tensor4D;
-    return depthwise
-      ? tf.depthwiseConv2d(x, f, c.strides, c.pad, 'NHWC', c.dilations).shape
-      : tf.conv2d(x, f, c.strides, c.pad, 'NHWC', c.dilations).shape;
+    return depthwise ? tf.depthwiseConv2d(x, f, c.strides, c.pad, 'NHWC', c.dilations).shape : tf.conv2d(x, f, c.strides, c.pad, 'NHWC', c.dilations).shape;
   });
 }
 
@@ -91,22 +85,18 @@ for (const depthwise of [false, true]) {
         const fv = randomValues(tf.util.sizeFromShape(c.filter), rng.random);
         const dyv = randomValues(tf.util.sizeFromShape(dyShape), rng.random);
         const dilated = c.dilations[0] > 1 || c.dilations[1] > 1;
-        const names = depthwise
-          ? ['DepthwiseConv2dNativeBackpropFilter', 'DepthwiseConv2dNativeBackpropInput']
-          : ['Conv2DBackpropFilter', 'Conv2DBackpropInput'];
+        const names = depthwise ? ['DepthwiseConv2dNativeBackpropFilter', 'DepthwiseConv2dNativeBackpropInput'] : ['Conv2DBackpropFilter', 'Conv2DBackpropInput'];
         const attrs = { strides: c.strides, pad: c.pad, dataFormat: 'NHWC', dilations: c.dilations };
         const filterGrad = (filterShape: number[], dil: number[]) => () =>
-          tf.engine().runKernel(
-            names[0],
-            { x: tf.tensor4d(xv, c.x), dy: tf.tensor(dyv, dyShape) },
-            { ...attrs, dilations: dil, filterShape } as unknown as tf.NamedAttrMap,
-          ) as tf.Tensor;
+          tf
+            .engine()
+            .runKernel(names[0], { x: tf.tensor4d(xv, c.x), dy: tf.tensor(dyv, dyShape) }, { ...attrs, dilations: dil, filterShape } as unknown as tf.NamedAttrMap) as tf.Tensor;
         const inputGrad = (filter: { values: Float32Array; shape: number[] }, dil: number[]) => () =>
-          tf.engine().runKernel(
-            names[1],
-            { dy: tf.tensor(dyv, dyShape), filter: tf.tensor(filter.values, filter.shape) },
-            { ...attrs, dilations: dil, inputShape: c.x } as unknown as tf.NamedAttrMap,
-          ) as tf.Tensor;
+          tf.engine().runKernel(names[1], { dy: tf.tensor(dyv, dyShape), filter: tf.tensor(filter.values, filter.shape) }, {
+            ...attrs,
+            dilations: dil,
+            inputShape: c.x,
+          } as unknown as tf.NamedAttrMap) as tf.Tensor;
 
         // cpu reference: tfjs' cpu gradient kernels ignore dilation, so a dilated case is
         // checked through the equivalent undilated convolution with a zero-inserted filter.
@@ -163,14 +153,19 @@ test('autodiff through a conv net on wasm gives the cpu gradients', async () => 
 
 test('transposed matrix products on wasm match cpu', async () => {
   const rng = seeded(99);
-  for (const [m, k, n] of [[7, 33, 5], [128, 1600, 128], [1, 9, 64]]) {
+  for (const [m, k, n] of [
+    [7, 33, 5],
+    [128, 1600, 128],
+    [1, 9, 64],
+  ]) {
     const av = randomValues(m * k, rng.random);
     const bv = randomValues(k * n, rng.random);
-    for (const [ta, tb] of [[true, false], [false, true], [true, true]] as const) {
-      const run = (backend: 'wasm' | 'cpu') =>
-        valuesOn(backend, () =>
-          tf.matMul(tf.tensor2d(av, ta ? [k, m] : [m, k]), tf.tensor2d(bv, tb ? [n, k] : [k, n]), ta, tb),
-        );
+    for (const [ta, tb] of [
+      [true, false],
+      [false, true],
+      [true, true],
+    ] as const) {
+      const run = (backend: 'wasm' | 'cpu') => valuesOn(backend, () => tf.matMul(tf.tensor2d(av, ta ? [k, m] : [m, k]), tf.tensor2d(bv, tb ? [n, k] : [k, n]), ta, tb));
       const err = relativeError(await run('wasm'), await run('cpu'));
       assert.ok(err < TOLERANCE, `[${m},${k}]x[${k},${n}] transposeA=${ta} transposeB=${tb}: relative error ${err}`);
     }

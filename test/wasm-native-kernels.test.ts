@@ -58,7 +58,7 @@ test('the native module has no data segment and imports only env.memory', () => 
   };
   const sections: number[] = [];
   let importSection: Uint8Array | undefined;
-  for (let at = 8; at < bytes.length; ) {
+  for (let at = 8; at < bytes.length;) {
     const id = bytes[at];
     const [size, start] = leb(at + 1);
     if (id === 2) importSection = bytes.subarray(start, start + size);
@@ -107,11 +107,7 @@ function maxPoolGrad(c: PoolCase, xv: Float32Array, dyv: Float32Array): () => tf
   return () => {
     const x = tf.tensor4d(xv, c.x);
     const dy = tf.tensor(dyv, poolOutShape(c));
-    return tf.engine().runKernel(
-      'MaxPoolGrad',
-      { dy, input: x, output: x },
-      { filterSize: c.filter, strides: c.strides, pad: c.pad } as unknown as tf.NamedAttrMap,
-    ) as tf.Tensor;
+    return tf.engine().runKernel('MaxPoolGrad', { dy, input: x, output: x }, { filterSize: c.filter, strides: c.strides, pad: c.pad } as unknown as tf.NamedAttrMap) as tf.Tensor;
   };
 }
 
@@ -170,11 +166,7 @@ describe('MaxPoolGrad on wasm (native) matches cpu', () => {
   test('the pooled gradient through autodiff matches cpu', async () => {
     const xv = randomValues(6 * 10 * 10 * 8, rng.random);
     const grad = (backend: 'wasm' | 'cpu') =>
-      runOn(backend, () =>
-        tf.grad((x: tf.Tensor) => tf.sum(tf.square(tf.maxPool(x as tf.Tensor4D, 3, 2, 'same'))))(
-          tf.tensor4d(xv, [6, 10, 10, 8]),
-        ),
-      );
+      runOn(backend, () => tf.grad((x: tf.Tensor) => tf.sum(tf.square(tf.maxPool(x as tf.Tensor4D, 3, 2, 'same'))))(tf.tensor4d(xv, [6, 10, 10, 8])));
     const err = relativeError((await grad('wasm')).values, (await grad('cpu')).values);
     assert.ok(err < 1e-6, `relative error ${err}`);
   });
@@ -195,7 +187,16 @@ describe('Sum on wasm matches cpu', () => {
     assert.equal(leadingAxesCount(null, [2, 3]), 0);
   });
 
-  const shapes = [[7, 5], [1, 33], [40, 1], [3, 4, 5], [2, 9, 17], [5, 3, 2, 6], [2, 3, 4, 5, 3], [64, 13, 13, 32]];
+  const shapes = [
+    [7, 5],
+    [1, 33],
+    [40, 1],
+    [3, 4, 5],
+    [2, 9, 17],
+    [5, 3, 2, 6],
+    [2, 3, 4, 5, 3],
+    [64, 13, 13, 32],
+  ];
   for (const shape of shapes) {
     const rank = shape.length;
     const axesList: number[][] = [];

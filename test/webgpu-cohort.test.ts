@@ -24,7 +24,9 @@ after(() => rmSync(root, { recursive: true, force: true }));
 
 function adapterMissing(): string | undefined {
   try {
-    return probeAdapters('software').adapters.some((a) => a.software) ? undefined : 'needs a software WebGPU adapter (apt-get install libegl1 libegl-mesa0 libegl-dev libgl1-mesa-dri)';
+    return probeAdapters('software').adapters.some((a) => a.software)
+      ? undefined
+      : 'needs a software WebGPU adapter (apt-get install libegl1 libegl-mesa0 libegl-dev libgl1-mesa-dri)';
   } catch (error) {
     return `listing WebGPU adapters failed: ${(error as Error).message}`;
   }
@@ -34,7 +36,12 @@ const STEPS = 6;
 const BATCH = 16;
 
 function config(name: string, backends: [string, string]) {
-  const member = (n: string, backend: string) => ({ name: n, model: { name: 'reference-cnn', inputShape: [28, 28, 1] }, backend, optimizer: { name: 'sgd', lr: 0.05, momentum: 0.9 } });
+  const member = (n: string, backend: string) => ({
+    name: n,
+    model: { name: 'reference-cnn', inputShape: [28, 28, 1] },
+    backend,
+    optimizer: { name: 'sgd', lr: 0.05, momentum: 0.9 },
+  });
   return {
     name,
     algorithm: 'dml',
@@ -71,7 +78,10 @@ test('DML with one member on webgpu and one on wasm ends with the weights of the
   const steps = parseMetricsLines(readFileSync(join(root, 'runs', 'mixed', 'metrics.jsonl'), 'utf8')).records.filter((r) => r.kind === 'step');
   const memory = (worker: string) => steps.filter((r) => r.worker === worker).map((r) => (r as { memory?: { gpuBytes?: number; tensors: number } }).memory);
   assert.ok(memory('a').length > 0 && memory('a').every((m) => m !== undefined && m.gpuBytes! > 0), 'a reports GPU bytes');
-  assert.ok(memory('b').every((m) => m !== undefined && m.gpuBytes === undefined && m.tensors > 0), 'b reports tensors, no GPU bytes');
+  assert.ok(
+    memory('b').every((m) => m !== undefined && m.gpuBytes === undefined && m.tensors > 0),
+    'b reports tensors, no GPU bytes',
+  );
   await train('cpu', ['cpu', 'cpu']);
   for (const member of ['a', 'b']) {
     const got = await readSavedWeights(join(root, 'runs', 'mixed', member, 'final'));

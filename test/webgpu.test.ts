@@ -31,7 +31,10 @@ function softwareProbe(): { probe?: AdapterProbe; missing: string | false } {
   try {
     const probe = probeAdapters('software');
     if (probe.adapters.some((a) => a.software)) return { probe, missing: false };
-    return { probe, missing: `no software WebGPU adapter (Mesa llvmpipe over EGL: apt-get install libegl1 libegl-mesa0 libegl-dev libgl1-mesa-dri)${probe.reason ? `; Dawn: ${probe.reason}` : ''}` };
+    return {
+      probe,
+      missing: `no software WebGPU adapter (Mesa llvmpipe over EGL: apt-get install libegl1 libegl-mesa0 libegl-dev libgl1-mesa-dri)${probe.reason ? `; Dawn: ${probe.reason}` : ''}`,
+    };
   } catch (error) {
     return { missing: `listing WebGPU adapters failed: ${(error as Error).message}` };
   }
@@ -43,7 +46,8 @@ const needsAdapter = { skip: missing && !requiredHere() ? missing : false };
 // --- adapter choice, without an adapter -------------------------------------------------------
 
 test("Dawn's adapter list is parsed from its rejection, and software adapters are recognised by name", () => {
-  const message = "no adapter with backend 'vulkan' and name 'x' found\nAvailable adapters:\n * backend: 'vulkan', name: 'NVIDIA H200'\n * backend: 'vulkan', name: 'llvmpipe (LLVM 15.0.6, 256 bits)'";
+  const message =
+    "no adapter with backend 'vulkan' and name 'x' found\nAvailable adapters:\n * backend: 'vulkan', name: 'NVIDIA H200'\n * backend: 'vulkan', name: 'llvmpipe (LLVM 15.0.6, 256 bits)'";
   assert.deepEqual(parseAdapterList(message), [
     { backend: 'vulkan', name: 'NVIDIA H200' },
     { backend: 'vulkan', name: 'llvmpipe (LLVM 15.0.6, 256 bits)' },
@@ -65,7 +69,10 @@ test('--gpu N picks the N-th hardware adapter: by name when unique, through Mesa
   assert.equal(chooseAdapter('hardware', mixed, 1, []).name, 'NVIDIA H200');
 
   const twins = adapters('NVIDIA H200', 'NVIDIA H200');
-  const pci = [{ address: '0000:1a:00.0', vendor: '0x10de' }, { address: '0000:3b:00.0', vendor: '0x10de' }];
+  const pci = [
+    { address: '0000:1a:00.0', vendor: '0x10de' },
+    { address: '0000:3b:00.0', vendor: '0x10de' },
+  ];
   const second = chooseAdapter('hardware', twins, 1, pci);
   assert.deepEqual(second.flags, ['backend=vulkan']);
   assert.deepEqual(second.env, { DRI_PRIME: 'pci-0000_3b_00_0', MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE: '1' });
@@ -75,10 +82,17 @@ test('--gpu N picks the N-th hardware adapter: by name when unique, through Mesa
 test('a GPU index that does not exist, and no adapter at all, are CohortErrors that say how many there are and why', () => {
   assert.throws(
     () => chooseAdapter('hardware', adapters('NVIDIA H200', 'llvmpipe (LLVM 15.0.6, 256 bits)'), 2, []),
-    (error: unknown) => error instanceof CohortError && error.code === 'GPU_INDEX_OUT_OF_RANGE' && /--gpu 2: this machine has 1 hardware WebGPU adapter \(0: NVIDIA H200\)/.test(error.message),
+    (error: unknown) =>
+      error instanceof CohortError && error.code === 'GPU_INDEX_OUT_OF_RANGE' && /--gpu 2: this machine has 1 hardware WebGPU adapter \(0: NVIDIA H200\)/.test(error.message),
   );
   assert.throws(
-    () => chooseAdapter('hardware', { adapters: [{ backend: 'opengles', name: 'llvmpipe (LLVM 15.0.6, 256 bits)', software: true }], reason: 'vkCreateInstance: Found no drivers!' }, undefined, []),
+    () =>
+      chooseAdapter(
+        'hardware',
+        { adapters: [{ backend: 'opengles', name: 'llvmpipe (LLVM 15.0.6, 256 bits)', software: true }], reason: 'vkCreateInstance: Found no drivers!' },
+        undefined,
+        [],
+      ),
     (error: unknown) =>
       error instanceof CohortError &&
       error.code === 'WEBGPU_NO_ADAPTER' &&
@@ -109,14 +123,21 @@ test('display devices are read from sysfs in PCI bus order (the order nvidia-smi
 
 // --- on the software adapter -------------------------------------------------------------------
 
-test('asking for webgpu where no hardware adapter exists is one error line naming Dawn\'s reason and what to install', { skip: missing && !requiredHere() ? missing : probeAdapters('hardware').adapters.some((a) => !a.software) && 'this machine has a hardware adapter' }, async () => {
-  const result = await runCli(['eval', 'no-such-run', '--backend', 'webgpu'], { COHORT_WEBGPU_SOFTWARE: '' });
-  assert.equal(result.code, 2, result.stderr);
-  const lines = result.stderr.trim().split('\n').filter((l) => l.startsWith('cohort:'));
-  assert.equal(lines.length, 1, result.stderr);
-  assert.match(lines[0], /^cohort: error: backend 'webgpu' found no hardware GPU adapter.*install the GPU driver with its Vulkan ICD/);
-  assert.doesNotMatch(result.stderr, /\n\s+at /, 'no stack trace');
-});
+test(
+  "asking for webgpu where no hardware adapter exists is one error line naming Dawn's reason and what to install",
+  { skip: missing && !requiredHere() ? missing : probeAdapters('hardware').adapters.some((a) => !a.software) && 'this machine has a hardware adapter' },
+  async () => {
+    const result = await runCli(['eval', 'no-such-run', '--backend', 'webgpu'], { COHORT_WEBGPU_SOFTWARE: '' });
+    assert.equal(result.code, 2, result.stderr);
+    const lines = result.stderr
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('cohort:'));
+    assert.equal(lines.length, 1, result.stderr);
+    assert.match(lines[0], /^cohort: error: backend 'webgpu' found no hardware GPU adapter.*install the GPU driver with its Vulkan ICD/);
+    assert.doesNotMatch(result.stderr, /\n\s+at /, 'no stack trace');
+  },
+);
 
 test('auto never picks a software adapter', needsAdapter, async () => {
   const result = await runCli(['eval', 'no-such-run', '--backend', 'auto'], { COHORT_WEBGPU_SOFTWARE: '1' });
@@ -185,7 +206,21 @@ function lossOf(model: ReturnType<typeof smallModel>, x: tf.Tensor4D, y: tf.Tens
  * float64, by the magnitude of what was summed: the kernel applied to the operands' absolute
  * values (the componentwise condition |A||B|).
  */
-const LINEAR_KERNELS = new Set(['Sum', 'Mean', 'Add', 'AddN', 'Sub', 'Multiply', 'BatchMatMul', 'Conv2D', 'Conv2DBackpropFilter', 'Conv2DBackpropInput', 'DepthwiseConv2dNative', 'DepthwiseConv2dNativeBackpropFilter', 'DepthwiseConv2dNativeBackpropInput']);
+const LINEAR_KERNELS = new Set([
+  'Sum',
+  'Mean',
+  'Add',
+  'AddN',
+  'Sub',
+  'Multiply',
+  'BatchMatMul',
+  'Conv2D',
+  'Conv2DBackpropFilter',
+  'Conv2DBackpropInput',
+  'DepthwiseConv2dNative',
+  'DepthwiseConv2dNativeBackpropFilter',
+  'DepthwiseConv2dNativeBackpropInput',
+]);
 
 const absolute = (call: KernelCall): KernelCall => ({
   ...call,
@@ -233,59 +268,77 @@ async function gradientsOn(backend: 'cpu' | 'webgpu', model: ReturnType<typeof s
 const models = (process.env.COHORT_WEBGPU_MODELS?.split(',') as ModelName[] | undefined) ?? MODEL_NAMES;
 for (const name of models) {
   const step = STEP_SHAPE[name];
-  test(`${name}: every kernel of a training step, forward and backward, matches cpu on webgpu${step ? ', and so does the whole step' : ''}`, { ...needsAdapter, timeout: 900_000 }, async (t) => {
-    const started = Date.now();
-    await initBackend({ backend: 'webgpu' });
-    await initBackend({ backend: 'cpu' });
-    const rng = seeded(5);
-    {
-      const model = smallModel(name);
-      const [h, w, c] = model.config.inputShape;
-      const images = randomValues(2 * h * w * c, rng.random);
-      // The step on cpu, recording every distinct kernel call with its operands.
-      const { result, calls: traced } = traceKernels(() => tf.variableGrads(() => lossOf(model, tf.tensor4d(images, [2, h, w, c]), tf.tensor1d([3, 7], 'int32'))));
-      tf.dispose([result.value, ...Object.values(result.grads)]);
-      const fresh = traced.filter((call) => !replayed.has(configurationKey(call)));
-      fresh.forEach((call) => replayed.add(configurationKey(call)));
-      const calls = await Promise.all(fresh.map((call) => tieFree(call, rng)));
-      const scales = await Promise.all(calls.map((call) => (LINEAR_KERNELS.has(call.name) ? replay(absolute(call)) : undefined)));
-      await tf.setBackend('webgpu');
-      const failures: string[] = [];
-      for (const [i, call] of calls.entries()) {
-        const outputs = await replay(call);
-        outputs.forEach((got, o) => {
-          const want = call.outputs[o];
-          const error = want.dtype === 'float32' ? relativeTo(got, want.values, scales[i]?.[o]) : got.every((v, j) => v === want.values[j]) ? 0 : Infinity;
-          if (!(error < 1e-4)) failures.push(`${call.name} output ${o} ${JSON.stringify(want.shape)}: relative error ${error.toExponential(2)}`);
-        });
+  test(
+    `${name}: every kernel of a training step, forward and backward, matches cpu on webgpu${step ? ', and so does the whole step' : ''}`,
+    { ...needsAdapter, timeout: 900_000 },
+    async (t) => {
+      const started = Date.now();
+      await initBackend({ backend: 'webgpu' });
+      await initBackend({ backend: 'cpu' });
+      const rng = seeded(5);
+      {
+        const model = smallModel(name);
+        const [h, w, c] = model.config.inputShape;
+        const images = randomValues(2 * h * w * c, rng.random);
+        // The step on cpu, recording every distinct kernel call with its operands.
+        const { result, calls: traced } = traceKernels(() => tf.variableGrads(() => lossOf(model, tf.tensor4d(images, [2, h, w, c]), tf.tensor1d([3, 7], 'int32'))));
+        tf.dispose([result.value, ...Object.values(result.grads)]);
+        const fresh = traced.filter((call) => !replayed.has(configurationKey(call)));
+        fresh.forEach((call) => replayed.add(configurationKey(call)));
+        const calls = await Promise.all(fresh.map((call) => tieFree(call, rng)));
+        const scales = await Promise.all(calls.map((call) => (LINEAR_KERNELS.has(call.name) ? replay(absolute(call)) : undefined)));
+        await tf.setBackend('webgpu');
+        const failures: string[] = [];
+        for (const [i, call] of calls.entries()) {
+          const outputs = await replay(call);
+          outputs.forEach((got, o) => {
+            const want = call.outputs[o];
+            const error = want.dtype === 'float32' ? relativeTo(got, want.values, scales[i]?.[o]) : got.every((v, j) => v === want.values[j]) ? 0 : Infinity;
+            if (!(error < 1e-4)) failures.push(`${call.name} output ${o} ${JSON.stringify(want.shape)}: relative error ${error.toExponential(2)}`);
+          });
+        }
+        const kernels = [...new Set(traced.map((c) => c.name))].sort();
+        t.diagnostic(`${kernels.length} kernels in the step (${kernels.join(' ')}); ${calls.length} configurations not seen in an earlier model replayed`);
+        assert.deepEqual(failures, []);
+        assert.ok(
+          traced.some((c) => c.name === 'BatchMatMul' || c.name === 'Conv2DBackpropFilter'),
+          'the trace holds backward kernels',
+        );
+        model.model.dispose();
       }
-      const kernels = [...new Set(traced.map((c) => c.name))].sort();
-      t.diagnostic(`${kernels.length} kernels in the step (${kernels.join(' ')}); ${calls.length} configurations not seen in an earlier model replayed`);
-      assert.deepEqual(failures, []);
-      assert.ok(traced.some((c) => c.name === 'BatchMatMul' || c.name === 'Conv2DBackpropFilter'), 'the trace holds backward kernels');
+      if (!step) return;
+      const model = smallModel(name, step.side);
+      const shape = [step.batch, ...model.config.inputShape] as [number, number, number, number];
+      const images = randomValues(
+        shape.reduce((a, b) => a * b),
+        rng.random,
+      );
+      const labels = Int32Array.from({ length: step.batch }, (_, i) => (i * 3) % 10);
+      const cpu = await gradientsOn('cpu', model, images, labels, shape);
+      // The step's own conditioning: how far cpu's gradients move when the images move by one
+      // part in 1e6 (MobileNetV2's ReLU6 kinks make it 1e-3 even at batch 8). fp32 on one backend
+      // against fp32 on another is judged against that, with 1e-4 as the floor.
+      const moved = await gradientsOn(
+        'cpu',
+        model,
+        images.map((v, i) => v * (1 + (i % 2 ? 1e-6 : -1e-6))),
+        labels,
+        shape,
+      );
+      const conditioning = relativeError(moved.flat, cpu.flat);
+      assert.ok(conditioning < 1e-2, `the step is too ill-conditioned to compare: gradients move ${conditioning.toExponential(1)} for 1e-6 in the images`);
+      const tolerance = Math.max(1e-4, 10 * conditioning);
+      const gpu = await gradientsOn('webgpu', model, images, labels, shape);
+      const error = relativeError(gpu.flat, cpu.flat);
+      t.diagnostic(
+        `whole step at batch ${step.batch}, ${step.side}x${step.side}: loss ${gpu.loss} vs ${cpu.loss}, all gradients relative error ${error.toExponential(2)} (conditioning ${conditioning.toExponential(1)}, tolerance ${tolerance.toExponential(1)})`,
+      );
+      assert.ok(Math.abs(gpu.loss - cpu.loss) <= 1e-5 * Math.abs(cpu.loss), `loss ${gpu.loss} on webgpu, ${cpu.loss} on cpu`);
+      assert.ok(error < tolerance, `gradients: relative error ${error.toExponential(2)} (tolerance ${tolerance.toExponential(1)})`);
       model.model.dispose();
-    }
-    if (!step) return;
-    const model = smallModel(name, step.side);
-    const shape = [step.batch, ...model.config.inputShape] as [number, number, number, number];
-    const images = randomValues(shape.reduce((a, b) => a * b), rng.random);
-    const labels = Int32Array.from({ length: step.batch }, (_, i) => (i * 3) % 10);
-    const cpu = await gradientsOn('cpu', model, images, labels, shape);
-    // The step's own conditioning: how far cpu's gradients move when the images move by one
-    // part in 1e6 (MobileNetV2's ReLU6 kinks make it 1e-3 even at batch 8). fp32 on one backend
-    // against fp32 on another is judged against that, with 1e-4 as the floor.
-    const moved = await gradientsOn('cpu', model, images.map((v, i) => v * (1 + (i % 2 ? 1e-6 : -1e-6))), labels, shape);
-    const conditioning = relativeError(moved.flat, cpu.flat);
-    assert.ok(conditioning < 1e-2, `the step is too ill-conditioned to compare: gradients move ${conditioning.toExponential(1)} for 1e-6 in the images`);
-    const tolerance = Math.max(1e-4, 10 * conditioning);
-    const gpu = await gradientsOn('webgpu', model, images, labels, shape);
-    const error = relativeError(gpu.flat, cpu.flat);
-    t.diagnostic(`whole step at batch ${step.batch}, ${step.side}x${step.side}: loss ${gpu.loss} vs ${cpu.loss}, all gradients relative error ${error.toExponential(2)} (conditioning ${conditioning.toExponential(1)}, tolerance ${tolerance.toExponential(1)})`);
-    assert.ok(Math.abs(gpu.loss - cpu.loss) <= 1e-5 * Math.abs(cpu.loss), `loss ${gpu.loss} on webgpu, ${cpu.loss} on cpu`);
-    assert.ok(error < tolerance, `gradients: relative error ${error.toExponential(2)} (tolerance ${tolerance.toExponential(1)})`);
-    model.model.dispose();
-    t.diagnostic(`${((Date.now() - started) / 1000).toFixed(0)} s`);
-  });
+      t.diagnostic(`${((Date.now() - started) / 1000).toFixed(0)} s`);
+    },
+  );
 }
 
 test('memory on webgpu: tensors and GPU bytes stay flat over 100 training steps', needsAdapter, async () => {

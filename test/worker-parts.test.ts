@@ -24,7 +24,16 @@ import { WorkerState, type Initial } from '../worker/state.js';
 import { memberStep, teacherStep, type StepContext } from '../worker/steps.js';
 import { TeacherWindow } from '../worker/teacher-window.js';
 
-const welcome = (extra: Partial<MessageOf<'welcome'>> = {}): MessageOf<'welcome'> => ({ type: 'welcome', runId: 'r', member: 'a', members: ['a', 'b'], startStep: 0, config: {}, generation: 0, ...extra });
+const welcome = (extra: Partial<MessageOf<'welcome'>> = {}): MessageOf<'welcome'> => ({
+  type: 'welcome',
+  runId: 'r',
+  member: 'a',
+  members: ['a', 'b'],
+  startStep: 0,
+  config: {},
+  generation: 0,
+  ...extra,
+});
 const state = (generation = 1): ControlState => ({ member: 'a', generation, admitted: admission(welcome({ generation })) });
 
 describe('control rules', () => {
@@ -57,7 +66,13 @@ describe('control rules', () => {
     assert.deepEqual(judgeControl(state(), { type: 'heartbeat' }), { kind: 'ignore' });
     assert.deepEqual(judgeControl(state(), { type: 'reject', reason: 'x', retryable: true }), { kind: 'ignore' });
     assert.deepEqual(judgeControl(state(), { type: 'reject', reason: 'x' }), { kind: 'not-control' });
-    const teaching = (generation: number): Message => ({ type: 'teaching', step: 0, teaching: { dtype: 'float32', shape: [1, 2], data: new Float32Array(2) }, peerCount: 1, generation });
+    const teaching = (generation: number): Message => ({
+      type: 'teaching',
+      step: 0,
+      teaching: { dtype: 'float32', shape: [1, 2], data: new Float32Array(2) },
+      peerCount: 1,
+      generation,
+    });
     assert.deepEqual(judgeControl(state(1), teaching(0)), { kind: 'ignore' });
     assert.deepEqual(judgeControl(state(1), teaching(1)), { kind: 'not-control' });
     assert.deepEqual(judgeControl(state(), { type: 'advance', step: 7 }), { kind: 'advance', step: 7 });
@@ -85,7 +100,7 @@ describe('teacher window and coordinator liveness', () => {
     assert.equal(l.lost(2000), false);
   });
 
-  test("what the heartbeat thread heard counts: a main thread busy computing does not find the coordinator silent", () => {
+  test('what the heartbeat thread heard counts: a main thread busy computing does not find the coordinator silent', () => {
     let heard = 0;
     const l = new CoordinatorLiveness(1000, 0, () => heard);
     heard = 1500; // the thread received a heartbeat at 1500 while the main thread computed
@@ -130,9 +145,19 @@ describe('link', () => {
     const ok = new FakeSocket(['timeout', welcome()], clock);
     const link = new Link(ok, () => clock.now);
     assert.equal((await link.join({ member: 'a', connect: 'tcp://x' }, 60_000)).type, 'welcome');
-    assert.deepEqual(ok.sent.map((m) => m.type), ['join', 'join'], 'asked again after 2 s without an answer');
-    await assert.rejects(new Link(new FakeSocket([{ type: 'reject', reason: "'a' is a teacher" }], clock), () => clock.now).join({ member: 'a', connect: 'tcp://x' }, 60_000), (e: unknown) => e instanceof CohortError && e.code === 'JOIN_REFUSED');
-    await assert.rejects(new Link(new FakeSocket([], clock), () => clock.now).join({ member: 'a', connect: 'tcp://x' }, 5000), (e: unknown) => e instanceof CohortError && e.code === 'NO_WELCOME' && /within 5 s/.test(e.message));
+    assert.deepEqual(
+      ok.sent.map((m) => m.type),
+      ['join', 'join'],
+      'asked again after 2 s without an answer',
+    );
+    await assert.rejects(
+      new Link(new FakeSocket([{ type: 'reject', reason: "'a' is a teacher" }], clock), () => clock.now).join({ member: 'a', connect: 'tcp://x' }, 60_000),
+      (e: unknown) => e instanceof CohortError && e.code === 'JOIN_REFUSED',
+    );
+    await assert.rejects(
+      new Link(new FakeSocket([], clock), () => clock.now).join({ member: 'a', connect: 'tcp://x' }, 5000),
+      (e: unknown) => e instanceof CohortError && e.code === 'NO_WELCOME' && /within 5 s/.test(e.message),
+    );
   });
 
   test('the coordinator is judged lost by when its last message arrived: a receive waits only what is left, and a poll between steps decides', async () => {
@@ -176,9 +201,15 @@ describe('link', () => {
     link.window.reset(0);
     assert.equal(link.control({ type: 'advance', step: 4 }), true);
     assert.equal(link.window.studentsDone, 4);
-    assert.throws(() => link.control({ type: 'rollback', step: 2, generation: 2, reason: 'x' }), (e: unknown) => e instanceof Rollback && e.rollback.step === 2);
+    assert.throws(
+      () => link.control({ type: 'rollback', step: 2, generation: 2, reason: 'x' }),
+      (e: unknown) => e instanceof Rollback && e.rollback.step === 2,
+    );
     const again = welcome({ generation: 1, startStep: 9 });
-    assert.throws(() => link.control(again), (e: unknown) => e instanceof Rollback && e.rollback.step === 9);
+    assert.throws(
+      () => link.control(again),
+      (e: unknown) => e instanceof Rollback && e.rollback.step === 9,
+    );
     assert.equal(link.control(again), true, 'the same welcome again is a duplicate');
     assert.equal(link.control({ type: 'predictions' } as Message), false);
   });
@@ -189,7 +220,7 @@ function fakeInitial(counter: { built: number; disposed: number }) {
   return (): Initial => {
     counter.built++;
     const dispose = () => void counter.disposed++;
-    return { built: { model: { dispose } , exits: 1 } as unknown as Initial['built'], optimizer: { dispose } as unknown as Initial['optimizer'] };
+    return { built: { model: { dispose }, exits: 1 } as unknown as Initial['built'], optimizer: { dispose } as unknown as Initial['optimizer'] };
   };
 }
 
@@ -202,7 +233,10 @@ describe('state', () => {
     assert.deepEqual(loaded, ['/run/checkpoints/step-20/a']);
     assert.equal(s.lastLoss, 0.5);
     assert.equal(await s.restore(35, '/run/checkpoints/step-20', 20), 35);
-    await assert.rejects(s.restore(30, '/run/checkpoints/step-20'), (e: unknown) => e instanceof CohortError && e.code === 'CHECKPOINT_MISMATCH' && /holds step 20, expected 30/.test(e.message));
+    await assert.rejects(
+      s.restore(30, '/run/checkpoints/step-20'),
+      (e: unknown) => e instanceof CohortError && e.code === 'CHECKPOINT_MISMATCH' && /holds step 20, expected 30/.test(e.message),
+    );
   });
 
   test('without a checkpoint a member starts again from its initial state (step 0 only); a teacher restores nothing', async () => {
@@ -220,10 +254,19 @@ describe('state', () => {
 
 describe('hooks', () => {
   test('progress every progressEvery steps and at the end of each epoch; checkpoints every everySteps but not after the last step; evaluations every evalEvery epochs and after the last', () => {
-    assert.deepEqual([0, 1, 2, 3, 4].map((s) => progressDue(s, 2, false)), [false, true, false, true, false]);
+    assert.deepEqual(
+      [0, 1, 2, 3, 4].map((s) => progressDue(s, 2, false)),
+      [false, true, false, true, false],
+    );
     assert.equal(progressDue(4, 2, true), true);
-    assert.deepEqual([4, 9, 14, 19].map((s) => checkpointDue(s, 5, 20)), [true, true, true, false]);
-    assert.deepEqual([0, 1, 2, 3, 4].map((e) => evaluationDue(e, 2, 5)), [false, true, false, true, true]);
+    assert.deepEqual(
+      [4, 9, 14, 19].map((s) => checkpointDue(s, 5, 20)),
+      [true, true, true, false],
+    );
+    assert.deepEqual(
+      [0, 1, 2, 3, 4].map((e) => evaluationDue(e, 2, 5)),
+      [false, true, false, true, true],
+    );
   });
 
   test('a progress report covers the steps since the last one: throughput and mean step time; a teacher reports no loss', () => {
@@ -244,16 +287,33 @@ describe('steps', () => {
     await initBackend({ backend: 'cpu' });
   });
 
-  const config = resolveRunConfig({ name: 'parts', algorithm: 'baseline', dataset: { name: 'fashion-mnist' }, members: [{ name: 'a', model: { name: 'mlp-student' } }], temperature: 2 });
+  const config = resolveRunConfig({
+    name: 'parts',
+    algorithm: 'baseline',
+    dataset: { name: 'fashion-mnist' },
+    members: [{ name: 'a', model: { name: 'mlp-student' } }],
+    temperature: 2,
+  });
   const worker = config.members[0] as WorkerConfig;
-  const batch = { images: new Float32Array(4 * 28 * 28).fill(0.5), shape: [4, 28, 28, 1] as [number, number, number, number], labels: Int32Array.from([0, 1, 2, 3]), indices: Uint32Array.from([7, 8, 9, 10]), epoch: 0, batch: 0 };
+  const batch = {
+    images: new Float32Array(4 * 28 * 28).fill(0.5),
+    shape: [4, 28, 28, 1] as [number, number, number, number],
+    labels: Int32Array.from([0, 1, 2, 3]),
+    indices: Uint32Array.from([7, 8, 9, 10]),
+    epoch: 0,
+    batch: 0,
+  };
   const context = (inbox: (Message | 'timeout')[]) => {
     const clock = { now: 0 };
     const socket = new FakeSocket(inbox, clock);
     const link = new Link(socket, () => clock.now);
     link.start({ livenessMs: 60_000, heartbeatMs: 60_000 }, 1);
     link.stop();
-    const s = new WorkerState({ name: 'a', fixed: false, initial: () => ({ built: buildModel({ inputShape: [28, 28, 1], classes: 10, name: 'mlp-student', seed: 1 }), optimizer: makeOptimizer(worker.optimizer) }) });
+    const s = new WorkerState({
+      name: 'a',
+      fixed: false,
+      initial: () => ({ built: buildModel({ inputShape: [28, 28, 1], classes: 10, name: 'mlp-student', seed: 1 }), optimizer: makeOptimizer(worker.optimizer) }),
+    });
     const ctx: StepContext = { link, state: s, worker, objective: objectiveFor(config), temperature: 2, stepsPerEpoch: 10, totalSteps: 10, exchange: { float16: false } };
     return { ctx, socket };
   };
@@ -282,7 +342,10 @@ describe('steps', () => {
     ctx.link.window.reset(0);
     await teacherStep(ctx, 4, batch, new MetricAccumulator({ bins: 15 }));
     assert.equal(ctx.link.window.studentsDone, 3);
-    assert.deepEqual(socket.sent.map((m) => m.type), ['predictions']);
+    assert.deepEqual(
+      socket.sent.map((m) => m.type),
+      ['predictions'],
+    );
     assert.equal((socket.sent[0] as MessageOf<'predictions'>).step, 4);
     const { ctx: stray } = context([{ type: 'eval', epoch: 0, generation: 0, metrics: { accuracy: 1, nll: 0, ece: 0 } }]);
     stray.link.window.reset(0);

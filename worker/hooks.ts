@@ -96,7 +96,15 @@ export class ProgressReporter {
 }
 
 /** Sends a progress report when one is due. */
-export async function reportProgress(link: Link, progress: ProgressReporter, epoch: number, step: number, images: number, lastOfEpoch: boolean, fields: { loss?: number; lr?: number; metrics?: MetricAccumulator }): Promise<void> {
+export async function reportProgress(
+  link: Link,
+  progress: ProgressReporter,
+  epoch: number,
+  step: number,
+  images: number,
+  lastOfEpoch: boolean,
+  fields: { loss?: number; lr?: number; metrics?: MetricAccumulator },
+): Promise<void> {
   const message = progress.step(epoch, step, images, lastOfEpoch, { ...fields, generation: link.generation, memory: backendMemory() });
   if (message) await link.send(message);
 }
@@ -139,7 +147,14 @@ export async function evaluateAndReport(
   const t = trainMetrics?.result();
   const train: Record<string, number> = t ? { trainAccuracy: t.accuracy, trainNll: t.nll, trainEce: t.calibration.ece } : {};
   const reliability = r.calibration.bins.map((b) => ({ ...b, accuracy: b.count > 0 ? b.accuracy : null, confidence: b.count > 0 ? b.confidence : null }));
-  await link.send({ type: 'eval', epoch, ...at, generation: link.generation, metrics: { accuracy: r.accuracy, nll: r.nll, ece: r.calibration.ece, entropy: r.entropy, count: r.count, ...train }, reliability });
+  await link.send({
+    type: 'eval',
+    epoch,
+    ...at,
+    generation: link.generation,
+    metrics: { accuracy: r.accuracy, nll: r.nll, ece: r.calibration.ece, entropy: r.entropy, count: r.count, ...train },
+    reliability,
+  });
 }
 
 /** A member's final weights, saved where a teacher's `checkpoint` may point. */

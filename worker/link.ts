@@ -21,7 +21,10 @@ export interface JoinOptions {
 /** Thrown out of a step when the coordinator rolls the cohort back. */
 export class Rollback extends Error {
   /** `checkpointStep`: an elastic re-admission restores this step's checkpoint and continues at `rollback.step`. */
-  constructor(readonly rollback: MessageOf<'rollback'>, readonly checkpointStep?: number) {
+  constructor(
+    readonly rollback: MessageOf<'rollback'>,
+    readonly checkpointStep?: number,
+  ) {
     super(`rollback to step ${rollback.step}`);
   }
 }
@@ -70,7 +73,12 @@ export function judgeControl(state: ControlState, message: Message): ControlVerd
     // The coordinator declared this worker lost (it was slow) and has admitted it again, from
     // another step: follow the new welcome.
     const { startStep: step, resume: checkpoint, generation = 0, checkpointStep } = message;
-    return { kind: 'rollback', rollback: { type: 'rollback', step, ...(checkpoint ? { checkpoint } : {}), generation, reason: 'the coordinator admitted this worker again' }, checkpointStep, admitted: admission(message) };
+    return {
+      kind: 'rollback',
+      rollback: { type: 'rollback', step, ...(checkpoint ? { checkpoint } : {}), generation, reason: 'the coordinator admitted this worker again' },
+      checkpointStep,
+      admitted: admission(message),
+    };
   }
   // Heartbeats, and answers to a join sent again while the first answer was on its way.
   if (message.type === 'heartbeat' || message.type === 'welcome' || (message.type === 'reject' && message.retryable)) return { kind: 'ignore' };
@@ -95,7 +103,10 @@ export class Link implements ControlState {
   window: TeacherWindow;
   private heartbeat: NodeJS.Timeout | undefined;
 
-  constructor(readonly socket: LinkSocket, private readonly clock: () => number = Date.now) {
+  constructor(
+    readonly socket: LinkSocket,
+    private readonly clock: () => number = Date.now,
+  ) {
     this.member = socket.member;
     this.liveness = new CoordinatorLiveness(Infinity, clock());
     this.window = new TeacherWindow(0);
@@ -132,7 +143,8 @@ export class Link implements ControlState {
         }
         // Anything else was sent to this member before the coordinator restarted: stale.
       }
-      if (this.clock() >= deadline) throw new CohortError(`worker ${options.member}: no welcome from the coordinator at ${options.connect} within ${timeoutMs / 1000} s`, { code: 'NO_WELCOME' });
+      if (this.clock() >= deadline)
+        throw new CohortError(`worker ${options.member}: no welcome from the coordinator at ${options.connect} within ${timeoutMs / 1000} s`, { code: 'NO_WELCOME' });
     }
   }
 

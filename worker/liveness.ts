@@ -7,7 +7,11 @@
 export class CoordinatorLiveness {
   private lastArrival: number;
 
-  constructor(readonly livenessMs: number, start: number, private readonly heardElsewhere: () => number = () => 0) {
+  constructor(
+    readonly livenessMs: number,
+    start: number,
+    private readonly heardElsewhere: () => number = () => 0,
+  ) {
     this.lastArrival = start;
   }
 

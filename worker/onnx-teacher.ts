@@ -17,7 +17,10 @@ async function loadOrt(): Promise<Ort> {
   try {
     return await import('onnxruntime-node');
   } catch (error) {
-    throw new CohortError(`ONNX teachers need onnxruntime-node, which is not installed or does not load here (${(error as Error).message.split('\n')[0]}); npm install onnxruntime-node`, { code: 'BACKEND_NOT_INSTALLED', cause: error });
+    throw new CohortError(
+      `ONNX teachers need onnxruntime-node, which is not installed or does not load here (${(error as Error).message.split('\n')[0]}); npm install onnxruntime-node`,
+      { code: 'BACKEND_NOT_INSTALLED', cause: error },
+    );
   }
 }
 
@@ -125,11 +128,17 @@ export class OnnxTeacher {
     try {
       output = (await this.session.run(feeds))[this.session.outputNames[0]];
     } catch (error) {
-      throw new CohortError(`teacher ${this.o.name}: ONNX model ${this.o.path} failed on a ${x.shape.join('x')} batch (${this.o.input.layout}): ${(error as Error).message.split('\n')[0]}`, { code: 'MODEL_INVALID', cause: error });
+      throw new CohortError(
+        `teacher ${this.o.name}: ONNX model ${this.o.path} failed on a ${x.shape.join('x')} batch (${this.o.input.layout}): ${(error as Error).message.split('\n')[0]}`,
+        { code: 'MODEL_INVALID', cause: error },
+      );
     }
     const dims = output.dims as number[];
     if (dims.length !== 2 || dims[0] !== x.shape[0] || dims[1] !== this.o.classes) {
-      throw new CohortError(`teacher ${this.o.name}: ONNX model ${this.o.path} outputs [${dims.join(', ')}], expected [${x.shape[0]}, ${this.o.classes}] (batch, the dataset's classes)`, { code: 'MODEL_INVALID' });
+      throw new CohortError(
+        `teacher ${this.o.name}: ONNX model ${this.o.path} outputs [${dims.join(', ')}], expected [${x.shape[0]}, ${this.o.classes}] (batch, the dataset's classes)`,
+        { code: 'MODEL_INVALID' },
+      );
     }
     const logits = tf.tensor2d(output.data as Float32Array, [dims[0], dims[1]]);
     output.dispose();

@@ -108,7 +108,16 @@ function studentDownscale(config: RunConfig) {
 async function train(config: RunConfig, welcome: MessageOf<'welcome'>, link: Link, options: WorkerOptions, log: (line: string) => void): Promise<boolean> {
   const { worker, index, role } = findWorker(config, options.member);
   link.follow(welcome);
-  const beats = new HeartbeatThread({ connect: options.connect, member: options.member, ...(options.curve ? { curve: options.curve } : {}), heartbeatMs: config.recovery.heartbeatMs, hangMs: config.exchange.timeoutMs }, (error) => log(`${options.member}: the heartbeat thread failed (${error.message}); heartbeats go on from the main thread`));
+  const beats = new HeartbeatThread(
+    {
+      connect: options.connect,
+      member: options.member,
+      ...(options.curve ? { curve: options.curve } : {}),
+      heartbeatMs: config.recovery.heartbeatMs,
+      hangMs: config.exchange.timeoutMs,
+    },
+    (error) => log(`${options.member}: the heartbeat thread failed (${error.message}); heartbeats go on from the main thread`),
+  );
   link.start(config.recovery, config.exchange.teacherWindow, () => beats.heardAt());
   const active = await initBackend({ backend: options.backend ?? worker.backend, gpu: options.gpu ?? worker.gpu });
   log(`${worker.name}: backend ${active.choice} on ${active.device}`);
@@ -124,11 +133,13 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, link: Lin
   const state = new WorkerState({
     name: worker.name,
     fixed: role === 'teacher',
-    initial: onnx ? undefined : () => {
-      const built = buildWorkerModel(config, worker, index, data.train.imageShape, dataset.classNames.length);
-      if (teacherCheckpoint) loadModelWeights(built.model, teacherCheckpoint);
-      return { built, optimizer: makeOptimizer(worker.optimizer) };
-    },
+    initial: onnx
+      ? undefined
+      : () => {
+          const built = buildWorkerModel(config, worker, index, data.train.imageShape, dataset.classNames.length);
+          if (teacherCheckpoint) loadModelWeights(built.model, teacherCheckpoint);
+          return { built, optimizer: makeOptimizer(worker.optimizer) };
+        },
     log,
   });
   if (teacherCheckpoint) log(`${worker.name}: loaded weights from ${teacherCheckpoint}`);
@@ -138,7 +149,12 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, link: Lin
     state,
     worker,
     ...(onnx ? { teacherLogits: (x) => onnx.logits(x), evalForward: (x) => onnx.logits(x) } : {}),
-    objective: objectiveFor(config, state.built?.exits ?? 1), temperature: config.temperature, stepsPerEpoch, totalSteps: stepsPerEpoch * config.epochs, exchange: { float16: config.exchange.float16 } };
+    objective: objectiveFor(config, state.built?.exits ?? 1),
+    temperature: config.temperature,
+    stepsPerEpoch,
+    totalSteps: stepsPerEpoch * config.epochs,
+    exchange: { float16: config.exchange.float16 },
+  };
   let position = await state.restore(welcome.startStep, welcome.resume, welcome.checkpointStep);
   try {
     for (;;) {
@@ -212,7 +228,8 @@ async function runFrom(
         await evaluateAndReport(link, ctx.evalForward ?? state.built!, data.test, epoch, exchange, undefined, step + 1);
       }
     }
-    if (evaluationDue(epoch, config.evalEvery, config.epochs)) await evaluateAndReport(link, ctx.evalForward ?? state.built!, data.test, epoch, exchange, member ? trainMetrics : undefined);
+    if (evaluationDue(epoch, config.evalEvery, config.epochs))
+      await evaluateAndReport(link, ctx.evalForward ?? state.built!, data.test, epoch, exchange, member ? trainMetrics : undefined);
   }
   if (member) await saveFinal(state.built!, finalWeightsDir(config, worker.name), log, worker.name);
   await link.send({ type: 'done', member: worker.name, generation: link.generation });

@@ -83,7 +83,10 @@ export const teacherStep: StepFn = async (ctx, step, batch) => {
   // control() takes the advance messages (and rollbacks, shutdowns) as they come.
   while (!link.window.allows(step)) {
     const message = await link.receive();
-    if (!link.control(message)) throw new CohortError(`${ctx.worker.name}: unexpected ${message.type} message while waiting for the students to finish step ${step - link.window.window}`, { code: 'PROTOCOL_MISMATCH' });
+    if (!link.control(message))
+      throw new CohortError(`${ctx.worker.name}: unexpected ${message.type} message while waiting for the students to finish step ${step - link.window.window}`, {
+        code: 'PROTOCOL_MISMATCH',
+      });
   }
   const { x } = tensorsOf(batch);
   try {

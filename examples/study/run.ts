@@ -53,7 +53,9 @@ function overconfidence(e: EvalRecord): number | undefined {
 
 /** The study's configs, in run order. */
 function studyConfigs(only?: string[]): { file: string; raw: Record<string, unknown> }[] {
-  const files = readdirSync(here).filter((f) => f.endsWith('.yaml')).sort();
+  const files = readdirSync(here)
+    .filter((f) => f.endsWith('.yaml'))
+    .sort();
   const all = files.map((f) => ({ file: f, raw: parseYaml(readFileSync(join(here, f), 'utf8')) as Record<string, unknown> }));
   if (!only) return all;
   const names = new Set(all.map((c) => c.raw.name as string));
@@ -122,7 +124,28 @@ function resultsTable(results: Result[]): string {
     const [experiment, worker] = key.split('\u0000');
     const rows = results.filter((r) => r.experiment === experiment && r.worker === worker);
     const input = rows[0].downscaled ? '14x14' : '28x28';
-    lines.push(`| ${experiment} | ${worker}${rows[0].role === 'teacher' ? ' (teacher)' : ''} | ${rows[0].role === 'ensemble' ? '-' : input} | ${rows.length} | ${meanAndSpread(rows.map((r) => r.accuracy), pct)} | ${meanAndSpread(rows.map((r) => r.best), pct)} | ${(100 * mean(rows.map((r) => r.fluctuation))).toFixed(2)} (${rows[0].evaluations} evals) | ${meanAndSpread(rows.map((r) => r.ece), pct)} | ${meanAndSpread(rows.map((r) => r.nll), (v) => v.toFixed(4))} | ${rows.every((r) => r.overconfidence !== undefined) ? meanAndSpread(rows.map((r) => r.overconfidence!), (v) => (100 * v).toFixed(2)) : '-'} | ${(rows.reduce((a, r) => a + (r.seconds ?? 0), 0) / rows.length / 60).toFixed(1)} |`);
+    lines.push(
+      `| ${experiment} | ${worker}${rows[0].role === 'teacher' ? ' (teacher)' : ''} | ${rows[0].role === 'ensemble' ? '-' : input} | ${rows.length} | ${meanAndSpread(
+        rows.map((r) => r.accuracy),
+        pct,
+      )} | ${meanAndSpread(
+        rows.map((r) => r.best),
+        pct,
+      )} | ${(100 * mean(rows.map((r) => r.fluctuation))).toFixed(2)} (${rows[0].evaluations} evals) | ${meanAndSpread(
+        rows.map((r) => r.ece),
+        pct,
+      )} | ${meanAndSpread(
+        rows.map((r) => r.nll),
+        (v) => v.toFixed(4),
+      )} | ${
+        rows.every((r) => r.overconfidence !== undefined)
+          ? meanAndSpread(
+              rows.map((r) => r.overconfidence!),
+              (v) => (100 * v).toFixed(2),
+            )
+          : '-'
+      } | ${(rows.reduce((a, r) => a + (r.seconds ?? 0), 0) / rows.length / 60).toFixed(1)} |`,
+    );
   }
   return lines.join('\n');
 }
@@ -237,7 +260,10 @@ async function runJob(job: Job, fresh: boolean, summaries: string, needed: Reado
     mkdirSync(summaries, { recursive: true });
     writeFileSync(summaryPath(summaries, config), `${JSON.stringify(outcome)}\n`);
   }
-  const summary = outcome.evals.filter((e) => e.role !== 'teacher').map((e) => `${e.worker} ${pct(e.accuracy)}% (ECE ${pct(e.ece)}%)`).join(', ');
+  const summary = outcome.evals
+    .filter((e) => e.role !== 'teacher')
+    .map((e) => `${e.worker} ${pct(e.accuracy)}% (ECE ${pct(e.ece)}%)`)
+    .join(', ');
   console.log(`study: ${config.name}${before ? ' (done before)' : ''} in ${(outcome.seconds / 60).toFixed(1)} min: ${summary}`);
   return outcome;
 }
@@ -250,13 +276,18 @@ async function main(): Promise<void> {
     .option('only', { type: 'string', describe: 'comma-separated experiment names (the teacher is needed by kd and cross-quality-kd)' })
     .option('out', { type: 'string', default: 'runs/study', describe: 'folder of the runs, results.md and report.html' })
     .option('train-limit', { type: 'number', describe: 'train on the first N samples of each epoch only (a smoke run)' })
-    .option('parallel', { type: 'number', default: availableParallelism(), describe: 'CPU cores to fill: runs go side by side, each taking one core per worker process (up to all of them)' })
+    .option('parallel', {
+      type: 'number',
+      default: availableParallelism(),
+      describe: 'CPU cores to fill: runs go side by side, each taking one core per worker process (up to all of them)',
+    })
     .option('fresh', { type: 'boolean', default: false, describe: 'run again experiments that already finished' })
     .option('summaries', { type: 'string', default: 'docs/study', describe: "where each finished run's summary is kept (committed): runs found there are not run again" })
     .strict()
     .parse();
   if (!Number.isInteger(args.seeds) || args.seeds < 1) throw new CohortError(`--seeds must be a positive integer, got ${args.seeds}`, { code: 'USAGE' });
-  if (args.epochs !== undefined && (!Number.isInteger(args.epochs) || args.epochs < 1)) throw new CohortError(`--epochs must be a positive integer, got ${args.epochs}`, { code: 'USAGE' });
+  if (args.epochs !== undefined && (!Number.isInteger(args.epochs) || args.epochs < 1))
+    throw new CohortError(`--epochs must be a positive integer, got ${args.epochs}`, { code: 'USAGE' });
   if (!Number.isInteger(args.parallel) || args.parallel < 1) throw new CohortError(`--parallel must be a positive integer, got ${args.parallel}`, { code: 'USAGE' });
   const configs = studyConfigs(args.only?.split(',').map((s) => s.trim()));
   // Every (experiment, seed) run, the same experiment's seeds side by side, in config order.
@@ -264,7 +295,13 @@ async function main(): Promise<void> {
     Array.from({ length: args.seeds }, (_, i) => {
       const seed = i + 1;
       const config = configFor(raw, seed, args.out, args.epochs, args['train-limit']);
-      return { experiment: raw.name as string, seed, config, slots: Math.min(config.members.length + config.teachers.length, args.parallel), needs: config.teachers.length ? teacherRun(seed) : undefined };
+      return {
+        experiment: raw.name as string,
+        seed,
+        config,
+        slots: Math.min(config.members.length + config.teachers.length, args.parallel),
+        needs: config.teachers.length ? teacherRun(seed) : undefined,
+      };
     }),
   );
   const started = Date.now();
@@ -282,13 +319,27 @@ async function main(): Promise<void> {
     const rank = (e: EvalRecord) => (order.includes(e.worker) ? order.indexOf(e.worker) : order.length);
     for (const e of [...outcome.evals].sort((a, b) => rank(a) - rank(b))) {
       const over = accuracySummary(inOrder(outcome.all ?? outcome.evals, e.worker, outcome.stepsPerEpoch ?? 1));
-      results.push({ experiment: job.experiment, seed: job.seed, worker: e.worker, role: e.role, downscaled: downscaled.has(e.worker), accuracy: e.accuracy, best: over.best, fluctuation: over.fluctuation, evaluations: over.evaluations, ece: e.ece, nll: e.nll, overconfidence: overconfidence(e), seconds: outcome.seconds });
+      results.push({
+        experiment: job.experiment,
+        seed: job.seed,
+        worker: e.worker,
+        role: e.role,
+        downscaled: downscaled.has(e.worker),
+        accuracy: e.accuracy,
+        best: over.best,
+        fluctuation: over.fluctuation,
+        evaluations: over.evaluations,
+        ece: e.ece,
+        nll: e.nll,
+        overconfidence: overconfidence(e),
+        seconds: outcome.seconds,
+      });
     }
   }
   const minutes = (Date.now() - started) / 60_000;
   const total = [...outcomes.values()].reduce((a, o) => a + o.seconds, 0) / 60;
   const table = `${resultsTable(results)}\n\n${claimsTable(results)}`;
-  const header = `# Fashion-MNIST study\n\n${args.seeds} seed(s), ${args.epochs ?? 'the configs\''} epochs. This invocation took ${minutes.toFixed(1)} min of wall time, up to ${args.parallel} worker processes at once; the runs' own times add up to ${total.toFixed(1)} min (runs that shared the machine took longer than alone).\n\n`;
+  const header = `# Fashion-MNIST study\n\n${args.seeds} seed(s), ${args.epochs ?? "the configs'"} epochs. This invocation took ${minutes.toFixed(1)} min of wall time, up to ${args.parallel} worker processes at once; the runs' own times add up to ${total.toFixed(1)} min (runs that shared the machine took longer than alone).\n\n`;
   writeFileSync(join(args.out, 'results.md'), `${header}${table}\n`);
   console.log(`\n${table}\n\nstudy: results in ${join(args.out, 'results.md')}`);
   try {
@@ -304,4 +355,3 @@ main().catch((error: unknown) => {
   console.error(`study: error: ${error instanceof CohortError ? error.message : (error as Error).stack}`);
   process.exit(2);
 });
-

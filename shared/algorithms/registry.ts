@@ -107,7 +107,8 @@ function signal(input: LossInput, algorithm: string): Teaching {
 }
 
 /** KD from the teachers' (or the peers') mean probabilities. */
-const kdFromSignal: AlgorithmEntry['loss'] = (input, c) => kdLoss(input.logits, signal(input, c.algorithm).probs, input.labels, { T: c.temperature, alpha: c.alpha, teacherIsProbs: true });
+const kdFromSignal: AlgorithmEntry['loss'] = (input, c) =>
+  kdLoss(input.logits, signal(input, c.algorithm).probs, input.labels, { T: c.temperature, alpha: c.alpha, teacherIsProbs: true });
 
 /** DML's and DML_e's. */
 const dmlDefaults = { temperature: DML_DEFAULTS.T, alpha: DML_DEFAULTS.alpha, beta: 0, warmupEpochs: noWarmup };
@@ -236,7 +237,10 @@ const ENTRIES: Record<Algorithm, AlgorithmEntry> = {
 export function requireOneRun(config: Pick<RunConfig, 'algorithm'>, instead: string): void {
   const plan = ENTRIES[config.algorithm].stages;
   if (plan === 'one run') return;
-  throw new CohortError(`${config.algorithm} runs as a chain of ${plan.algorithm.toUpperCase()} stages: start it with \`cohort train\`, or ${instead.replace('STAGE', plan.algorithm)}`, { code: 'USAGE' });
+  throw new CohortError(
+    `${config.algorithm} runs as a chain of ${plan.algorithm.toUpperCase()} stages: start it with \`cohort train\`, or ${instead.replace('STAGE', plan.algorithm)}`,
+    { code: 'USAGE' },
+  );
 }
 
 /** The entry of an algorithm. */

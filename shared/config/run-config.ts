@@ -129,9 +129,7 @@ export const runConfigSchema = z
     /** Steps between a worker's progress reports (the live display and the step records of metrics.jsonl). */
     progressEvery: z.int().positive().default(20),
     /** Global checkpoints (all members at the same step) every `everySteps` steps; the newest `keep` are kept. */
-    checkpoint: z
-      .strictObject({ everySteps: z.int().positive().default(200), keep: z.int().positive().default(3) })
-      .default({ everySteps: 200, keep: 3 }),
+    checkpoint: z.strictObject({ everySteps: z.int().positive().default(200), keep: z.int().positive().default(3) }).default({ everySteps: 200, keep: 3 }),
     /**
      * What happens when a worker dies or stops answering for `livenessMs`: `restart` rolls the
      * cohort back to the last global checkpoint while the launcher (or the cluster) restarts the
@@ -168,7 +166,8 @@ export const runConfigSchema = z
     const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });
     const names = [...run.members, ...run.teachers].map((w) => w.name);
     names.forEach((n, i) => {
-      if (names.indexOf(n) !== i) issue(i < run.members.length ? ['members', i, 'name'] : ['teachers', i - run.members.length, 'name'], `'${n}' is used twice; worker names must be unique`);
+      if (names.indexOf(n) !== i)
+        issue(i < run.members.length ? ['members', i, 'name'] : ['teachers', i - run.members.length, 'name'], `'${n}' is used twice; worker names must be unique`);
     });
     const entry = algorithmEntry(run.algorithm);
     checkRole(run, 'members', entry.roles.members, issue);
@@ -187,7 +186,10 @@ function checkOptimizer(worker: z.output<typeof workerSchema>, path: (string | n
     issue([...path, 'optimizer', 'weightDecay'], `weightDecay (decoupled) applies to adamw only, not ${worker.optimizer.name}`);
   }
   if (worker.schedule.kind === 'onecycle' && worker.schedule.cycleMomentum === true && !cyclesMomentum(worker.optimizer)) {
-    issue([...path, 'schedule', 'cycleMomentum'], `${worker.optimizer.name}${worker.optimizer.name === 'sgd' ? ' without momentum' : ''} has no momentum to cycle (tfjs's Adam fixes beta1): use optimizer adamw, or sgd with momentum`);
+    issue(
+      [...path, 'schedule', 'cycleMomentum'],
+      `${worker.optimizer.name}${worker.optimizer.name === 'sgd' ? ' without momentum' : ''} has no momentum to cycle (tfjs's Adam fixes beta1): use optimizer adamw, or sgd with momentum`,
+    );
   }
 }
 
@@ -196,7 +198,8 @@ function checkRole(run: ParsedRun, role: 'members' | 'teachers', count: RoleCoun
   const n = run[role].length;
   const noun = (k: number) => `${role === 'members' ? 'member' : 'teacher'}${k > 1 ? 's' : ''}`;
   if (n < count.min && (role === 'teachers' || count.min > 1)) issue([role], `${run.algorithm} needs at least ${count.min} ${noun(count.min)} (${count.why}), got ${n}`);
-  if (n > count.max) issue([role], count.max === 0 ? `${run.algorithm} takes no ${role} (${count.why})` : `${run.algorithm} takes at most ${count.max} ${noun(count.max)} (${count.why}), got ${n}`);
+  if (n > count.max)
+    issue([role], count.max === 0 ? `${run.algorithm} takes no ${role} (${count.why})` : `${run.algorithm} takes at most ${count.max} ${noun(count.max)} (${count.why}), got ${n}`);
 }
 
 /**
@@ -251,13 +254,19 @@ export function loadRunConfig(path: string): RunConfig {
     text = readFileSync(path, 'utf8');
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new CohortError(code === 'ENOENT' ? `config file not found: ${path}` : `cannot read config ${path}: ${(error as Error).message}`, { code: 'FILE_UNREADABLE', cause: error });
+    throw new CohortError(code === 'ENOENT' ? `config file not found: ${path}` : `cannot read config ${path}: ${(error as Error).message}`, {
+      code: 'FILE_UNREADABLE',
+      cause: error,
+    });
   }
   let value: unknown;
   try {
     value = extname(path).toLowerCase() === '.json' ? JSON.parse(text) : parseYaml(text);
   } catch (error) {
-    throw new CohortError(`${path}: not valid ${extname(path).toLowerCase() === '.json' ? 'JSON' : 'YAML'}: ${(error as Error).message.split('\n')[0]}`, { code: 'CONFIG_INVALID', cause: error });
+    throw new CohortError(`${path}: not valid ${extname(path).toLowerCase() === '.json' ? 'JSON' : 'YAML'}: ${(error as Error).message.split('\n')[0]}`, {
+      code: 'CONFIG_INVALID',
+      cause: error,
+    });
   }
   try {
     return resolveRunConfig(value);

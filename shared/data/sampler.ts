@@ -91,7 +91,8 @@ export class BatchSampler {
     const { count, batchSize, limit } = options;
     if (!Number.isInteger(count) || count <= 0) throw new CohortError(`sampler: count must be a positive integer, got ${count}`, { code: 'INVALID_ARGUMENT' });
     if (!Number.isInteger(batchSize) || batchSize <= 0) throw new CohortError(`sampler: batchSize must be a positive integer, got ${batchSize}`, { code: 'INVALID_ARGUMENT' });
-    if (limit !== undefined && (!Number.isInteger(limit) || limit <= 0)) throw new CohortError(`sampler: limit must be a positive integer, got ${limit}`, { code: 'INVALID_ARGUMENT' });
+    if (limit !== undefined && (!Number.isInteger(limit) || limit <= 0))
+      throw new CohortError(`sampler: limit must be a positive integer, got ${limit}`, { code: 'INVALID_ARGUMENT' });
     this.size = Math.min(count, limit ?? count);
     this.batchesPerEpoch = options.dropLast ? Math.floor(this.size / batchSize) : Math.ceil(this.size / batchSize);
     if (this.batchesPerEpoch === 0) throw new CohortError(`sampler: batchSize ${batchSize} > ${this.size} samples with dropLast`, { code: 'INVALID_ARGUMENT' });

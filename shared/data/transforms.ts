@@ -60,8 +60,7 @@ export function evalTransform(overrides: Partial<Omit<EvalTransform, 'kind'>> = 
 }
 
 const positiveInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v > 0;
-const range = (v: unknown): v is [number, number] =>
-  Array.isArray(v) && v.length === 2 && v.every((x) => typeof x === 'number' && Number.isFinite(x) && x > 0) && v[0] <= v[1];
+const range = (v: unknown): v is [number, number] => Array.isArray(v) && v.length === 2 && v.every((x) => typeof x === 'number' && Number.isFinite(x) && x > 0) && v[0] <= v[1];
 
 /** Throws a CohortError naming the bad field; returns the spec unchanged otherwise. */
 export function validateTransform(spec: TransformSpec): TransformSpec {
@@ -110,12 +109,7 @@ export function roundHalfEven(x: number): number {
  * the centred crop of the whole image clamped to the ratio range. Random numbers are drawn in
  * torchvision's order (area, ratio, then top, left on success) from `random` (floats in [0, 1)).
  */
-export function randomResizedCropBox(
-  width: number,
-  height: number,
-  random: () => number,
-  options: { scale?: [number, number]; ratio?: [number, number] } = {},
-): Box {
+export function randomResizedCropBox(width: number, height: number, random: () => number, options: { scale?: [number, number]; ratio?: [number, number] } = {}): Box {
   const [s0, s1] = options.scale ?? [0.08, 1];
   const [r0, r1] = options.ratio ?? [3 / 4, 4 / 3];
   const area = width * height;
@@ -195,12 +189,7 @@ const IMAGENET_TABLE = normalizationTable(IMAGENET_NORMALIZATION);
  * uint8 RGB HWC -> float32 HWC, (v / 255 - mean[c]) / std[c] computed in float64 and rounded
  * once to float32. Writes into `out` at `offset` (a new array by default) and returns `out`.
  */
-export function normalizeRgb(
-  src: Uint8Array,
-  out: Float32Array = new Float32Array(src.length),
-  offset = 0,
-  norm: RgbNormalization = IMAGENET_NORMALIZATION,
-): Float32Array {
+export function normalizeRgb(src: Uint8Array, out: Float32Array = new Float32Array(src.length), offset = 0, norm: RgbNormalization = IMAGENET_NORMALIZATION): Float32Array {
   if (src.length % 3 !== 0) throw new CohortError(`normalizeRgb: ${src.length} values is not a whole number of RGB pixels`, { code: 'INVALID_ARGUMENT' });
   if (offset + src.length > out.length) throw new CohortError(`normalizeRgb: output of ${out.length} values has no room at ${offset}`, { code: 'INVALID_ARGUMENT' });
   const table = norm === IMAGENET_NORMALIZATION ? IMAGENET_TABLE : normalizationTable(norm);
@@ -251,14 +240,7 @@ function checkImage(src: ArrayLike<number>, width: number, height: number, chann
  * count; other factors separable overlap weights (horizontal pass, then vertical). float64
  * accumulation, float32 result.
  */
-export function areaResize(
-  src: ArrayLike<number>,
-  width: number,
-  height: number,
-  channels: number,
-  outWidth: number,
-  outHeight: number,
-): Float32Array {
+export function areaResize(src: ArrayLike<number>, width: number, height: number, channels: number, outWidth: number, outHeight: number): Float32Array {
   checkImage(src, width, height, channels, outWidth, outHeight, 'areaResize');
   const out = new Float32Array(outWidth * outHeight * channels);
   if (width % outWidth === 0 && height % outHeight === 0) {
@@ -311,14 +293,7 @@ export function areaResize(
 }
 
 /** Nearest-neighbour resize with half-pixel centres (PyTorch 'nearest-exact'): in = floor((o + 0.5) * in / out). */
-export function resizeNearest(
-  src: ArrayLike<number>,
-  width: number,
-  height: number,
-  channels: number,
-  outWidth: number,
-  outHeight: number,
-): Float32Array {
+export function resizeNearest(src: ArrayLike<number>, width: number, height: number, channels: number, outWidth: number, outHeight: number): Float32Array {
   checkImage(src, width, height, channels, outWidth, outHeight, 'resizeNearest');
   const out = new Float32Array(outWidth * outHeight * channels);
   for (let oy = 0; oy < outHeight; oy++) {
@@ -349,14 +324,7 @@ function linearTaps(inSize: number, outSize: number): { i0: Int32Array; i1: Int3
 }
 
 /** Bilinear resize as PyTorch F.interpolate(mode='bilinear', align_corners=False, antialias=False). */
-export function resizeBilinear(
-  src: ArrayLike<number>,
-  width: number,
-  height: number,
-  channels: number,
-  outWidth: number,
-  outHeight: number,
-): Float32Array {
+export function resizeBilinear(src: ArrayLike<number>, width: number, height: number, channels: number, outWidth: number, outHeight: number): Float32Array {
   checkImage(src, width, height, channels, outWidth, outHeight, 'resizeBilinear');
   const out = new Float32Array(outWidth * outHeight * channels);
   const tx = linearTaps(width, outWidth);

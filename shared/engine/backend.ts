@@ -14,7 +14,17 @@ import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-layers'; // its node bundle registers tfjs-core's gradient functions (autodiff)
 import { CohortError } from '../errors.js';
-import { chooseAdapter, describeAdapter, openDevice, probeAdapters, softwareRequested, type AdapterChoice, type AdapterInfo, type AdapterProbe, type WebgpuSession } from './webgpu.js';
+import {
+  chooseAdapter,
+  describeAdapter,
+  openDevice,
+  probeAdapters,
+  softwareRequested,
+  type AdapterChoice,
+  type AdapterInfo,
+  type AdapterProbe,
+  type WebgpuSession,
+} from './webgpu.js';
 
 export const BACKEND_CHOICES = ['auto', 'tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKEND_CHOICES)[number];
@@ -48,8 +58,7 @@ const NATIVE_PACKAGES = {
 const INSTALL_HINT = {
   'tensorflow-gpu':
     'npm install @tensorflow/tfjs-node-gpu (downloads libtensorflow 2.9.1 for CUDA 11.2 / cuDNN 8.1, so it needs network access or TFJS_NODE_BASE_URI pointing at a mirror)',
-  tensorflow:
-    'npm install @tensorflow/tfjs-node (downloads libtensorflow 2.9.1, so it needs network access or TFJS_NODE_BASE_URI pointing at a mirror)',
+  tensorflow: 'npm install @tensorflow/tfjs-node (downloads libtensorflow 2.9.1, so it needs network access or TFJS_NODE_BASE_URI pointing at a mirror)',
 } as const;
 
 /** Whether `pkg` resolves from Cohort's install (optional dependencies may be missing). */

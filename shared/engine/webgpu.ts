@@ -181,7 +181,9 @@ export function chooseAdapter(kind: AdapterKind, probe: AdapterProbe, gpu: numbe
   // Identical adapters: Mesa's device-select layer keeps only the N-th display device by PCI bus.
   const device = pciDevices[index];
   if (!device) {
-    throw new CohortError(`--gpu ${index}: ${sameName} adapters are named '${chosen.name}' and the PCI display devices cannot be read to tell them apart`, { code: 'GPU_PIN_UNAVAILABLE' });
+    throw new CohortError(`--gpu ${index}: ${sameName} adapters are named '${chosen.name}' and the PCI display devices cannot be read to tell them apart`, {
+      code: 'GPU_PIN_UNAVAILABLE',
+    });
   }
   return { kind, name: chosen.name, flags: base, env: { DRI_PRIME: driPrimeTag(device.address), MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE: '1' }, seen: usable.length };
 }
@@ -222,7 +224,10 @@ export async function openDevice(choice: AdapterChoice): Promise<WebgpuSession> 
   try {
     adapter = await gpu.requestAdapter({ featureLevel: dawnFlags(choice.kind).featureLevel, powerPreference: 'high-performance' } as GPURequestAdapterOptions);
   } catch (error) {
-    throw new CohortError(`backend 'webgpu': Dawn refused the adapter '${choice.name}': ${String((error as Error)?.message ?? error).split('\n')[0]}`, { code: 'WEBGPU_NO_ADAPTER', cause: error });
+    throw new CohortError(`backend 'webgpu': Dawn refused the adapter '${choice.name}': ${String((error as Error)?.message ?? error).split('\n')[0]}`, {
+      code: 'WEBGPU_NO_ADAPTER',
+      cause: error,
+    });
   }
   if (!adapter) throw new CohortError(`backend 'webgpu': the adapter '${choice.name}' was listed but could not be opened`, { code: 'WEBGPU_NO_ADAPTER' });
 

@@ -68,7 +68,9 @@ export function loadModelWeights(model: tfl.LayersModel, dir: string): void {
     model.weights.forEach((w, i) => {
       const t = tensors[specs[i].name];
       if (t.shape.join('x') !== w.shape.join('x')) {
-        throw new CohortError(`${dir}: saved weight ${specs[i].name} has shape ${t.shape.join('x')}, the model's ${w.originalName} ${w.shape.join('x')}`, { code: 'WEIGHTS_MISMATCH' });
+        throw new CohortError(`${dir}: saved weight ${specs[i].name} has shape ${t.shape.join('x')}, the model's ${w.originalName} ${w.shape.join('x')}`, {
+          code: 'WEIGHTS_MISMATCH',
+        });
       }
       w.write(t);
     });

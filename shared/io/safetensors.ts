@@ -37,15 +37,32 @@ function decode(dtype: string, bytes: Buffer, count: number): Float32Array {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   for (let i = 0; i < count; i++) {
     switch (dtype) {
-      case 'F32': out[i] = view.getFloat32(4 * i, true); break;
-      case 'F64': out[i] = view.getFloat64(8 * i, true); break;
-      case 'F16': out[i] = halfToFloat(view.getUint16(2 * i, true)); break;
-      case 'BF16': out[i] = new Float32Array(new Uint32Array([view.getUint16(2 * i, true) << 16]).buffer)[0]; break;
-      case 'I64': out[i] = Number(view.getBigInt64(8 * i, true)); break;
-      case 'I32': out[i] = view.getInt32(4 * i, true); break;
-      case 'I16': out[i] = view.getInt16(2 * i, true); break;
-      case 'I8': out[i] = view.getInt8(i); break;
-      default: out[i] = view.getUint8(i); // U8, BOOL
+      case 'F32':
+        out[i] = view.getFloat32(4 * i, true);
+        break;
+      case 'F64':
+        out[i] = view.getFloat64(8 * i, true);
+        break;
+      case 'F16':
+        out[i] = halfToFloat(view.getUint16(2 * i, true));
+        break;
+      case 'BF16':
+        out[i] = new Float32Array(new Uint32Array([view.getUint16(2 * i, true) << 16]).buffer)[0];
+        break;
+      case 'I64':
+        out[i] = Number(view.getBigInt64(8 * i, true));
+        break;
+      case 'I32':
+        out[i] = view.getInt32(4 * i, true);
+        break;
+      case 'I16':
+        out[i] = view.getInt16(2 * i, true);
+        break;
+      case 'I8':
+        out[i] = view.getInt8(i);
+        break;
+      default:
+        out[i] = view.getUint8(i); // U8, BOOL
     }
   }
   return out;
@@ -92,7 +109,10 @@ export function readSafetensors(path: string): Map<string, SafeTensor> {
     buffer = readFileSync(path);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new CohortError(code === 'ENOENT' ? `weights file not found: ${path}` : `cannot read weights file ${path}: ${(error as Error).message}`, { code: 'FILE_UNREADABLE', cause: error });
+    throw new CohortError(code === 'ENOENT' ? `weights file not found: ${path}` : `cannot read weights file ${path}: ${(error as Error).message}`, {
+      code: 'FILE_UNREADABLE',
+      cause: error,
+    });
   }
   return parseSafetensors(buffer, path);
 }

@@ -57,12 +57,7 @@ export async function summarizePeers(peers: tf.Tensor2D[], T = 1): Promise<PeerS
  * (1 / (K - 1)) sum_j KL(p_j || q) = meanNegEntropy - mean_b sum_c pbar_c log q_c,
  * so the value and the gradient equal dmlLoss's (the entropy term is a constant).
  */
-export function dmlLossFromPeerSummary(
-  member: tf.Tensor2D,
-  peers: PeerSummary,
-  labels: tf.Tensor1D,
-  options: DistillationOptions = {},
-): tf.Scalar {
+export function dmlLossFromPeerSummary(member: tf.Tensor2D, peers: PeerSummary, labels: tf.Tensor1D, options: DistillationOptions = {}): tf.Scalar {
   const { T, alpha } = distillationOptions(options, 'dmlLossFromPeerSummary', DML_DEFAULTS);
   return tf.tidy(() => {
     const logQ = logSoftmaxT(member, T);

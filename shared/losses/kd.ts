@@ -53,7 +53,5 @@ export function ensembleTeacher(logitsList: tf.Tensor2D[], options: EnsembleOpti
   const total = weights.reduce((a, b) => a + b, 0);
   const mode = options.mode ?? 'probs';
   const T = checkTemperature(options.T ?? 1, 'ensembleTeacher');
-  return tf.tidy(() =>
-    tf.addN(logitsList.map((z, i) => tf.mul(mode === 'probs' ? softmaxT(z, T) : z, weights[i] / total))) as tf.Tensor2D,
-  );
+  return tf.tidy(() => tf.addN(logitsList.map((z, i) => tf.mul(mode === 'probs' ? softmaxT(z, T) : z, weights[i] / total))) as tf.Tensor2D);
 }

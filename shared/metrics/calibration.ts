@@ -83,11 +83,7 @@ export async function confidenceAndCorrectness(probs: tf.Tensor2D, labels: tf.Te
  * over the maximum probability (default 15). Returns the ECE and every bin's count, accuracy
  * and mean confidence (for reliability diagrams).
  */
-export async function expectedCalibrationError(
-  probs: tf.Tensor2D,
-  labels: tf.Tensor1D,
-  options: { bins?: number } = {},
-): Promise<CalibrationResult> {
+export async function expectedCalibrationError(probs: tf.Tensor2D, labels: tf.Tensor1D, options: { bins?: number } = {}): Promise<CalibrationResult> {
   const histogram = new CalibrationHistogram(options.bins ?? 15);
   const { confidence, correct } = await confidenceAndCorrectness(probs, labels);
   histogram.add(confidence, correct);

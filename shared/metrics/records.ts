@@ -100,12 +100,33 @@ const generation = count;
 
 export const eventSchemas = {
   /** A worker's process joined and was welcomed; `rejoin`: an elastic return (it restores `checkpointStep` and continues at `startStep`). */
-  'worker-admitted': event('worker-admitted', { worker: z.string(), role: z.enum(['member', 'teacher']), host: z.string(), pid: count, startStep: count, generation, rejoin: z.boolean(), checkpointStep: count.optional() }),
+  'worker-admitted': event('worker-admitted', {
+    worker: z.string(),
+    role: z.enum(['member', 'teacher']),
+    host: z.string(),
+    pid: count,
+    startStep: count,
+    generation,
+    rejoin: z.boolean(),
+    checkpointStep: count.optional(),
+  }),
   /**
    * A worker was lost; `step`: the first step not yet done; `pid`: its process (0 when unknown); `stopped`: the launcher was asked to stop a process that may still run;
    * `counted` false: it used no restart (it rejoined from the same process); `sameIncident`: an earlier loss of the same incident already rolled the cohort back.
    */
-  'worker-lost': event('worker-lost', { worker: z.string(), reason: z.enum(LOSS_REASONS), detail: z.string(), pid: count, step: count, generation, restarts: count, stopped: z.boolean(), silentMs: count.optional(), counted: z.boolean().optional(), sameIncident: z.boolean().optional() }),
+  'worker-lost': event('worker-lost', {
+    worker: z.string(),
+    reason: z.enum(LOSS_REASONS),
+    detail: z.string(),
+    pid: count,
+    step: count,
+    generation,
+    restarts: count,
+    stopped: z.boolean(),
+    silentMs: count.optional(),
+    counted: z.boolean().optional(),
+    sameIncident: z.boolean().optional(),
+  }),
   /** A launcher started a worker's process (`attempt` 0, then 1, 2, ... for its replacements, after `delayMs`); `pid` is local (for ssh: the ssh client's). */
   'worker-started': event('worker-started', { worker: z.string(), pid: count, host: z.string().optional(), attempt: count, delayMs: count }),
   /** A launcher stopped the process `pid` of a worker the coordinator declared lost (hung). */
@@ -125,7 +146,14 @@ export const eventSchemas = {
   /** A graceful stop was asked for (`signal`: SIGTERM, SIGINT, ...): the members checkpoint at `step` (the step barrier after the step in flight), then the workers are shut down. */
   'stop-requested': event('stop-requested', { signal: z.string(), step: count }),
   /** The run ended: `complete`, `stopped` (a graceful stop: `checkpointStep` is the checkpoint to resume from), or `failed` with its error's code and message. */
-  'run-finished': event('run-finished', { outcome: z.enum(['complete', 'stopped', 'failed']), checkpointStep: count.optional(), steps: count, restarts: count, code: z.string().optional(), message: z.string().optional() }),
+  'run-finished': event('run-finished', {
+    outcome: z.enum(['complete', 'stopped', 'failed']),
+    checkpointStep: count.optional(),
+    steps: count,
+    restarts: count,
+    code: z.string().optional(),
+    message: z.string().optional(),
+  }),
 };
 
 export const eventRecordSchema = z.discriminatedUnion('event', Object.values(eventSchemas) as unknown as [(typeof eventSchemas)[keyof typeof eventSchemas]]);

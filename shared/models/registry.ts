@@ -71,7 +71,8 @@ const ZOO = {
     minSide: () => 1,
     exits: 1,
     fixedInputSize: true,
-    build: (c) => mlp({ inputShape: c.inputShape, classes: c.classes, hidden: 1200, inputDropout: c.dropout > 0 ? 0.2 : 0, hiddenDropout: c.dropout, seed: c.seed, name: 'mlp_teacher' }),
+    build: (c) =>
+      mlp({ inputShape: c.inputShape, classes: c.classes, hidden: 1200, inputDropout: c.dropout > 0 ? 0.2 : 0, hiddenDropout: c.dropout, seed: c.seed, name: 'mlp_teacher' }),
   },
   'mlp-student': {
     family: 'grey28',
@@ -173,8 +174,18 @@ export function resolveModelConfig(config: ModelConfig): ResolvedModelConfig {
   if (config.seed !== undefined && !Number.isInteger(config.seed)) fail(`seed must be an integer, got ${String(config.seed)}`);
   const pooling = config.pooling ?? 'valid';
   if (pooling !== 'valid' && pooling !== 'same') fail(`pooling must be 'valid' or 'same', got '${String(config.pooling)}'`);
-  if (config.pooling !== undefined && config.name !== 'cnn-teacher' && config.name !== 'cnn-student') fail(`'pooling' applies only to cnn-teacher and cnn-student, not '${config.name}'`);
-  return { name: config.name, classes, inputShape: inputShape as [number, number, number], stem, dropout, pooling, seed: config.seed, ...(config.weights === undefined ? {} : { weights: config.weights }) };
+  if (config.pooling !== undefined && config.name !== 'cnn-teacher' && config.name !== 'cnn-student')
+    fail(`'pooling' applies only to cnn-teacher and cnn-student, not '${config.name}'`);
+  return {
+    name: config.name,
+    classes,
+    inputShape: inputShape as [number, number, number],
+    stem,
+    dropout,
+    pooling,
+    seed: config.seed,
+    ...(config.weights === undefined ? {} : { weights: config.weights }),
+  };
 }
 
 /** Builds the network a config names (weights freshly initialised from its seed, or torchvision's from `weights`). */

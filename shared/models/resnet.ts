@@ -54,10 +54,7 @@ function block(x: SymbolicTensor, kind: Architecture['block'], width: number, st
     y = convBn(y, { filters: width, kernel: 3, stride, name: `${name}_2` }, init);
     y = convBn(y, { filters: outChannels, kernel: 1, activation: 'linear', name: `${name}_3` }, init);
   }
-  const shortcut =
-    stride !== 1 || inChannels !== outChannels
-      ? convBn(x, { filters: outChannels, kernel: 1, stride, activation: 'linear', name: `${name}_down` }, init)
-      : x;
+  const shortcut = stride !== 1 || inChannels !== outChannels ? convBn(x, { filters: outChannels, kernel: 1, stride, activation: 'linear', name: `${name}_down` }, init) : x;
   const sum = tfl.layers.add({ name: `${name}_add` }).apply([y, shortcut]) as SymbolicTensor;
   return tfl.layers.activation({ activation: 'relu', name: `${name}_out` }).apply(sum) as SymbolicTensor;
 }

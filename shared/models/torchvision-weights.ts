@@ -45,7 +45,8 @@ function mobilenetFeature(group: number, repeat: number): number {
 
 function mobilenetModule(prefix: string): { conv: string; bn: string } | undefined {
   if (prefix === 'stem') return { conv: 'features.0.0', bn: 'features.0.1' };
-  if (prefix === 'head') return { conv: `features.${mobilenetFeature(INVERTED_RESIDUALS.length + 1, 1)}.0`, bn: `features.${mobilenetFeature(INVERTED_RESIDUALS.length + 1, 1)}.1` };
+  if (prefix === 'head')
+    return { conv: `features.${mobilenetFeature(INVERTED_RESIDUALS.length + 1, 1)}.0`, bn: `features.${mobilenetFeature(INVERTED_RESIDUALS.length + 1, 1)}.1` };
   const m = /^block(\d)_(\d+)_(expand|dw|project)$/.exec(prefix);
   if (!m) return undefined;
   const group = Number(m[1]);
@@ -82,10 +83,14 @@ export function torchvisionMapping(model: tfl.LayersModel, name: (typeof TORCHVI
 /** The torchvision shape of a tfjs weight of shape `shape`. */
 function torchShape(shape: number[], layout: Layout): number[] {
   switch (layout) {
-    case 'conv': return [shape[3], shape[2], shape[0], shape[1]];
-    case 'depthwise': return [shape[2] * shape[3], 1, shape[0], shape[1]];
-    case 'linear': return [shape[1], shape[0]];
-    case 'vector': return shape;
+    case 'conv':
+      return [shape[3], shape[2], shape[0], shape[1]];
+    case 'depthwise':
+      return [shape[2] * shape[3], 1, shape[0], shape[1]];
+    case 'linear':
+      return [shape[1], shape[0]];
+    case 'vector':
+      return shape;
   }
 }
 

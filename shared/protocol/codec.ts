@@ -9,10 +9,7 @@
 import { Packr, Unpackr } from 'msgpackr';
 import { CohortError } from '../errors.js';
 import { float16ToFloat32, float32ToFloat16 } from './float16.js';
-import {
-  DTYPES, isMessageType, isTensorFrame, messageSchemas, PROTOCOL_VERSION,
-  type Dtype, type Message, type TensorFrame,
-} from './messages.js';
+import { DTYPES, isMessageType, isTensorFrame, messageSchemas, PROTOCOL_VERSION, type Dtype, type Message, type TensorFrame } from './messages.js';
 
 export interface EncodeOptions {
   /** Send float32 tensors as IEEE half precision (half the bytes; about 3 significant digits). */
@@ -32,7 +29,12 @@ export const DEFAULT_LIMITS: DecodeLimits = { maxMessageBytes: 256 * 2 ** 20, ma
 export type DecodeFailure = 'PROTOCOL_VERSION' | 'MALFORMED_MESSAGE';
 export type DecodeResult = { ok: true; message: Message } | { ok: false; error: string; code: DecodeFailure };
 
-interface TensorHeader { key: string; dtype: Dtype; shape: number[]; byteLength: number }
+interface TensorHeader {
+  key: string;
+  dtype: Dtype;
+  shape: number[];
+  byteLength: number;
+}
 
 const BYTES: Record<Dtype, number> = { float32: 4, float16: 2, int32: 4, uint32: 4 };
 const ARRAYS = { float32: Float32Array, float16: Uint16Array, int32: Int32Array, uint32: Uint32Array };
@@ -57,7 +59,10 @@ export function encodeMessage(message: Message, options: EncodeOptions = {}): Bu
   const frames: Buffer[] = [];
   for (const [key, value] of Object.entries(parsed.data)) {
     if (value === undefined) continue;
-    if (!isTensorFrame(value)) { header[key] = value; continue; }
+    if (!isTensorFrame(value)) {
+      header[key] = value;
+      continue;
+    }
     const half = options.float16 && value.dtype === 'float32';
     const data = half ? float32ToFloat16(value.data as Float32Array) : value.data;
     frames.push(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
@@ -148,9 +153,7 @@ function decode(frames: readonly Uint8Array[], limits: DecodeLimits): DecodeResu
     }
     const length = t.byteLength / BYTES[t.dtype];
     const data = view(frame, t.dtype, length);
-    message[t.key] = t.dtype === 'float16'
-      ? { dtype: 'float32', shape: t.shape, data: float16ToFloat32(data as Uint16Array) }
-      : { dtype: t.dtype, shape: t.shape, data };
+    message[t.key] = t.dtype === 'float16' ? { dtype: 'float32', shape: t.shape, data: float16ToFloat32(data as Uint16Array) } : { dtype: t.dtype, shape: t.shape, data };
   }
   const parsed = messageSchemas[type].safeParse(message);
   if (!parsed.success) return fail(describeIssues(type, parsed.error.issues));

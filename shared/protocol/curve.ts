@@ -35,7 +35,8 @@ function writeSecret(path: string, pair: KeyPair): void {
 
 /** Creates DIR with a coordinator key pair, a worker key pair, and the worker's key authorised. */
 export function generateKeys(dir: string): { coordinator: KeyPair; worker: KeyPair } {
-  if (existsSync(join(dir, FILES.coordinator))) throw new CohortError(`${dir} already holds keys (${FILES.coordinator}); choose another folder or remove them`, { code: 'CURVE_KEYS_INVALID' });
+  if (existsSync(join(dir, FILES.coordinator)))
+    throw new CohortError(`${dir} already holds keys (${FILES.coordinator}); choose another folder or remove them`, { code: 'CURVE_KEYS_INVALID' });
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const coordinator = curveKeyPair();
   const worker = curveKeyPair();
@@ -50,7 +51,8 @@ function readKeyPair(path: string): KeyPair {
   if (!existsSync(path)) throw new CohortError(`key file not found: ${path} (create keys with \`cohort keys DIR\`)`, { code: 'CURVE_KEYS_INVALID' });
   try {
     const pair = JSON.parse(readFileSync(path, 'utf8')) as KeyPair;
-    if (typeof pair.publicKey !== 'string' || pair.publicKey.length !== 40 || typeof pair.secretKey !== 'string' || pair.secretKey.length !== 40) throw new Error('expected {publicKey, secretKey} of 40 Z85 characters each');
+    if (typeof pair.publicKey !== 'string' || pair.publicKey.length !== 40 || typeof pair.secretKey !== 'string' || pair.secretKey.length !== 40)
+      throw new Error('expected {publicKey, secretKey} of 40 Z85 characters each');
     return pair;
   } catch (error) {
     throw new CohortError(`${path}: not a CURVE key pair (${(error as Error).message})`, { code: 'CURVE_KEYS_INVALID', cause: error });

@@ -20,7 +20,10 @@ export function float32ToFloat16(src: Float32Array, out = new Uint16Array(src.le
     } else if (e <= 0) {
       // Subnormal half: value / 2^-24 = (1.mant) * 2^(e - 14), i.e. the 24-bit significand >> (14 - e).
       const shift = 14 - e;
-      if (shift > 24) { out[i] = sign; continue; } // below half the smallest subnormal: ±0
+      if (shift > 24) {
+        out[i] = sign;
+        continue;
+      } // below half the smallest subnormal: ±0
       const full = mant | 0x800000;
       let m = full >>> shift;
       const rest = full & ((1 << shift) - 1);
@@ -47,7 +50,10 @@ function halfToFloatBits(h: number): number {
   if (exp !== 0) return sign | ((exp + 112) << 23) | (mant << 13);
   if (mant === 0) return sign;
   let e = 113; // normalise the subnormal
-  while (!(mant & 0x400)) { mant <<= 1; e--; }
+  while (!(mant & 0x400)) {
+    mant <<= 1;
+    e--;
+  }
   return sign | (e << 23) | ((mant & 0x3ff) << 13);
 }
 

@@ -38,8 +38,7 @@ const ARRAY_TYPES: Record<Dtype, abstract new (...args: never[]) => unknown> = {
 export function isTensorFrame(value: unknown): value is TensorFrame {
   if (typeof value !== 'object' || value === null) return false;
   const { dtype, shape, data } = value as Record<string, unknown>;
-  return typeof dtype === 'string' && Object.hasOwn(ARRAY_TYPES, dtype) && Array.isArray(shape) &&
-    data instanceof ARRAY_TYPES[dtype as Dtype];
+  return typeof dtype === 'string' && Object.hasOwn(ARRAY_TYPES, dtype) && Array.isArray(shape) && data instanceof ARRAY_TYPES[dtype as Dtype];
 }
 
 /** Why `value` is not a tensor of one of `dtypes` with as many values as its shape says, or undefined. */
@@ -180,7 +179,10 @@ export const messageSchemas = {
     step: count.optional(),
     metrics: z.record(z.string(), float),
     /** The test set's reliability diagram: per confidence bin, its count, accuracy and mean confidence (null when empty). */
-    reliability: z.array(z.object({ lower: float, upper: float, count, accuracy: float.nullable(), confidence: float.nullable() })).max(1000).optional(),
+    reliability: z
+      .array(z.object({ lower: float, upper: float, count, accuracy: float.nullable(), confidence: float.nullable() }))
+      .max(1000)
+      .optional(),
     generation: count.optional(),
   }),
   /** Worker → coordinator, every `progressEvery` steps: what the live display and the step records show. */

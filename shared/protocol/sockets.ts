@@ -44,7 +44,10 @@ export class ReceiveTimeout extends CohortError {
   }
 }
 
-export interface Received { peer: Buffer; message: Message }
+export interface Received {
+  peer: Buffer;
+  message: Message;
+}
 
 /** A routing id for messages: the member name when printable, else hex. */
 export function peerName(peer: Buffer): string {
@@ -86,8 +89,7 @@ export class CoordinatorSocket {
       ...ZMTP_HEARTBEATS,
       ...(curve ? { curveServer: true, curveSecretKey: curve.secretKey, curvePublicKey: curve.publicKey, zapDomain: this.zapDomain } : {}),
     });
-    this.onDropped = options.onDropped ??
-      ((error, peer) => console.warn(`cohort: dropped a message from ${peerName(peer)}: ${error}`));
+    this.onDropped = options.onDropped ?? ((error, peer) => console.warn(`cohort: dropped a message from ${peerName(peer)}: ${error}`));
   }
 
   /** Binds (e.g. `tcp://0.0.0.0:5555`, or `tcp://127.0.0.1:*` for any free port); returns the endpoint bound. */
@@ -170,7 +172,10 @@ export class WorkerSocket {
   /** Why the connection to the coordinator was refused, once ZeroMQ has said so. */
   private handshakeError: string | undefined;
 
-  constructor(readonly member: string, private readonly options: WorkerSocketOptions = {}) {
+  constructor(
+    readonly member: string,
+    private readonly options: WorkerSocketOptions = {},
+  ) {
     const bytes = Buffer.byteLength(member);
     if (bytes === 0 || bytes > 200 || member.startsWith('\0')) {
       throw new CohortError(`member name ${JSON.stringify(member)} cannot be used (1 to 200 bytes, not starting with a zero byte)`, { code: 'INVALID_ARGUMENT' });
@@ -189,12 +194,12 @@ export class WorkerSocket {
       ...(curve ? { curveServerKey: curve.serverKey, curvePublicKey: curve.publicKey, curveSecretKey: curve.secretKey } : {}),
     });
     this.socket.events.on('handshake:error:auth', () => {
-      this.handshakeError = 'the coordinator refused this worker\'s CURVE key (it is not in the coordinator\'s authorized_keys)';
+      this.handshakeError = "the coordinator refused this worker's CURVE key (it is not in the coordinator's authorized_keys)";
     });
     this.socket.events.on('handshake:error:protocol', () => {
       this.handshakeError = curve
         ? 'the secure handshake failed (is the coordinator running with CURVE, and is coordinator.pub its key?)'
-        : 'the coordinator requires CURVE encryption: pass --keys DIR with this cluster\'s worker key';
+        : "the coordinator requires CURVE encryption: pass --keys DIR with this cluster's worker key";
     });
   }
 

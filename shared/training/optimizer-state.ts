@@ -32,7 +32,10 @@ function adamInternals(optimizer: tf.Optimizer): AdamInternals | undefined {
   if (optimizer.getClassName() !== 'Adam') return undefined;
   const o = optimizer as unknown as Partial<AdamInternals>;
   if (!(o.accBeta1 instanceof tf.Variable) || !(o.accBeta2 instanceof tf.Variable) || typeof o.beta1 !== 'number' || typeof o.beta2 !== 'number') {
-    throw new CohortError(`this tfjs-core (${tf.version_core}) keeps Adam's bias corrections elsewhere than accBeta1/accBeta2; Cohort's exact optimizer checkpoints need tfjs-core 4.22`, { code: 'UNSUPPORTED_VERSION' });
+    throw new CohortError(
+      `this tfjs-core (${tf.version_core}) keeps Adam's bias corrections elsewhere than accBeta1/accBeta2; Cohort's exact optimizer checkpoints need tfjs-core 4.22`,
+      { code: 'UNSUPPORTED_VERSION' },
+    );
   }
   return o as AdamInternals;
 }

@@ -79,10 +79,7 @@ export async function trainSingle(options: TrainSingleOptions, log: (line: strin
   }
   const seconds = (performance.now() - started) / 1000;
   const test = await evaluate(model, testSet);
-  log(
-    `test: accuracy ${(100 * test.accuracy).toFixed(2)}% | loss ${test.nll.toFixed(4)} | ` +
-      `ECE ${(100 * test.calibration.ece).toFixed(2)}% | ${test.count} images`,
-  );
+  log(`test: accuracy ${(100 * test.accuracy).toFixed(2)}% | loss ${test.nll.toFixed(4)} | ` + `ECE ${(100 * test.calibration.ece).toFixed(2)}% | ${test.count} images`);
   model.dispose();
   optimizer.dispose();
   return { test, steps: step, seconds, imagesPerSecond: seen / seconds };

@@ -14,12 +14,7 @@ export interface StepOutput {
   logits: tf.Tensor2D;
 }
 
-export function trainStep(
-  model: tfl.LayersModel,
-  optimizer: tf.Optimizer,
-  images: tf.Tensor4D,
-  labels: tf.Tensor1D,
-): StepOutput {
+export function trainStep(model: tfl.LayersModel, optimizer: tf.Optimizer, images: tf.Tensor4D, labels: tf.Tensor1D): StepOutput {
   let logits: tf.Tensor2D | undefined;
   const loss = optimizer.minimize(() => {
     logits = tf.keep(model.apply(images, { training: true }) as tf.Tensor2D);

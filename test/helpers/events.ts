@@ -14,7 +14,11 @@ export class RunRecordsFollower {
   private readonly file: string;
 
   /** Follows `runDir`'s records written from now on (those already there are skipped), every `intervalMs`. */
-  constructor(runDir: string, private readonly onRecord: (record: MetricsRecord) => void = () => {}, intervalMs = 20) {
+  constructor(
+    runDir: string,
+    private readonly onRecord: (record: MetricsRecord) => void = () => {},
+    intervalMs = 20,
+  ) {
     this.file = join(runDir, 'metrics.jsonl');
     this.offset = existsSync(this.file) ? readFileSync(this.file).length : 0;
     this.timer = setInterval(() => this.poll(), intervalMs);

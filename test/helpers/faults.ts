@@ -24,7 +24,11 @@ export function runDirOf(path: string): string {
  * `cohort train ARGS --log-every 1` as a child process (with extra environment variables:
  * failpoints); `onRecord` sees every record of the run as it is written (and may kill workers).
  */
-export async function train(args: string[], onRecord: (record: MetricsRecord) => void = () => {}, options: { timeoutMs?: number; env?: Record<string, string> } = {}): Promise<Run> {
+export async function train(
+  args: string[],
+  onRecord: (record: MetricsRecord) => void = () => {},
+  options: { timeoutMs?: number; env?: Record<string, string> } = {},
+): Promise<Run> {
   const follower = new RunRecordsFollower(runDirOf(args[0]), onRecord);
   const { code, output } = await startCli(['train', ...args, '--log-every', '1'], { timeoutMs: options.timeoutMs ?? 240_000, ...(options.env ? { env: options.env } : {}) }).exited;
   return { code, output, records: follower.stop() };

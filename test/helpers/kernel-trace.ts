@@ -37,7 +37,11 @@ export function traceKernels<T>(f: () => T): { result: T; calls: KernelCall[] } 
     const recorded = {
       name,
       arrayInputs: Array.isArray(inputs),
-      inputs: Object.fromEntries(Object.entries(inputs).filter(([, t]) => t != null).map(([k, t]) => [k, snapshot(t as tf.Tensor)])),
+      inputs: Object.fromEntries(
+        Object.entries(inputs)
+          .filter(([, t]) => t != null)
+          .map(([k, t]) => [k, snapshot(t as tf.Tensor)]),
+      ),
       attrs: { ...(attrs ?? {}) } as Record<string, unknown>,
     };
     const key = callKey(recorded);

@@ -2,7 +2,13 @@
 import type { MessageOf } from '../../shared/protocol/messages.js';
 
 /** A predictions message of step `step` (batch `step` of epoch 0): `probs` row by row, one row per index. */
-export function predictionsMessage(step: number, indices: readonly number[], probs: ArrayLike<number>, negEntropy: number, extra: Partial<MessageOf<'predictions'>> = {}): MessageOf<'predictions'> {
+export function predictionsMessage(
+  step: number,
+  indices: readonly number[],
+  probs: ArrayLike<number>,
+  negEntropy: number,
+  extra: Partial<MessageOf<'predictions'>> = {},
+): MessageOf<'predictions'> {
   return {
     type: 'predictions',
     step,

@@ -41,10 +41,23 @@ export interface ReferenceOptions {
 
 /** Runs the reference script for torchvision model `model` (resnet18, ..., mobilenet_v2) into `dir`. */
 export function torchvisionReference(python: string, model: string, dir: string, o: ReferenceOptions = {}): TorchReference {
-  const args = [script, `--model=${model}`, `--out=${dir}`, `--classes=${o.classes ?? 10}`, `--size=${o.size ?? 64}`, `--batch=${o.batch ?? 2}`, `--seed=${o.seed ?? 0}`, ...(o.onnx ? ['--onnx'] : [])];
+  const args = [
+    script,
+    `--model=${model}`,
+    `--out=${dir}`,
+    `--classes=${o.classes ?? 10}`,
+    `--size=${o.size ?? 64}`,
+    `--batch=${o.batch ?? 2}`,
+    `--seed=${o.seed ?? 0}`,
+    ...(o.onnx ? ['--onnx'] : []),
+  ];
   const child = spawnSync(python, args, { encoding: 'utf8', maxBuffer: 16 << 20 });
   if (child.status !== 0) throw new Error(`torchvision_reference.py ${model} failed (exit ${child.status}):\n${child.stderr}`);
-  const line = child.stdout.trim().split('\n').reverse().find((l) => l.startsWith('{'));
+  const line = child.stdout
+    .trim()
+    .split('\n')
+    .reverse()
+    .find((l) => l.startsWith('{'));
   if (!line) throw new Error(`torchvision_reference.py printed no summary:\n${child.stdout}`);
   return { weights: join(dir, 'weights.safetensors'), io: join(dir, 'io.safetensors'), onnx: join(dir, 'model.onnx'), summary: JSON.parse(line) };
 }

@@ -8,12 +8,7 @@ import type { ConvGeometry } from './native/native-kernels.js';
 export type Conv2DInfo = backend_util.Conv2DInfo;
 
 /** Forward-convolution info for a gradient kernel's attributes (NHWC only). */
-export function forwardConvInfo(
-  xShape: number[],
-  filterShape: number[],
-  attrs: NamedAttrMap,
-  depthwise: boolean,
-): Conv2DInfo {
+export function forwardConvInfo(xShape: number[], filterShape: number[], attrs: NamedAttrMap, depthwise: boolean): Conv2DInfo {
   const { strides, pad, dimRoundingMode } = attrs as unknown as {
     strides: number | [number, number];
     pad: backend_util.ExplicitPadding | 'valid' | 'same' | number;

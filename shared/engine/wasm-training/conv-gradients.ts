@@ -107,7 +107,12 @@ function shiftedInputViews(s: KernelScope, x: TensorInfo, info: Conv2DInfo): Ten
     'PadV2',
     { x },
     {
-      paddings: [[0, 0], [ah.padBefore, padAfterForExtent(ah)], [aw.padBefore, padAfterForExtent(aw)], [0, 0]],
+      paddings: [
+        [0, 0],
+        [ah.padBefore, padAfterForExtent(ah)],
+        [aw.padBefore, padAfterForExtent(aw)],
+        [0, 0],
+      ],
       constantValue: 0,
     },
   );
@@ -143,9 +148,7 @@ export function conv2dBackpropInput({ inputs, attrs, backend }: KernelArgs): Ten
   const { dy, filter } = inputs;
   const info = forwardConvInfo(attrs.inputShape as number[], filter.shape, attrs, false);
   const colsBytes = 4 * dy.shape[0] * info.outHeight * info.outWidth * info.filterHeight * info.filterWidth * info.inChannels;
-  return withScope(backend, (s) =>
-    colsBytes <= limits.intermediateBytes ? inputGradientByMatMul(s, dy, filter, info) : inputGradientByConv(s, dy, filter, info),
-  );
+  return withScope(backend, (s) => (colsBytes <= limits.intermediateBytes ? inputGradientByMatMul(s, dy, filter, info) : inputGradientByConv(s, dy, filter, info)));
 }
 
 /** Bounds on the temporary memory a gradient kernel may use; tests lower them to cover both paths. */
@@ -158,11 +161,7 @@ export const limits = { intermediateBytes: 256 * 2 ** 20 };
 function inputGradientByMatMul(s: KernelScope, dy: TensorInfo, filter: TensorInfo, info: Conv2DInfo): TensorInfo {
   const { filterHeight: fh, filterWidth: fw, inChannels: c, outChannels: outC } = info;
   const positions = info.batchSize * info.outHeight * info.outWidth;
-  const cols = s.run(
-    'BatchMatMul',
-    { a: s.reshape(dy, [positions, outC]), b: s.reshape(filter, [fh * fw * c, outC]) },
-    { transposeA: false, transposeB: true },
-  );
+  const cols = s.run('BatchMatMul', { a: s.reshape(dy, [positions, outC]), b: s.reshape(filter, [fh * fw * c, outC]) }, { transposeA: false, transposeB: true });
   const dx = s.output([info.batchSize, info.inHeight, info.inWidth, c]);
   nativeCol2Im(s.backend, cols, dx, nativeGeometry(info));
   return dx;
@@ -173,11 +172,7 @@ function inputGradientByConv(s: KernelScope, dy: TensorInfo, filter: TensorInfo,
   const { source, pads } = inputGradientSource(s, dy, info);
   const rotated = s.run('Reverse', { x: filter }, { dims: [0, 1] });
   const swapped = s.transpose(rotated, [0, 1, 3, 2]); // [fh, fw, outC, inC]
-  return s.run(
-    'Conv2D',
-    { x: source, filter: swapped },
-    { strides: [1, 1], dilations: [info.dilationHeight, info.dilationWidth], pad: pads, dataFormat: 'NHWC' },
-  );
+  return s.run('Conv2D', { x: source, filter: swapped }, { strides: [1, 1], dilations: [info.dilationHeight, info.dilationWidth], pad: pads, dataFormat: 'NHWC' });
 }
 
 /**
@@ -195,7 +190,14 @@ function inputGradientSource(s: KernelScope, dy: TensorInfo, info: Conv2DInfo): 
       'PadV2',
       { x: spread },
       {
-        paddings: [[0, 0], [0, 0], [0, ah.stride - 1], [0, 0], [0, aw.stride - 1], [0, 0]],
+        paddings: [
+          [0, 0],
+          [0, 0],
+          [0, ah.stride - 1],
+          [0, 0],
+          [0, aw.stride - 1],
+          [0, 0],
+        ],
         constantValue: 0,
       },
     );

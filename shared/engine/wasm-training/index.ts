@@ -8,12 +8,7 @@
  */
 import { getKernel, registerKernel, unregisterKernel, type KernelConfig, type KernelFunc as TfKernelFunc } from '@tensorflow/tfjs-core';
 import { transposingBatchMatMul } from './batch-matmul.js';
-import {
-  conv2dBackpropFilter,
-  conv2dBackpropInput,
-  depthwiseBackpropFilter,
-  depthwiseBackpropInput,
-} from './conv-gradients.js';
+import { conv2dBackpropFilter, conv2dBackpropInput, depthwiseBackpropFilter, depthwiseBackpropInput } from './conv-gradients.js';
 import { sharedIdentity } from './identity.js';
 import type { KernelFunc } from './kernel-scope.js';
 import { maxPoolGrad } from './maxpool-grad.js';

@@ -10,15 +10,7 @@ import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { nativeGeometry } from './conv-geometry.js';
 import { nativeMaxPoolGrad } from './native/native-kernels.js';
 
-export function maxPoolGrad({
-  inputs,
-  attrs,
-  backend,
-}: {
-  inputs: Record<string, TensorInfo>;
-  attrs: NamedAttrMap;
-  backend: BackendWasm;
-}): TensorInfo {
+export function maxPoolGrad({ inputs, attrs, backend }: { inputs: Record<string, TensorInfo>; attrs: NamedAttrMap; backend: BackendWasm }): TensorInfo {
   const { dy, input } = inputs;
   const { filterSize, strides, pad, dimRoundingMode } = attrs as unknown as {
     filterSize: number | [number, number];
@@ -26,14 +18,7 @@ export function maxPoolGrad({
     pad: 'valid' | 'same' | number | backend_util.ExplicitPadding;
     dimRoundingMode?: 'floor' | 'round' | 'ceil';
   };
-  const info = backend_util.computePool2DInfo(
-    input.shape as [number, number, number, number],
-    filterSize,
-    strides,
-    1,
-    pad,
-    dimRoundingMode,
-  );
+  const info = backend_util.computePool2DInfo(input.shape as [number, number, number, number], filterSize, strides, 1, pad, dimRoundingMode);
   const dx = backend.makeOutput(input.shape, 'float32');
   nativeMaxPoolGrad(backend, input, dy, dx, nativeGeometry(info));
   return dx;

@@ -32,9 +32,7 @@ export function leadingAxesSum(original: KernelConfig): KernelFunc {
     const rows = util.sizeFromShape(x.shape.slice(0, k));
     const trailing = x.shape.slice(k);
     const cols = util.sizeFromShape(trailing);
-    const outShape = keepDims
-      ? backend_util.expandShapeToKeepDim(trailing, [...Array(k).keys()])
-      : trailing;
+    const outShape = keepDims ? backend_util.expandShapeToKeepDim(trailing, [...Array(k).keys()]) : trailing;
     const out = backend.makeOutput(outShape, 'float32');
     nativeSumLeading(backend, x, out, rows, cols);
     return out;

@@ -99,13 +99,7 @@ export interface MaxPoolGradGeometry {
  * `x`, `dy` and `dx` must be float32 tensors of the shapes `geometry` describes; `dx` is
  * entirely overwritten.
  */
-export function nativeMaxPoolGrad(
-  backend: BackendWasm,
-  x: TensorInfo,
-  dy: TensorInfo,
-  dx: TensorInfo,
-  g: MaxPoolGradGeometry,
-): void {
+export function nativeMaxPoolGrad(backend: BackendWasm, x: TensorInfo, dy: TensorInfo, dx: TensorInfo, g: MaxPoolGradGeometry): void {
   const xSize = g.batch * g.inHeight * g.inWidth * g.channels;
   const dySize = g.batch * g.outHeight * g.outWidth * g.channels;
   checkSize(x, xSize, 'x');
