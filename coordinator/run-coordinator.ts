@@ -388,6 +388,21 @@ class CoordinatorRun {
   }
 
   /** Applies the recovery policy to a lost worker: roll the cohort back, go on without it, or stop the run. */
+  /** The worker-lost event of `lost`, at the step and generation the cohort is at. */
+  private recordLoss(lost: LostWorker, pid: number, how: { stopped: boolean; counted: boolean; sameIncident?: true }): void {
+    this.records.event('worker-lost', {
+      worker: lost.name,
+      reason: lost.reason,
+      detail: lost.detail,
+      pid,
+      step: this.server.nextStep,
+      generation: this.recovery.generation,
+      restarts: this.recovery.restarts,
+      ...how,
+      ...(lost.silentMs === undefined ? {} : { silentMs: lost.silentMs }),
+    });
+  }
+
   private async workerLost(lost: LostWorker): Promise<void> {
     const { name, detail } = lost;
     if (!this.members.roleOf(name) || this.members.isAbsent(name)) return;
@@ -398,18 +413,7 @@ class CoordinatorRun {
     const counts = lost.counts ?? true;
     const pid = this.members.pidOf(name);
     if (lost.sameIncident) {
-      this.records.event('worker-lost', {
-        worker: name,
-        reason: lost.reason,
-        detail,
-        pid,
-        step: this.server.nextStep,
-        generation: this.recovery.generation,
-        restarts: this.recovery.restarts,
-        stopped: false,
-        counted: false,
-        sameIncident: true,
-      });
+      this.recordLoss(lost, pid, { stopped: false, counted: false, sameIncident: true });
       this.log(`coordinator: ${name} lost at ${when} (${detail}); the same incident already rolled the cohort back to step ${this.resumeAt.step}: it is welcomed there`);
       this.members.remove(name);
       this.liveness.forget(name);
@@ -417,18 +421,7 @@ class CoordinatorRun {
     }
     const decision = this.recovery.decide(name, detail, when, counts);
     const stopped = decision.action !== 'fail' && !!lost.stillRunning && pid > 0;
-    this.records.event('worker-lost', {
-      worker: name,
-      reason: lost.reason,
-      detail,
-      pid,
-      step: this.server.nextStep,
-      generation: this.recovery.generation,
-      restarts: this.recovery.restarts,
-      stopped,
-      counted: counts,
-      ...(lost.silentMs === undefined ? {} : { silentMs: lost.silentMs }),
-    });
+    this.recordLoss(lost, pid, { stopped, counted: counts });
     if (decision.action === 'fail') throw decision.error;
     this.members.remove(name);
     this.liveness.forget(name);
