@@ -5,7 +5,8 @@
  * when the worker's process died, hung (silent) or became unreachable; past `maxRestarts` the
  * run gives up. A worker that rejoins from the same process (it lost contact with the
  * coordinator: a stall of the coordinator or of the network) is not a restart, and the rejoins of
- * one incident are one rollback (judgeRejoin).
+ * one incident are one rollback (judgeRejoin); so are the silences of one incident
+ * (judgeSilence): a cut between the coordinator and every worker rolls back once.
  */
 import type { RunConfig } from '../shared/config/run-config.js';
 import { CohortError } from '../shared/errors.js';
@@ -59,4 +60,25 @@ export function judgeRejoin(caughtUp: boolean, generation: number, welcomedSince
   if (caughtUp || generation === 0) return 'new-incident';
   // Already welcomed at that rollback's step: a join it sent during the stall, read late.
   return welcomedSinceRollback ? 'welcome-again' : 'same-incident';
+}
+
+/**
+ * A worker judged silent (or unreachable) under the `restart` policy. If the cohort has rolled
+ * back (`generation` > 0) and the worker has sent nothing of the new generation and was not
+ * admitted since (`caughtUp` and `admittedSinceRollback` false), it has been out of reach since
+ * before that rollback: it belongs to the incident that caused it (a cut between the coordinator
+ * and several workers, or several workers that stopped together), which already rolled the
+ * cohort back and used its restart. Else this is a new incident.
+ */
+export function judgeSilence(caughtUp: boolean, generation: number, admittedSinceRollback: boolean): 'same-incident' | 'new-incident' {
+  return generation > 0 && !caughtUp && !admittedSinceRollback ? 'same-incident' : 'new-incident';
+}
+
+/**
+ * A worker judged silent under the `elastic` policy (which has no generations): if its silence
+ * began (`now - silentMs`) before the last loss was decided (`lastDecisionAt`), it was already
+ * out of reach then: the same incident, no restart.
+ */
+export function judgeElasticSilence(now: number, silentMs: number, lastDecisionAt: number): 'same-incident' | 'new-incident' {
+  return now - silentMs < lastDecisionAt ? 'same-incident' : 'new-incident';
 }

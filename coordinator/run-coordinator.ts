@@ -35,7 +35,7 @@ import { Evaluations, type EvalRecord } from './evaluations.js';
 import { Liveness } from './liveness.js';
 import { Membership } from './membership.js';
 import { createProgressDisplay, type ProgressDisplay } from './progress-display.js';
-import { judgeRejoin, Recovery } from './recovery.js';
+import { judgeElasticSilence, judgeRejoin, judgeSilence, Recovery } from './recovery.js';
 import { RunRecords } from './run-records.js';
 import { StepServer } from './step-server.js';
 import { GracefulStop } from './stop.js';
@@ -142,6 +142,8 @@ class CoordinatorRun {
   private stoppedGracefully = false;
   /** Where a (re)joining worker starts: step 0, or a checkpoint after a rollback or on resume. */
   private resumeAt: StartPoint = { step: 0 };
+  /** When the last loss was decided (ms): an elastic silence that began before it is of the same incident. */
+  private lastDecisionAt = -Infinity;
   /** Losses reported between two turns of the loop (by the launcher, or by a failed send). */
   private readonly lostQueue: LostWorker[] = [];
   /** Wakes the loop's wait (a loss reported, an abort, a checkpoint failure). */
@@ -412,16 +414,23 @@ class CoordinatorRun {
     const when = new Date().toISOString();
     const counts = lost.counts ?? true;
     const pid = this.members.pidOf(name);
-    if (lost.sameIncident) {
-      this.recordLoss(lost, pid, { stopped: false, counted: false, sameIncident: true });
+    if (lost.sameIncident ?? this.silentSinceRollback(lost)) {
+      // Its process (if silent: hung, or cut off) is stopped and replaced, but uses no restart.
+      const stopped = !!lost.stillRunning && pid > 0;
+      this.recordLoss(lost, pid, { stopped, counted: false, sameIncident: true });
       this.log(`coordinator: ${name} lost at ${when} (${detail}); the same incident already rolled the cohort back to step ${this.resumeAt.step}: it is welcomed there`);
       this.members.remove(name);
       this.liveness.forget(name);
+      if (stopped) this.options.onWorkerLost?.(name, pid);
       return;
     }
-    const decision = this.recovery.decide(name, detail, when, counts);
+    // Elastic: a worker already silent when the last loss was decided is of that incident (no restart).
+    const elasticSameIncident =
+      this.config.recovery.policy === 'elastic' && lost.silentMs !== undefined && judgeElasticSilence(Date.now(), lost.silentMs, this.lastDecisionAt) === 'same-incident';
+    const decision = this.recovery.decide(name, detail, when, counts && !elasticSameIncident);
+    this.lastDecisionAt = Date.now();
     const stopped = decision.action !== 'fail' && !!lost.stillRunning && pid > 0;
-    this.recordLoss(lost, pid, { stopped, counted: counts });
+    this.recordLoss(lost, pid, { stopped, counted: counts && !elasticSameIncident, ...(elasticSameIncident ? { sameIncident: true as const } : {}) });
     if (decision.action === 'fail') throw decision.error;
     this.members.remove(name);
     this.liveness.forget(name);
@@ -447,6 +456,12 @@ class CoordinatorRun {
       generation,
       reason: `${name} lost: ${detail}`,
     });
+  }
+
+  /** Whether a silent or unreachable worker has been out of reach since the last rollback, so belongs to its incident (judgeSilence). */
+  private silentSinceRollback(lost: LostWorker): boolean {
+    if (this.config.recovery.policy !== 'restart' || (lost.reason !== 'silent' && lost.reason !== 'unreachable')) return false;
+    return judgeSilence(this.members.isCaughtUp(lost.name), this.recovery.generation, this.members.admittedSince(lost.name)) === 'same-incident';
   }
 
   /** Elastic: the steps in flight drop the lost worker's predictions and are served by the live ones. */

@@ -14,7 +14,7 @@ import { Checkpoints, type CheckpointStore } from '../coordinator/checkpoints.js
 import { Evaluations } from '../coordinator/evaluations.js';
 import { Liveness } from '../coordinator/liveness.js';
 import { Membership } from '../coordinator/membership.js';
-import { judgeRejoin, Recovery } from '../coordinator/recovery.js';
+import { judgeElasticSilence, judgeRejoin, judgeSilence, Recovery } from '../coordinator/recovery.js';
 import { RunRecords } from '../coordinator/run-records.js';
 import { StepServer } from '../coordinator/step-server.js';
 import type { TeachingRule } from '../shared/algorithms/registry.js';
@@ -565,6 +565,21 @@ describe('recovery', () => {
     assert.equal(judgeRejoin(false, r.generation, true), 'welcome-again', 'a join of the stall read after b was welcomed again');
     assert.equal(judgeRejoin(true, r.generation), 'new-incident', 'b had followed the rollback: a later incident');
     assert.equal(r.decide('b', 'its process exited', 'T').action, 'fail', 'a process that died counts');
+  });
+
+  test('silences of one incident are one rollback: a worker out of reach since the rollback is of its incident', () => {
+    const r = new Recovery({ policy: 'restart', maxRestarts: 1 });
+    assert.equal(judgeSilence(false, r.generation, false), 'new-incident', 'the first silence of a run');
+    assert.deepEqual(r.decide('a', 'no message for 20 s', 'T'), { action: 'rollback', generation: 1 });
+    assert.equal(judgeSilence(false, r.generation, false), 'same-incident', 'b has sent nothing since that rollback: cut off with a');
+    assert.equal(judgeSilence(true, r.generation, false), 'new-incident', 'b followed the rollback, then went silent: a new incident');
+    assert.equal(judgeSilence(false, r.generation, true), 'new-incident', 'a replacement admitted since the rollback that hangs before its first message');
+  });
+
+  test("'elastic': a silence that began before the last loss was decided is of that incident", () => {
+    assert.equal(judgeElasticSilence(30_000, 20_500, -Infinity), 'new-incident', 'no loss decided yet');
+    assert.equal(judgeElasticSilence(30_000, 20_500, 20_000), 'same-incident', 'silent since 9.5 s, the loss decided at 20 s');
+    assert.equal(judgeElasticSilence(45_000, 20_500, 20_000), 'new-incident', 'silent since 24.5 s: it was heard after that loss');
   });
 
   test("'elastic' goes on without the worker: a restart counted, no new generation", () => {

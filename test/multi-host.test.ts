@@ -4,14 +4,15 @@
  * with CURVE on. A DML run of 4 members ends with the weights of the same run on one host;
  * then one whole "host" is cut off mid-run (its interface brought down): the coordinator
  * declares both of its workers lost, and once the link is back they rejoin on their own and
- * the `restart` policy finishes the run, again with the one-host weights. Needs root (or
+ * the `restart` policy finishes the run, again with the one-host weights; and the coordinator
+ * cut off from all four workers at once is one incident: one rollback, one restart. Needs root (or
  * CAP_NET_ADMIN) for `ip netns`; without it the test says so and skips (under CI=true it fails). By hand:
  * `sudo node --import tsx --test test/multi-host.test.ts`.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadFashionMnist } from '../shared/data/fashion-mnist.js';
@@ -182,5 +183,29 @@ describe('three hosts in network namespaces', () => {
       );
     assert.ok(eventsOf(cutRun.records, 'rollback').length >= 1, 'the cohort rolled back');
     for (const m of ['a', 'b', 'c', 'd']) assert.deepEqual(await weights('cut', m), await weights('one-host', m), `member ${m} after the cut`);
+  });
+
+  test('the coordinator cut off from every worker at once: one incident, one rollback, at most one restart, the one-host weights', { timeout: 600_000 }, async (t) => {
+    if (cannotRun(t, unavailable)) return;
+    const h0 = hosts[0];
+    // The coordinator's host loses its network at step 12 and gets it back once all four
+    // workers have been declared lost (the workers, hearing nothing, try to join again).
+    let cut = false;
+    let lost = 0;
+    const cutRun = await runAcrossHosts(config('cut-all'), (record) => {
+      if (!cut && record.kind === 'step' && record.step + 1 === 12) {
+        cut = true;
+        assert.ok(ip('-n', h0.ns, 'link', 'set', h0.inner, 'down').ok);
+      }
+      if (record.kind === 'event' && record.event === 'worker-lost' && ++lost === 4) assert.ok(ip('-n', h0.ns, 'link', 'set', h0.inner, 'up').ok);
+    });
+    assert.ok(cut, 'the link was cut');
+    const losses = eventsOf(cutRun.records, 'worker-lost');
+    for (const e of losses) console.log(`# ${e.worker} lost: ${e.reason} (${e.detail}) at step ${e.step}, counted ${e.counted}, same incident ${e.sameIncident ?? false}`);
+    assert.deepEqual([...new Set(losses.map((e) => e.worker))].sort(), ['a', 'b', 'c', 'd'], 'every worker was declared lost');
+    assert.equal(eventsOf(cutRun.records, 'rollback').length, 1, 'one rollback for the incident');
+    assert.ok(losses.filter((e) => e.counted).length <= 1, 'at most one restart used');
+    if (!existsSync(join(root, 'runs', 'one-host', 'd', 'final'))) assert.equal((await train([config('one-host'), '--insecure'])).code, 0, 'the one-host run');
+    for (const m of ['a', 'b', 'c', 'd']) assert.deepEqual(await weights('cut-all', m), await weights('one-host', m), `member ${m}`);
   });
 });
