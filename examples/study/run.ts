@@ -64,13 +64,33 @@ function studyConfigs(only?: string[]): { file: string; raw: Record<string, unkn
   return all.filter((c) => only.includes(c.raw.name as string));
 }
 
+/** What a run was made with beyond its config: --epochs and --train-limit, when given. */
+interface Overrides {
+  epochs?: number;
+  trainLimit?: number;
+}
+
+/**
+ * A run's name: the experiment and seed, tagged with the overrides so that a run made with
+ * `--epochs 10` is never taken for the configs' own (and their summaries live side by side).
+ */
+const runName = (experiment: string, seed: number, o: Overrides) => `${experiment}${o.epochs ? `-e${o.epochs}` : ''}${o.trainLimit ? `-n${o.trainLimit}` : ''}-s${seed}`;
+
 /** The name of a seed's teacher run, whose final weights KD and cross-quality KD load. */
-const teacherRun = (seed: number) => `teacher-s${seed}`;
+const teacherRun = (seed: number, o: Overrides) => runName('teacher', seed, o);
 
 /** One experiment's config for a seed: its own name and run folder, the teacher of the same seed. */
-function configFor(raw: Record<string, unknown>, seed: number, out: string, epochs?: number, trainLimit?: number): RunConfig {
-  const teachers = ((raw.teachers as Record<string, unknown>[] | undefined) ?? []).map((t) => ({ ...t, checkpoint: join(out, teacherRun(seed), 'teacher', 'final') }));
-  return resolveRunConfig({ ...raw, name: `${raw.name}-s${seed}`, seed, runDir: out, teachers, ...(epochs ? { epochs } : {}), ...(trainLimit ? { trainLimit } : {}) });
+function configFor(raw: Record<string, unknown>, seed: number, out: string, o: Overrides): RunConfig {
+  const teachers = ((raw.teachers as Record<string, unknown>[] | undefined) ?? []).map((t) => ({ ...t, checkpoint: join(out, teacherRun(seed, o), 'teacher', 'final') }));
+  return resolveRunConfig({
+    ...raw,
+    name: runName(raw.name as string, seed, o),
+    seed,
+    runDir: out,
+    teachers,
+    ...(o.epochs ? { epochs: o.epochs } : {}),
+    ...(o.trainLimit ? { trainLimit: o.trainLimit } : {}),
+  });
 }
 
 /**
@@ -80,6 +100,9 @@ function configFor(raw: Record<string, unknown>, seed: number, out: string, epoc
  * invocations and machines: a run whose summary is there is not run again.
  */
 interface Summary {
+  /** The settings the run was made with; a summary whose settings differ from the config's is not taken. */
+  epochs?: number;
+  batchSize?: number;
   evals: EvalRecord[];
   all: EvalRecord[];
   stepsPerEpoch: number;
@@ -91,7 +114,12 @@ const summaryPath = (summaries: string, config: RunConfig) => join(summaries, `$
 /** The run's summary, from docs/study or from its metrics file when it finished there. */
 function finished(config: RunConfig, summaries: string): Summary | undefined {
   const kept = summaryPath(summaries, config);
-  if (existsSync(kept)) return JSON.parse(readFileSync(kept, 'utf8')) as Summary;
+  if (existsSync(kept)) {
+    const summary = JSON.parse(readFileSync(kept, 'utf8')) as Summary;
+    if (summary.epochs === config.epochs && summary.batchSize === config.batchSize) return summary;
+    console.log(`study: ${kept} was made with ${summary.epochs} epochs, batch ${summary.batchSize}; the config asks ${config.epochs}, ${config.batchSize}: run again`);
+    return undefined;
+  }
   const file = join(runDirectory(config), 'metrics.jsonl');
   if (!existsSync(file)) return undefined;
   const records = parseMetricsLines(readFileSync(file, 'utf8')).records;
@@ -101,7 +129,14 @@ function finished(config: RunConfig, summaries: string): Summary | undefined {
   if (!workers.every((w) => evals.some((e) => e.worker === w))) return undefined;
   const times = records.map((r) => Date.parse(r.time));
   const lastStep = Math.max(0, ...records.filter((r) => r.kind === 'step').map((r) => (r as { step: number }).step + 1));
-  return { evals, all, stepsPerEpoch: Math.max(1, Math.round(lastStep / config.epochs)), seconds: (Math.max(...times) - Math.min(...times)) / 1000 };
+  return {
+    epochs: config.epochs,
+    batchSize: config.batchSize,
+    evals,
+    all,
+    stepsPerEpoch: Math.max(1, Math.round(lastStep / config.epochs)),
+    seconds: (Math.max(...times) - Math.min(...times)) / 1000,
+  };
 }
 
 const pct = (v: number) => (100 * v).toFixed(2);
@@ -290,17 +325,18 @@ async function main(): Promise<void> {
     throw new CohortError(`--epochs must be a positive integer, got ${args.epochs}`, { code: 'USAGE' });
   if (!Number.isInteger(args.parallel) || args.parallel < 1) throw new CohortError(`--parallel must be a positive integer, got ${args.parallel}`, { code: 'USAGE' });
   const configs = studyConfigs(args.only?.split(',').map((s) => s.trim()));
-  // Every (experiment, seed) run, the same experiment's seeds side by side, in config order.
-  const jobs: Job[] = configs.flatMap(({ raw }) =>
-    Array.from({ length: args.seeds }, (_, i) => {
-      const seed = i + 1;
-      const config = configFor(raw, seed, args.out, args.epochs, args['train-limit']);
+  // Every (experiment, seed) run, seed by seed and in config order within a seed, so that a
+  // study stopped part-way leaves whole seeds: every claim's pair for the seeds done.
+  const jobs: Job[] = Array.from({ length: args.seeds }, (_, i) => i + 1).flatMap((seed) =>
+    configs.map(({ raw }) => {
+      const overrides = { epochs: args.epochs, trainLimit: args['train-limit'] };
+      const config = configFor(raw, seed, args.out, overrides);
       return {
         experiment: raw.name as string,
         seed,
         config,
         slots: Math.min(config.members.length + config.teachers.length, args.parallel),
-        needs: config.teachers.length ? teacherRun(seed) : undefined,
+        needs: config.teachers.length ? teacherRun(seed, overrides) : undefined,
       };
     }),
   );
