@@ -25,6 +25,7 @@ import { algorithmEntry } from '../shared/algorithms/registry.js';
 import { workerModelName } from '../shared/config/onnx-teacher.js';
 import { runDirectory, type RunConfig } from '../shared/config/run-config.js';
 import { asCohortError, CohortError } from '../shared/errors.js';
+import { failpoint } from '../shared/faults/failpoints.js';
 import { fileErrorReason, writeFileAtomic } from '../shared/io/atomic-write.js';
 import type { EventRecord, LossReason, ReliabilityBin } from '../shared/metrics/records.js';
 import type { Message, MessageOf } from '../shared/protocol/messages.js';
@@ -378,6 +379,7 @@ class CoordinatorRun {
   /** Serves a step if it can be; once done, the teachers' windows advance. */
   private async serve(step: number): Promise<void> {
     if (!(await this.server.serve(step, this.recovery.generation, this.send))) return;
+    failpoint('coordinator-served', step);
     if (this.members.teachers.length > 0) await this.broadcast(this.members.teachers, { type: 'advance', step });
     if ((step + 1) % this.logEvery === 0 && !this.display.interactive) {
       const losses = this.members.members.map((n) => `${n} ${this.server.lastLoss.get(n)?.toFixed(4) ?? '-'}`).join(' | ');

@@ -1,7 +1,9 @@
 /**
  * Liveness on a starved machine (busy-loop processes beside the cohort for the whole test,
  * helpers/cpu-load.ts): 8 DML members with the default recovery settings finish with no worker
- * lost; the coordinator frozen (SIGSTOP) for livenessMs + 3 s under the `restart` policy ends
+ * lost; the coordinator's main thread blocked for livenessMs + 3 s (a failpoint: its process,
+ * and ZeroMQ's I/O thread, alive) costs nothing: no worker lost, no rollback, the undisturbed
+ * weights; the coordinator frozen (SIGSTOP) for livenessMs + 3 s under the `restart` policy ends
  * with the undisturbed run's weights after at most one rollback and one restart. Followed through
  * the typed event records.
  */
@@ -67,10 +69,42 @@ describe('liveness under CPU load', () => {
     assert.equal(finished(run.records)?.outcome, 'complete');
   });
 
+  const recovery = { policy: 'restart', livenessMs: 5000, heartbeatMs: 500 };
+  let clean: Promise<void> | undefined;
+  /** The undisturbed 3-member run the frozen and busy coordinators are compared with (run once). */
+  const cleanRun = () =>
+    (clean ??= train([config('frozen-clean', ['a', 'b', 'c'], 30, { recovery })], () => {}, { timeoutMs: 300_000 }).then((run) => assert.equal(run.code, 0, run.output)));
+
+  test(
+    "the coordinator's main thread blocked for livenessMs + 3 s (its process alive): no worker lost, no rollback, the weights of the undisturbed run",
+    { timeout: 480_000 },
+    async () => {
+      await cleanRun();
+      const path = config('busy', ['a', 'b', 'c'], 30, { recovery });
+      // A failpoint blocks the coordinator's event loop after step 12 (as a long synchronous
+      // computation would): it sends and reads nothing, but ZeroMQ's I/O thread answers pings.
+      const run = await train([path], () => {}, {
+        timeoutMs: 300_000,
+        env: { COHORT_FAILPOINT: 'coordinator-served@12:block=8000', COHORT_FAILPOINT_ONCE: join(root, 'busy.once') },
+      });
+      assert.equal(run.code, 0, run.output);
+      const lost = eventsOf(run.records, 'worker-lost');
+      const stalls = eventsOf(run.records, 'coordinator-stalled');
+      console.log(
+        `# coordinator blocked 8 s: ${lost.length} loss(es), ${eventsOf(run.records, 'rollback').length} rollback(s), stalls ${JSON.stringify(stalls.map((e) => e.gapMs))}`,
+      );
+      assert.ok(
+        stalls.some((e) => e.gapMs >= 8000),
+        'the coordinator was blocked (it recorded its own stall)',
+      );
+      assert.deepEqual(lost, [], 'no worker lost (none joined again)');
+      assert.deepEqual(eventsOf(run.records, 'rollback'), []);
+      for (const member of ['a', 'b', 'c']) assert.deepEqual(await weights('busy', member), await weights('frozen-clean', member), `member ${member}`);
+    },
+  );
+
   test('the coordinator frozen (SIGSTOP) for livenessMs + 3 s: at most one rollback and one restart, the weights of the undisturbed run', { timeout: 480_000 }, async () => {
-    const recovery = { policy: 'restart', livenessMs: 5000, heartbeatMs: 500 };
-    const clean = await train([config('frozen-clean', ['a', 'b', 'c'], 30, { recovery })], () => {}, { timeoutMs: 300_000 });
-    assert.equal(clean.code, 0, clean.output);
+    await cleanRun();
     const path = config('frozen', ['a', 'b', 'c'], 30, { recovery });
     let frozenAt = 0;
     const coordinator = { pid: 0 }; // `cohort train`: the coordinator runs in the CLI's process

@@ -110,6 +110,21 @@ describe('teacher window and coordinator liveness', () => {
     l.arrived(100); // an older arrival on the main socket does not move the time back
     assert.equal(l.silentMs(2500), 1000);
   });
+
+  test('a coordinator whose process answers pings (its main thread busy) is alive for up to hangMs after its last message', () => {
+    let alive = 0;
+    const l = new CoordinatorLiveness(1000, 0, () => 0, { alive: () => alive, hangMs: 5000 });
+    alive = 2500; // its connection showed it alive at 2500; no message since 0
+    assert.equal(l.lost(3000), false, 'busy, not silent');
+    assert.equal(l.lost(3501), true, 'the pings stopped (a stopped process or a cut network): lost livenessMs after the last sign');
+    alive = 10_000;
+    assert.equal(l.lost(4900), false);
+    assert.equal(l.lost(5001), true, 'silent for hangMs while its process answers: hung, lost');
+    l.arrived(5500);
+    assert.equal(l.lost(6000), false, 'a message starts the count again');
+    assert.equal(l.lost(10_400), false);
+    assert.equal(l.lost(10_501), true, 'hangMs after the new message');
+  });
 });
 
 /** A socket that answers from a script, on a made-up clock. */

@@ -9,6 +9,11 @@ import type { WorkerKeys } from '../shared/protocol/curve.js';
 /** Slots of the shared clock (ms since the epoch). */
 export const CLOCK_COORDINATOR = 0;
 export const CLOCK_MAIN = 1;
+/** The last time the thread's connection was up with ZeroMQ's pings answered within linkTimeoutMs. */
+export const CLOCK_LINK = 2;
+
+/** How long the heartbeat thread's connection waits for ZeroMQ's pings to be answered before ZeroMQ closes it. */
+export const linkTimeoutMs = (heartbeatMs: number) => Math.max(2000, 3 * heartbeatMs);
 
 export interface HeartbeatThreadData {
   connect: string;
@@ -33,7 +38,7 @@ function startThread(workerData: HeartbeatThreadData): Worker {
 }
 
 export class HeartbeatThread {
-  private readonly clock = new BigInt64Array(new SharedArrayBuffer(16));
+  private readonly clock = new BigInt64Array(new SharedArrayBuffer(24));
   private readonly thread: Worker;
   private readonly tick: NodeJS.Timeout;
 
@@ -41,9 +46,11 @@ export class HeartbeatThread {
   constructor(options: Omit<HeartbeatThreadData, 'clock' | 'pid'>, onError: (error: Error) => void = () => {}) {
     const now = BigInt(Date.now());
     Atomics.store(this.clock, CLOCK_COORDINATOR, 0n);
+    Atomics.store(this.clock, CLOCK_LINK, 0n);
     Atomics.store(this.clock, CLOCK_MAIN, now);
     const { connect, member, curve, heartbeatMs, hangMs } = options;
     const workerData: HeartbeatThreadData = { connect, member, ...(curve ? { curve } : {}), heartbeatMs, hangMs, pid: process.pid, clock: this.clock.buffer as SharedArrayBuffer };
+    this.linkTimeout = heartbeatMs + linkTimeoutMs(heartbeatMs);
     this.thread = startThread(workerData);
     this.thread.unref();
     this.thread.on('error', onError);
@@ -55,6 +62,19 @@ export class HeartbeatThread {
   heardAt(): number {
     return Number(Atomics.load(this.clock, CLOCK_COORDINATOR));
   }
+
+  /**
+   * The last time the coordinator's process is known to have been alive from ZeroMQ's pings on
+   * the thread's connection (0: never): the connection was up then, so a ping (sent every
+   * heartbeatMs) had been answered within linkTimeoutMs before. Its I/O thread answers while its
+   * main thread is busy.
+   */
+  linkAliveAt(): number {
+    const up = Number(Atomics.load(this.clock, CLOCK_LINK));
+    return up === 0 ? 0 : up - this.linkTimeout;
+  }
+
+  private readonly linkTimeout: number;
 
   /** Stops the thread and waits for it to close its socket and end (a process that exits with a ZeroMQ socket open in a thread aborts). */
   async stop(): Promise<void> {

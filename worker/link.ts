@@ -158,10 +158,11 @@ export class Link implements ControlState {
   /**
    * Starts the run's liveness rules and heartbeats (from the welcome on: loading the backend and
    * data can take longer than livenessMs). `heardElsewhere`: when the heartbeat thread last heard
-   * from the coordinator (heartbeats.ts).
+   * from the coordinator; `link`: when its connection last showed the coordinator's process
+   * alive, and for how long after its last message that counts (heartbeats.ts, CoordinatorLiveness).
    */
-  start(recovery: { livenessMs: number; heartbeatMs: number }, teacherWindow: number, heardElsewhere?: () => number): void {
-    this.liveness = new CoordinatorLiveness(recovery.livenessMs, this.clock(), heardElsewhere);
+  start(recovery: { livenessMs: number; heartbeatMs: number }, teacherWindow: number, heardElsewhere?: () => number, link?: { alive: () => number; hangMs: number }): void {
+    this.liveness = new CoordinatorLiveness(recovery.livenessMs, this.clock(), heardElsewhere, link);
     this.window = new TeacherWindow(teacherWindow);
     this.heartbeat = setInterval(() => void this.socket.send({ type: 'heartbeat' }).catch(() => {}), recovery.heartbeatMs);
     this.heartbeat.unref();

@@ -118,7 +118,7 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, link: Lin
     },
     (error) => log(`${options.member}: the heartbeat thread failed (${error.message}); heartbeats go on from the main thread`),
   );
-  link.start(config.recovery, config.exchange.teacherWindow, () => beats.heardAt());
+  link.start(config.recovery, config.exchange.teacherWindow, () => beats.heardAt(), { alive: () => beats.linkAliveAt(), hangMs: config.exchange.timeoutMs });
   const active = await initBackend({ backend: options.backend ?? worker.backend, gpu: options.gpu ?? worker.gpu });
   log(`${worker.name}: backend ${active.choice} on ${active.device}`);
   const dataset = await openDataset(config.dataset);

@@ -6,16 +6,23 @@
  * to get there dies (it creates FILE first), so a restarted worker, or the other workers of a
  * cohort that inherited the same environment, go on.
  *
+ * `NAME@STEP:block=MS` instead blocks the process's main thread for MS milliseconds there (a
+ * long synchronous computation or garbage collection: timers and the event loop stop, ZeroMQ's
+ * I/O thread goes on).
+ *
  * Failpoints: `checkpoint-before-state` (a member has written its weights and optimizer state
- * for the checkpoint of STEP but not yet its state.json).
+ * for the checkpoint of STEP but not yet its state.json); `coordinator-served` (the
+ * coordinator has served step STEP).
  */
 import { closeSync, openSync } from 'node:fs';
 
-export type FailpointName = 'checkpoint-before-state';
+export type FailpointName = 'checkpoint-before-state' | 'coordinator-served';
 
 export function failpoint(name: FailpointName, step: number): void {
   const spec = process.env.COHORT_FAILPOINT;
-  if (!spec || spec !== `${name}@${step}`) return;
+  const here = `${name}@${step}`;
+  if (!spec || (spec !== here && !spec.startsWith(`${here}:`))) return;
+  const block = /^:block=(\d+)$/.exec(spec.slice(here.length));
   const once = process.env.COHORT_FAILPOINT_ONCE;
   if (once) {
     try {
@@ -24,5 +31,6 @@ export function failpoint(name: FailpointName, step: number): void {
       return; // another process got here first
     }
   }
-  process.kill(process.pid, 'SIGKILL');
+  if (block) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, Number(block[1]));
+  else process.kill(process.pid, 'SIGKILL');
 }

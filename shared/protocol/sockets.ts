@@ -15,6 +15,8 @@ import type { Message } from './messages.js';
 export interface WorkerSocketOptions extends SocketOptions {
   /** CURVE: this worker's key pair and the coordinator's public key. */
   curve?: WorkerKeys;
+  /** ZeroMQ's own heartbeats on this connection (default: a ping every 2 s, closed after 10 s unanswered). */
+  zmtpHeartbeats?: { intervalMs: number; timeoutMs: number };
 }
 
 export interface SocketOptions extends EncodeOptions {
@@ -190,7 +192,9 @@ export class WorkerSocket {
       linger: 0,
       maxMessageSize: this.limits.maxMessageBytes,
       routingId: this.routingId,
-      ...ZMTP_HEARTBEATS,
+      ...(options.zmtpHeartbeats
+        ? { heartbeatInterval: options.zmtpHeartbeats.intervalMs, heartbeatTimeout: options.zmtpHeartbeats.timeoutMs, heartbeatTimeToLive: options.zmtpHeartbeats.timeoutMs }
+        : ZMTP_HEARTBEATS),
       ...(curve ? { curveServerKey: curve.serverKey, curvePublicKey: curve.publicKey, curveSecretKey: curve.secretKey } : {}),
     });
     this.socket.events.on('handshake:error:auth', () => {
