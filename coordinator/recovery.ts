@@ -20,11 +20,21 @@ export class Recovery {
   restarts = 0;
   /** Bumped by each rollback; messages of an older generation are stale. */
   generation = 0;
+  /** The step the cohort was at when the last rollback was decided, and how many rollbacks in a row came before the cohort got past the one before. */
+  private lastRollbackAt = -1;
+  private rollbacksWithoutProgress = 0;
 
   constructor(private readonly policy: { policy: RecoveryPolicy; maxRestarts: number }) {}
 
-  /** What to do about worker `name`, lost at `when` for `reason`; `counts`: whether it uses a restart (its process died or hung). */
-  decide(name: string, reason: string, when: string, counts = true): LossDecision {
+  /**
+   * What to do about worker `name`, lost at `when` for `reason`; `counts`: whether it uses a
+   * restart (its process died or hung); `step`: the step the cohort is at. Rollbacks that use
+   * no restart (rejoins from the same process) are bounded too: more than maxRestarts of them in
+   * a row, each before the cohort got past the step of the one before, and the run gives up
+   * (NO_PROGRESS), as a coordinator stalled again at the same step would otherwise roll back
+   * without end.
+   */
+  decide(name: string, reason: string, when: string, counts = true, step = Infinity): LossDecision {
     if (this.policy.policy === 'fail')
       return { action: 'fail', error: new CohortError(`worker ${name} lost at ${when}: ${reason} (recovery policy 'fail')`, { code: 'WORKER_LOST' }) };
     if (counts) this.restarts++;
@@ -35,6 +45,17 @@ export class Recovery {
       };
     }
     if (this.policy.policy === 'elastic') return { action: 'continue-without' };
+    this.rollbacksWithoutProgress = step <= this.lastRollbackAt ? this.rollbacksWithoutProgress + 1 : 0;
+    this.lastRollbackAt = step;
+    if (this.rollbacksWithoutProgress > this.policy.maxRestarts) {
+      return {
+        action: 'fail',
+        error: new CohortError(
+          `worker ${name} lost at ${when}: ${reason}; the cohort rolled back ${this.rollbacksWithoutProgress + 1} times in a row without getting past step ${step}: giving up`,
+          { code: 'NO_PROGRESS' },
+        ),
+      };
+    }
     this.generation++;
     return { action: 'rollback', generation: this.generation };
   }

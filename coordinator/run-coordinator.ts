@@ -429,7 +429,7 @@ class CoordinatorRun {
     // Elastic: a worker already silent when the last loss was decided is of that incident (no restart).
     const elasticSameIncident =
       this.config.recovery.policy === 'elastic' && lost.silentMs !== undefined && judgeElasticSilence(Date.now(), lost.silentMs, this.lastDecisionAt) === 'same-incident';
-    const decision = this.recovery.decide(name, detail, when, counts && !elasticSameIncident);
+    const decision = this.recovery.decide(name, detail, when, counts && !elasticSameIncident, this.server.nextStep);
     this.lastDecisionAt = Date.now();
     const stopped = decision.action !== 'fail' && !!lost.stillRunning && pid > 0;
     this.recordLoss(lost, pid, { stopped, counted: counts && !elasticSameIncident, ...(elasticSameIncident ? { sameIncident: true as const } : {}) });

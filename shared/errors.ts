@@ -52,6 +52,7 @@ export const ERROR_CODES = [
   'WORKER_FAILED',
   'WORKER_LOST',
   'RESTARTS_EXHAUSTED',
+  'NO_PROGRESS',
   'ABORTED',
   'STOP_FAILED',
   // Launchers.

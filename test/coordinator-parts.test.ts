@@ -576,6 +576,18 @@ describe('recovery', () => {
     assert.equal(judgeSilence(false, r.generation, true), 'new-incident', 'a replacement admitted since the rollback that hangs before its first message');
   });
 
+  test('rollbacks that use no restart are bounded: more than maxRestarts in a row without getting past a step, and the run gives up', () => {
+    const r = new Recovery({ policy: 'restart', maxRestarts: 2 });
+    assert.equal(r.decide('a', 'rejoined', 'T', false, 12).action, 'rollback');
+    assert.equal(r.decide('b', 'rejoined', 'T', false, 13).action, 'rollback', 'the cohort got past step 12: progress');
+    assert.equal(r.decide('a', 'rejoined', 'T', false, 11).action, 'rollback', '1 without progress');
+    assert.equal(r.decide('a', 'rejoined', 'T', false, 11).action, 'rollback', '2 without progress');
+    const given = r.decide('a', 'rejoined', 'T', false, 11);
+    assert.equal(given.action, 'fail');
+    assert.equal(given.action === 'fail' && given.error.code, 'NO_PROGRESS');
+    assert.equal(r.restarts, 0, 'none of them used a restart');
+  });
+
   test("'elastic': a silence that began before the last loss was decided is of that incident", () => {
     assert.equal(judgeElasticSilence(30_000, 20_500, -Infinity), 'new-incident', 'no loss decided yet');
     assert.equal(judgeElasticSilence(30_000, 20_500, 20_000), 'same-incident', 'silent since 9.5 s, the loss decided at 20 s');
