@@ -82,7 +82,8 @@ if (profile) {
     tf.dispose([loss, logits]);
   });
   kernels = {};
-  for (const k of info.kernels) kernels[k.name] = (kernels[k.name] ?? 0) + (k.kernelTimeMs as number);
+  // A kernel time is `{ error }` where the backend cannot time kernels: counted as 0.
+  for (const k of info.kernels) kernels[k.name] = (kernels[k.name] ?? 0) + (typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0);
 }
 console.log(
   JSON.stringify({

@@ -206,6 +206,11 @@ export async function benchGpuStep(o: StepBenchOptions & { cases?: string[] }, p
   }
   for (const r of results) {
     if (!r.kernels) continue;
+    // tfjs' webgpu backend times kernels with GPU timestamp queries, and reports 0 where the adapter has none.
+    if (Object.values(r.kernels).every((ms) => !(ms > 0))) {
+      print(`\n${r.model}: no kernel times (the adapter has no 'timestamp-query' feature, so tfjs reports 0 for every kernel)`);
+      continue;
+    }
     const top = Object.entries(r.kernels)
       .sort((a, b) => b[1] - a[1])
       .slice(0, 8);

@@ -27,6 +27,7 @@ import { killAt, pidTracker, train } from './helpers/faults.js';
 import { freePort } from './helpers/net.js';
 import { asRoot, cannotRun, tool, unmet } from './helpers/requirements.js';
 import { weightDifferences } from './helpers/weight-differences.js';
+import { writeDmlConfig } from './helpers/dml-config.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-faults-'));
 let load: CpuLoad | undefined;
@@ -45,24 +46,7 @@ before(async () => {
 
 function config(name: string, extra: Record<string, unknown> = {}): string {
   // Dropout on: recovery must be bit-identical with it too (its masks are a function of the step).
-  const member = (n: string) => ({ name: n, model: { name: 'mlp-student', dropout: 0.2 }, backend: 'wasm', optimizer: { name: 'sgd', lr: 0.05 } });
-  const path = join(root, `${name}.json`);
-  writeFileSync(
-    path,
-    JSON.stringify({
-      name,
-      algorithm: 'dml',
-      dataset: { name: 'fashion-mnist', cacheDir },
-      batchSize: 32,
-      trainLimit: STEPS * 32,
-      progressEvery: 1, // a step record per worker and step: the kill triggers follow them
-      members: [member('a'), member('b'), member('c')],
-      checkpoint: { everySteps: 5, keep: 2 },
-      runDir: join(root, 'runs'),
-      ...extra,
-    }),
-  );
-  return path;
+  return writeDmlConfig(name, { root, cacheDir, members: ['a', 'b', 'c'], steps: STEPS, dropout: 0.2, extra: { checkpoint: { everySteps: 5, keep: 2 }, ...extra } });
 }
 
 async function weights(run: string, member: string): Promise<Float32Array[]> {

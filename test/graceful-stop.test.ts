@@ -8,7 +8,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EXIT_STOPPED, signalExitCode } from '../coordinator/stop.js';
@@ -22,6 +22,7 @@ import { eventsOf, finished, RunRecordsFollower } from './helpers/events.js';
 import { train } from './helpers/faults.js';
 import { freePort } from './helpers/net.js';
 import { weightDifferences } from './helpers/weight-differences.js';
+import { writeDmlConfig } from './helpers/dml-config.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-stop-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -37,23 +38,7 @@ before(async () => {
 
 function config(name: string): string {
   // Dropout on: the resumed run must continue bit for bit (its masks are a function of the step).
-  const member = (n: string) => ({ name: n, model: { name: 'mlp-student', dropout: 0.2 }, backend: 'wasm', optimizer: { name: 'sgd', lr: 0.05 } });
-  const path = join(root, `${name}.json`);
-  writeFileSync(
-    path,
-    JSON.stringify({
-      name,
-      algorithm: 'dml',
-      dataset: { name: 'fashion-mnist', cacheDir },
-      batchSize: 32,
-      trainLimit: STEPS * 32,
-      progressEvery: 1,
-      members: [member('a'), member('b')],
-      checkpoint: { everySteps: 20, keep: 3 },
-      runDir: join(root, 'runs'),
-    }),
-  );
-  return path;
+  return writeDmlConfig(name, { root, cacheDir, members: ['a', 'b'], steps: STEPS, dropout: 0.2, extra: { checkpoint: { everySteps: 20, keep: 3 } } });
 }
 
 const runDir = (name: string) => join(root, 'runs', name);

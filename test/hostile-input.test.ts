@@ -9,7 +9,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
@@ -22,6 +22,7 @@ import { encodeMessage } from '../shared/protocol/codec.js';
 import { PROTOCOL_VERSION, type Message } from '../shared/protocol/messages.js';
 import { startCli } from './helpers/cli.js';
 import { freePort } from './helpers/net.js';
+import { writeDmlConfig } from './helpers/dml-config.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-hostile-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -33,22 +34,7 @@ before(async () => {
 });
 
 function configFile(name: string): string {
-  const member = (n: string) => ({ name: n, model: { name: 'mlp-student' }, backend: 'wasm', optimizer: { name: 'sgd', lr: 0.05 } });
-  const path = join(root, `${name}.json`);
-  writeFileSync(
-    path,
-    JSON.stringify({
-      name,
-      algorithm: 'dml',
-      dataset: { name: 'fashion-mnist', cacheDir },
-      batchSize: 32,
-      trainLimit: 30 * 32,
-      members: [member('a'), member('b'), member('c')],
-      runDir: join(root, 'runs'),
-      exchange: { maxMessageMiB: 1 },
-    }),
-  );
-  return path;
+  return writeDmlConfig(name, { root, cacheDir, members: ['a', 'b', 'c'], steps: 30, extra: { progressEvery: undefined, exchange: { maxMessageMiB: 1 } } });
 }
 
 async function cohort(args: string[], onLine: (line: string) => void = () => {}): Promise<{ code: number | null; output: string[] }> {

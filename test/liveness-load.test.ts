@@ -9,7 +9,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadFashionMnist } from '../shared/data/fashion-mnist.js';
@@ -19,6 +19,7 @@ import { startCli } from './helpers/cli.js';
 import { startCpuLoad, type CpuLoad } from './helpers/cpu-load.js';
 import { eventsOf, finished, RunRecordsFollower } from './helpers/events.js';
 import { runDirOf, train } from './helpers/faults.js';
+import { writeDmlConfig } from './helpers/dml-config.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-liveness-'));
 const cacheDir = join(root, 'cache');
@@ -34,24 +35,7 @@ after(() => {
 });
 
 function config(name: string, members: string[], steps: number, extra: Record<string, unknown> = {}): string {
-  const member = (n: string) => ({ name: n, model: { name: 'mlp-student' }, backend: 'wasm', optimizer: { name: 'sgd', lr: 0.05 } });
-  const path = join(root, `${name}.json`);
-  writeFileSync(
-    path,
-    JSON.stringify({
-      name,
-      algorithm: 'dml',
-      dataset: { name: 'fashion-mnist', cacheDir },
-      batchSize: 32,
-      trainLimit: steps * 32,
-      progressEvery: 1,
-      members: members.map(member),
-      checkpoint: { everySteps: 5, keep: 2 },
-      runDir: join(root, 'runs'),
-      ...extra,
-    }),
-  );
-  return path;
+  return writeDmlConfig(name, { root, cacheDir, members, steps, extra: { checkpoint: { everySteps: 5, keep: 2 }, ...extra } });
 }
 
 async function weights(run: string, member: string): Promise<Float32Array[]> {

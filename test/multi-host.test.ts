@@ -12,7 +12,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadFashionMnist } from '../shared/data/fashion-mnist.js';
@@ -24,6 +24,7 @@ import { startCpuLoad, type CpuLoad } from './helpers/cpu-load.js';
 import { eventsOf, RunRecordsFollower } from './helpers/events.js';
 import { runDirOf, train } from './helpers/faults.js';
 import { asRoot, cannotRun, tool, unmet } from './helpers/requirements.js';
+import { writeDmlConfig } from './helpers/dml-config.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-hosts-'));
 const cacheDir = join(root, 'cache');
@@ -89,25 +90,14 @@ after(() => {
 });
 
 function config(name: string): string {
-  const member = (n: string) => ({ name: n, model: { name: 'mlp-student', dropout: 0.2 }, backend: 'wasm', optimizer: { name: 'sgd', lr: 0.05 } });
-  const path = join(root, `${name}.json`);
-  writeFileSync(
-    path,
-    JSON.stringify({
-      name,
-      algorithm: 'dml',
-      dataset: { name: 'fashion-mnist', cacheDir },
-      batchSize: 32,
-      trainLimit: STEPS * 32,
-      progressEvery: 1,
-      members: ['a', 'b', 'c', 'd'].map(member),
-      checkpoint: { everySteps: 5, keep: 2 },
-      runDir: join(root, 'runs'),
-      recovery: { livenessMs: 5000, heartbeatMs: 500, maxRestarts: 4 },
-      exchange: { timeoutMs: 120_000 },
-    }),
-  );
-  return path;
+  return writeDmlConfig(name, {
+    root,
+    cacheDir,
+    members: ['a', 'b', 'c', 'd'],
+    steps: STEPS,
+    dropout: 0.2,
+    extra: { checkpoint: { everySteps: 5, keep: 2 }, recovery: { livenessMs: 5000, heartbeatMs: 500, maxRestarts: 4 }, exchange: { timeoutMs: 120_000 } },
+  });
 }
 
 interface Proc {

@@ -8,7 +8,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createProgressDisplay, formatDuration, progressFields, type ProgressUpdate } from '../coordinator/progress-display.js';
@@ -16,6 +16,7 @@ import { loadFashionMnist } from '../shared/data/fashion-mnist.js';
 import { parseMetricsLines, type EvalRecord, type StepRecord } from '../shared/metrics/records.js';
 import { runCli, startCli } from './helpers/cli.js';
 import { cannotRun, tool, unmet } from './helpers/requirements.js';
+import { writeDmlConfig } from './helpers/dml-config.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cohort-progress-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -26,23 +27,7 @@ before(async () => {
 });
 
 function config(name: string): string {
-  const member = (n: string) => ({ name: n, model: { name: 'mlp-student' }, backend: 'wasm', optimizer: { name: 'sgd', lr: 0.05 } });
-  const path = join(root, `${name}.json`);
-  writeFileSync(
-    path,
-    JSON.stringify({
-      name,
-      algorithm: 'dml',
-      dataset: { name: 'fashion-mnist', cacheDir },
-      batchSize: 32,
-      trainLimit: 20 * 32,
-      epochs: 2,
-      progressEvery: 5,
-      members: [member('a'), member('b')],
-      runDir: join(root, 'runs'),
-    }),
-  );
-  return path;
+  return writeDmlConfig(name, { root, cacheDir, members: ['a', 'b'], steps: 20, extra: { epochs: 2, progressEvery: 5 } });
 }
 
 describe('the display', () => {
