@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { accuracySummary, describeDifference, inOrder, pairedDifference, tQuantile975 } from '../examples/study/statistics.js';
+import { accuracySummary, describeDifference, inOrder, pairedDifference, successiveJitter, tQuantile975 } from '../examples/study/statistics.js';
 
 /** Student's t density, and its CDF from 0 by Simpson's rule (symmetric: 0.5 + that). */
 function tCdf(x: number, df: number): number {
@@ -78,4 +78,16 @@ test("final, best and the spread of a worker's last half of evaluations, in trai
   assert.equal(s.final, 0.88);
   assert.equal(s.best, 0.9);
   assert.ok(Math.abs(s.fluctuation - Math.sqrt(((0.9 - 0.89) ** 2 + (0.88 - 0.89) ** 2) / 1)) < 1e-12);
+  assert.equal(s.jitter, 0, 'two evaluations in the last half: no second difference');
+});
+
+test('jitter: a steady climb has none, however large its spread; noise around it is measured', () => {
+  const climb = Array.from({ length: 10 }, (_, i) => 0.8 + 0.01 * i);
+  const s = accuracySummary(climb.map((accuracy, i) => ({ worker: 'a', epoch: 0, step: i, accuracy })));
+  assert.ok(s.fluctuation > 0.015, 'the spread sees the climb');
+  assert.ok(Math.abs(s.jitter) < 1e-12, 'the jitter does not');
+  // A climb of 0.01 per evaluation, alternately 0.005 above and below it: second differences -0.01, +0.01, -0.01, +0.01.
+  const noisy = [0.8, 0.815, 0.82, 0.835, 0.84, 0.855];
+  assert.ok(Math.abs(successiveJitter(noisy) - Math.sqrt(0.01 ** 2 / 6)) < 1e-12);
+  assert.equal(successiveJitter([0.5, 0.6]), 0);
 });

@@ -35,6 +35,8 @@ interface Result {
   best: number;
   /** Spread (sample sd) of the test accuracy over the second half of the evaluations. */
   fluctuation: number;
+  /** Evaluation-to-evaluation jitter over that second half (noise around a straight line: statistics.ts). */
+  jitter: number;
   evaluations: number;
   ece: number;
   nll: number;
@@ -152,8 +154,8 @@ function meanAndSpread(values: number[], digits: (v: number) => string): string 
 function resultsTable(results: Result[]): string {
   const keys = [...new Set(results.map((r) => `${r.experiment}\u0000${r.worker}`))];
   const lines = [
-    '| experiment | worker | input | seeds | final test accuracy % | best test accuracy % | late spread (points) | ECE % | NLL | confidence - accuracy (points) | run minutes |',
-    '|---|---|---|---|---|---|---|---|---|---|---|',
+    '| experiment | worker | input | seeds | final test accuracy % | best test accuracy % | late spread (points) | late jitter (points) | ECE % | NLL | confidence - accuracy (points) | run minutes |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const key of keys) {
     const [experiment, worker] = key.split('\u0000');
@@ -166,7 +168,7 @@ function resultsTable(results: Result[]): string {
       )} | ${meanAndSpread(
         rows.map((r) => r.best),
         pct,
-      )} | ${(100 * mean(rows.map((r) => r.fluctuation))).toFixed(2)} (${rows[0].evaluations} evals) | ${meanAndSpread(
+      )} | ${(100 * mean(rows.map((r) => r.fluctuation))).toFixed(2)} (${rows[0].evaluations} evals) | ${(100 * mean(rows.map((r) => r.jitter))).toFixed(2)} | ${meanAndSpread(
         rows.map((r) => r.ece),
         pct,
       )} | ${meanAndSpread(
@@ -186,12 +188,14 @@ function resultsTable(results: Result[]): string {
 }
 
 /** The thesis' claims as paired contrasts over seeds: (experiment, worker, metric) a minus b. */
-const CLAIMS: { claim: string; metric: 'accuracy' | 'best' | 'fluctuation' | 'ece'; a: [string, string]; b: [string, string] }[] = [
+const CLAIMS: { claim: string; metric: 'accuracy' | 'best' | 'fluctuation' | 'jitter' | 'ece'; a: [string, string]; b: [string, string] }[] = [
   { claim: 'KD helps the student (final accuracy)', metric: 'accuracy', a: ['kd', 'student'], b: ['student', 'student'] },
   { claim: 'KD helps the student (best accuracy)', metric: 'best', a: ['kd', 'student'], b: ['student', 'student'] },
   { claim: 'DML helps a member (final accuracy, member a of 2)', metric: 'accuracy', a: ['dml-2', 'student-a'], b: ['student', 'student'] },
   { claim: 'DML is less stable than KD (late spread)', metric: 'fluctuation', a: ['dml-2', 'student-a'], b: ['kd', 'student'] },
   { claim: 'DML is less stable than the student alone (late spread)', metric: 'fluctuation', a: ['dml-2', 'student-a'], b: ['student', 'student'] },
+  { claim: 'DML is less stable than KD (late jitter)', metric: 'jitter', a: ['dml-2', 'student-a'], b: ['kd', 'student'] },
+  { claim: 'DML is less stable than the student alone (late jitter)', metric: 'jitter', a: ['dml-2', 'student-a'], b: ['student', 'student'] },
   { claim: "Tf-KD's extra smoothing hurts calibration (ECE, smooth - plain)", metric: 'ece', a: ['tfkd-smooth', 'student'], b: ['tfkd-plain', 'student'] },
   { claim: 'cross-quality KD helps the 14x14 student (vs alone)', metric: 'accuracy', a: ['cross-quality-kd', 'student'], b: ['student-14px', 'student'] },
   { claim: 'cross-quality KD vs DML across qualities (14x14 student)', metric: 'accuracy', a: ['cross-quality-kd', 'student'], b: ['dml-14px', 'student'] },
@@ -364,6 +368,7 @@ async function main(): Promise<void> {
         accuracy: e.accuracy,
         best: over.best,
         fluctuation: over.fluctuation,
+        jitter: over.jitter,
         evaluations: over.evaluations,
         ece: e.ece,
         nll: e.nll,
@@ -376,6 +381,7 @@ async function main(): Promise<void> {
   const total = [...outcomes.values()].reduce((a, o) => a + o.seconds, 0) / 60;
   const table = `${resultsTable(results)}\n\n${claimsTable(results)}`;
   const header = `# Fashion-MNIST study\n\n${args.seeds} seed(s), ${args.epochs ?? "the configs'"} epochs. This invocation took ${minutes.toFixed(1)} min of wall time, up to ${args.parallel} worker processes at once; the runs' own times add up to ${total.toFixed(1)} min (runs that shared the machine took longer than alone).\n\n`;
+  mkdirSync(args.out, { recursive: true }); // every run may have been done before (summaries only)
   writeFileSync(join(args.out, 'results.md'), `${header}${table}\n`);
   console.log(`\n${table}\n\nstudy: results in ${join(args.out, 'results.md')}`);
   try {

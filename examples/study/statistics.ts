@@ -38,14 +38,28 @@ export interface AccuracySummary {
   best: number;
   /** Sample standard deviation of the accuracy over the second half of the evaluations (warm-up excluded). */
   fluctuation: number;
+  /**
+   * Evaluation-to-evaluation jitter over the same second half: the root mean square of the
+   * second differences (x[i+1] - 2 x[i] + x[i-1]) over sqrt 6, which estimates the standard
+   * deviation of independent noise around any straight line. A steady climb (OneCycle's last
+   * half) adds to `fluctuation` but not to this: a straight line has jitter 0.
+   */
+  jitter: number;
   evaluations: number;
+}
+
+/** Root mean square of the second differences of `values`, over sqrt 6 (0 for fewer than 3 values). */
+export function successiveJitter(values: number[]): number {
+  if (values.length < 3) return 0;
+  const squares = values.slice(1, -1).map((v, i) => (values[i + 2] - 2 * v + values[i]) ** 2);
+  return Math.sqrt(mean(squares) / 6);
 }
 
 /** Final, best, and the spread of the last half of one worker's evaluations (in training order). */
 export function accuracySummary(ordered: Evaluation[]): AccuracySummary {
   const accuracies = ordered.map((e) => e.accuracy);
   const lastHalf = accuracies.slice(Math.floor(accuracies.length / 2));
-  return { final: accuracies.at(-1)!, best: Math.max(...accuracies), fluctuation: sampleSd(lastHalf), evaluations: accuracies.length };
+  return { final: accuracies.at(-1)!, best: Math.max(...accuracies), fluctuation: sampleSd(lastHalf), jitter: successiveJitter(lastHalf), evaluations: accuracies.length };
 }
 
 /** Two-sided 97.5% quantiles of Student's t for 1..30 degrees of freedom. */
