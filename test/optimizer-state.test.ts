@@ -42,6 +42,7 @@ type OptimizerConfig = Parameters<typeof makeOptimizer>[0];
 const OPTIMIZERS: Record<string, OptimizerConfig> = {
   adam: { name: 'adam', lr: 1e-3, momentum: 0.9, beta1: 0.9, beta2: 0.999 },
   'adam (other betas)': { name: 'adam', lr: 3e-3, momentum: 0.9, beta1: 0.8, beta2: 0.99 },
+  adamw: { name: 'adamw', lr: 5e-3, momentum: 0.9, beta1: 0.9, beta2: 0.999, weightDecay: 0.01 },
   'sgd with momentum': { name: 'sgd', lr: 0.05, momentum: 0.9, beta1: 0.9, beta2: 0.999 },
   sgd: { name: 'sgd', lr: 0.05, momentum: 0, beta1: 0.9, beta2: 0.999 },
 };
