@@ -5,6 +5,7 @@
  * its own process; wasm and PyTorch alternate over several rounds to average out machine noise.
  */
 import { spawnSync } from 'node:child_process';
+import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isInstalled, visibleGpuCount } from '../shared/engine/backend.js';
 import { median } from './stats.js';
@@ -31,7 +32,10 @@ export interface StepBenchOptions {
   profile: boolean;
 }
 
-const workerPath = fileURLToPath(new URL('./step-worker.ts', import.meta.url));
+// From source, the worker runs under tsx; bundled (bench/gpu/bundle.mjs), it is step-worker.mjs beside this file.
+const ownExtension = extname(fileURLToPath(import.meta.url));
+const workerPath = fileURLToPath(new URL(`./step-worker${ownExtension}`, import.meta.url));
+const workerLoader = ownExtension === '.ts' ? ['--import', 'tsx'] : [];
 const torchScript = fileURLToPath(new URL('./torch_step.py', import.meta.url));
 
 function runJson(command: string, args: string[], label: string): StepResult {
@@ -53,7 +57,7 @@ function runJson(command: string, args: string[], label: string): StepResult {
 }
 
 function tfjsStep(backend: string, o: StepBenchOptions, extra: string[] = []): StepResult {
-  const args = ['--import', 'tsx', workerPath, `--backend=${backend}`, `--steps=${o.steps}`, `--warmup=${o.warmup}`, ...extra];
+  const args = [...workerLoader, workerPath, `--backend=${backend}`, `--steps=${o.steps}`, `--warmup=${o.warmup}`, ...extra];
   if (o.profile) args.push('--profile=1');
   return runJson(process.execPath, args, backend);
 }

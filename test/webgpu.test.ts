@@ -25,10 +25,19 @@ import { randomValues, relativeError, seeded } from './helpers/backends.js';
 import { replay, traceKernels, type KernelCall } from './helpers/kernel-trace.js';
 import { requiredHere } from './helpers/requirements.js';
 
-process.env.COHORT_WEBGPU_SOFTWARE = '1';
+/**
+ * COHORT_WEBGPU_TEST_HARDWARE=1 (a GPU machine: bench/gpu/run.sh): the kernel, step and memory
+ * tests run on the hardware adapter, and the llvmpipe-specific ones skip.
+ */
+const onHardware = process.env.COHORT_WEBGPU_TEST_HARDWARE === '1';
+if (!onHardware) process.env.COHORT_WEBGPU_SOFTWARE = '1';
 
 function softwareProbe(): { probe?: AdapterProbe; missing: string | false } {
   try {
+    if (onHardware) {
+      const probe = probeAdapters('hardware');
+      return { probe, missing: probe.adapters.some((a) => !a.software) ? false : `COHORT_WEBGPU_TEST_HARDWARE=1 but no hardware WebGPU adapter (Dawn: ${probe.reason})` };
+    }
     const probe = probeAdapters('software');
     if (probe.adapters.some((a) => a.software)) return { probe, missing: false };
     return {
@@ -42,6 +51,8 @@ function softwareProbe(): { probe?: AdapterProbe; missing: string | false } {
 const { missing } = softwareProbe();
 /** Skips locally without an adapter; under CI=true the tests run and fail (test/helpers/requirements.ts). */
 const needsAdapter = { skip: missing && !requiredHere() ? missing : false };
+/** The tests of llvmpipe itself (and of the CLI, which the GPU bundle does not carry). */
+const onLlvmpipe = onHardware ? { skip: 'on the hardware adapter (COHORT_WEBGPU_TEST_HARDWARE=1)' } : needsAdapter;
 
 // --- adapter choice, without an adapter -------------------------------------------------------
 
@@ -125,7 +136,7 @@ test('display devices are read from sysfs in PCI bus order (the order nvidia-smi
 
 test(
   "asking for webgpu where no hardware adapter exists is one error line naming Dawn's reason and what to install",
-  { skip: missing && !requiredHere() ? missing : probeAdapters('hardware').adapters.some((a) => !a.software) && 'this machine has a hardware adapter' },
+  onHardware ? onLlvmpipe : { skip: missing && !requiredHere() ? missing : probeAdapters('hardware').adapters.some((a) => !a.software) && 'this machine has a hardware adapter' },
   async () => {
     const result = await runCli(['eval', 'no-such-run', '--backend', 'webgpu'], { COHORT_WEBGPU_SOFTWARE: '' });
     assert.equal(result.code, 2, result.stderr);
@@ -139,12 +150,12 @@ test(
   },
 );
 
-test('auto never picks a software adapter', needsAdapter, async () => {
+test('auto never picks a software adapter', onLlvmpipe, async () => {
   const result = await runCli(['eval', 'no-such-run', '--backend', 'auto'], { COHORT_WEBGPU_SOFTWARE: '1' });
   assert.match(result.stdout, /backend: wasm on CPU/, result.stdout + result.stderr);
 });
 
-test('backend webgpu on llvmpipe: the adapter is described, --gpu 1 names the one adapter there is, and teardown lets the process exit', needsAdapter, async () => {
+test('backend webgpu on llvmpipe: the adapter is described, --gpu 1 names the one adapter there is, and teardown lets the process exit', onLlvmpipe, async () => {
   const pinned = await runCli(['eval', 'no-such-run', '--backend', 'webgpu', '--gpu', '1']);
   assert.equal(pinned.code, 2);
   assert.match(pinned.stderr, /cohort: error: --gpu 1: this machine has 1 software WebGPU adapter \(0: llvmpipe/);
