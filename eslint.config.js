@@ -5,7 +5,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'coverage/**', '**/*-wasm.ts', 'scratch/**', '.gpu-carry/**'] },
+  { ignores: ['dist/**', 'node_modules/**', 'coverage/**', '**/*-wasm.ts', 'scratch/**', '.gpu-carry/**', '.gpu-bundle/**', 'runs/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
