@@ -39,6 +39,8 @@ interface Result {
   jitter: number;
   evaluations: number;
   ece: number;
+  /** ECE over the last epoch's training batches (the thesis' measure), where recorded. */
+  trainEce?: number;
   nll: number;
   /** Mean confidence (max probability) minus accuracy on the test set: < 0 under-confident. */
   overconfidence?: number;
@@ -154,8 +156,8 @@ function meanAndSpread(values: number[], digits: (v: number) => string): string 
 function resultsTable(results: Result[]): string {
   const keys = [...new Set(results.map((r) => `${r.experiment}\u0000${r.worker}`))];
   const lines = [
-    '| experiment | worker | input | seeds | final test accuracy % | best test accuracy % | late spread (points) | late jitter (points) | ECE % | NLL | confidence - accuracy (points) | run minutes |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    '| experiment | worker | input | seeds | final test accuracy % | best test accuracy % | late spread (points) | late jitter (points) | ECE % | training-batch ECE % | NLL | confidence - accuracy (points) | run minutes |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const key of keys) {
     const [experiment, worker] = key.split('\u0000');
@@ -171,7 +173,14 @@ function resultsTable(results: Result[]): string {
       )} | ${(100 * mean(rows.map((r) => r.fluctuation))).toFixed(2)} (${rows[0].evaluations} evals) | ${(100 * mean(rows.map((r) => r.jitter))).toFixed(2)} | ${meanAndSpread(
         rows.map((r) => r.ece),
         pct,
-      )} | ${meanAndSpread(
+      )} | ${
+        rows.every((r) => r.trainEce !== undefined)
+          ? meanAndSpread(
+              rows.map((r) => r.trainEce!),
+              pct,
+            )
+          : '-'
+      } | ${meanAndSpread(
         rows.map((r) => r.nll),
         (v) => v.toFixed(4),
       )} | ${
@@ -188,7 +197,7 @@ function resultsTable(results: Result[]): string {
 }
 
 /** The thesis' claims as paired contrasts over seeds: (experiment, worker, metric) a minus b. */
-const CLAIMS: { claim: string; metric: 'accuracy' | 'best' | 'fluctuation' | 'jitter' | 'ece'; a: [string, string]; b: [string, string] }[] = [
+const CLAIMS: { claim: string; metric: 'accuracy' | 'best' | 'fluctuation' | 'jitter' | 'ece' | 'trainEce'; a: [string, string]; b: [string, string] }[] = [
   { claim: 'KD helps the student (final accuracy)', metric: 'accuracy', a: ['kd', 'student'], b: ['student', 'student'] },
   { claim: 'KD helps the student (best accuracy)', metric: 'best', a: ['kd', 'student'], b: ['student', 'student'] },
   { claim: 'DML helps a member (final accuracy, member a of 2)', metric: 'accuracy', a: ['dml-2', 'student-a'], b: ['student', 'student'] },
@@ -197,6 +206,7 @@ const CLAIMS: { claim: string; metric: 'accuracy' | 'best' | 'fluctuation' | 'ji
   { claim: 'DML is less stable than KD (late jitter)', metric: 'jitter', a: ['dml-2', 'student-a'], b: ['kd', 'student'] },
   { claim: 'DML is less stable than the student alone (late jitter)', metric: 'jitter', a: ['dml-2', 'student-a'], b: ['student', 'student'] },
   { claim: "Tf-KD's extra smoothing hurts calibration (ECE, smooth - plain)", metric: 'ece', a: ['tfkd-smooth', 'student'], b: ['tfkd-plain', 'student'] },
+  { claim: "Tf-KD's extra smoothing hurts calibration (training-batch ECE, smooth - plain)", metric: 'trainEce', a: ['tfkd-smooth', 'student'], b: ['tfkd-plain', 'student'] },
   { claim: 'cross-quality KD helps the 14x14 student (vs alone)', metric: 'accuracy', a: ['cross-quality-kd', 'student'], b: ['student-14px', 'student'] },
   { claim: 'cross-quality KD vs DML across qualities (14x14 student)', metric: 'accuracy', a: ['cross-quality-kd', 'student'], b: ['dml-14px', 'student'] },
 ];
@@ -204,7 +214,7 @@ const CLAIMS: { claim: string; metric: 'accuracy' | 'best' | 'fluctuation' | 'ji
 /** Paired differences over seeds with 95% intervals, for each claim whose runs are there. */
 function claimsTable(results: Result[]): string {
   const bySeed = ([experiment, worker]: [string, string], metric: (typeof CLAIMS)[number]['metric']) =>
-    new Map(results.filter((r) => r.experiment === experiment && r.worker === worker).map((r) => [r.seed, r[metric]]));
+    new Map(results.filter((r) => r.experiment === experiment && r.worker === worker && r[metric] !== undefined).map((r) => [r.seed, r[metric]!]));
   const lines = ['| claim | a - b (points), mean [95% interval] | seeds | outside the noise |', '|---|---|---|---|'];
   for (const c of CLAIMS) {
     const d = pairedDifference(bySeed(c.a, c.metric), bySeed(c.b, c.metric));
@@ -371,6 +381,7 @@ async function main(): Promise<void> {
         jitter: over.jitter,
         evaluations: over.evaluations,
         ece: e.ece,
+        ...(typeof e.trainEce === 'number' ? { trainEce: e.trainEce } : {}),
         nll: e.nll,
         overconfidence: overconfidence(e),
         seconds: outcome.seconds,
