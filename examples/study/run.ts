@@ -1,5 +1,5 @@
 /**
- * `npm run study [-- --seeds 2 --epochs 5 --only kd,dml-2 --out runs/study --train-limit N --parallel 2]`:
+ * `npm run study [-- --seeds 2 --epochs 5 --only kd,dml-2 --out runs/study --train-limit N --parallel 2 --report]`:
  * the Fashion-MNIST study of the reference thesis on this machine. It runs every config of
  * examples/study once per seed, each as a real `cohort train` cohort (coordinator and worker
  * processes, loopback), several side by side so that every core has one worker process (KD and
@@ -209,6 +209,10 @@ const CLAIMS: { claim: string; metric: 'accuracy' | 'best' | 'fluctuation' | 'ji
   { claim: "Tf-KD's extra smoothing hurts calibration (training-batch ECE, smooth - plain)", metric: 'trainEce', a: ['tfkd-smooth', 'student'], b: ['tfkd-plain', 'student'] },
   { claim: 'cross-quality KD helps the 14x14 student (vs alone)', metric: 'accuracy', a: ['cross-quality-kd', 'student'], b: ['student-14px', 'student'] },
   { claim: 'cross-quality KD vs DML across qualities (14x14 student)', metric: 'accuracy', a: ['cross-quality-kd', 'student'], b: ['dml-14px', 'student'] },
+  { claim: 'cross-quality KD at T 20 vs T 10 (14x14 student)', metric: 'accuracy', a: ['cross-quality-kd-t20', 'student'], b: ['cross-quality-kd', 'student'] },
+  { claim: 'cross-quality KD at T 4 vs T 10 (14x14 student)', metric: 'accuracy', a: ['cross-quality-kd-t4', 'student'], b: ['cross-quality-kd', 'student'] },
+  { claim: 'DML_e behaves as DML (3 members, member a, final accuracy)', metric: 'accuracy', a: ['dml-e', 'student-a'], b: ['dml-3', 'student-a'] },
+  { claim: 'DML_e behaves as DML (3 members, member a, late jitter)', metric: 'jitter', a: ['dml-e', 'student-a'], b: ['dml-3', 'student-a'] },
 ];
 
 /** Paired differences over seeds with 95% intervals, for each claim whose runs are there. */
@@ -331,6 +335,7 @@ async function main(): Promise<void> {
       describe: 'CPU cores to fill: runs go side by side, each taking one core per worker process (up to all of them)',
     })
     .option('fresh', { type: 'boolean', default: false, describe: 'run again experiments that already finished' })
+    .option('report', { type: 'boolean', default: false, describe: 'run nothing: tabulate the runs whose summaries are kept (a study part-way done)' })
     .option('summaries', { type: 'string', default: 'docs/study', describe: "where each finished run's summary is kept (committed): runs found there are not run again" })
     .strict()
     .parse();
@@ -355,9 +360,12 @@ async function main(): Promise<void> {
     }),
   );
   const started = Date.now();
+  if (args.report && args.fresh) throw new CohortError('--report and --fresh exclude each other', { code: 'USAGE' });
+  // --report: only the runs already done (their teachers' weights are not needed again).
+  const toRun = args.report ? jobs.filter((j) => finished(j.config, args.summaries)) : jobs;
   // Teacher runs whose weights a run still to do will load.
-  const needed = new Set(jobs.flatMap((j) => (j.needs && (args.fresh || !finished(j.config, args.summaries)) ? [j.needs] : [])));
-  const outcomes = await schedule(jobs, args.parallel, (job) => runJob(job, args.fresh, args.summaries, needed));
+  const needed = new Set(toRun.flatMap((j) => (j.needs && (args.fresh || !finished(j.config, args.summaries)) ? [j.needs] : [])));
+  const outcomes = await schedule(toRun, args.parallel, (job) => runJob(job, args.fresh, args.summaries, needed));
   const results: Result[] = [];
   const runDirs: string[] = [];
   for (const job of jobs) {
@@ -391,7 +399,7 @@ async function main(): Promise<void> {
   const minutes = (Date.now() - started) / 60_000;
   const total = [...outcomes.values()].reduce((a, o) => a + o.seconds, 0) / 60;
   const table = `${resultsTable(results)}\n\n${claimsTable(results)}`;
-  const header = `# Fashion-MNIST study\n\n${args.seeds} seed(s), ${args.epochs ?? "the configs'"} epochs. This invocation took ${minutes.toFixed(1)} min of wall time, up to ${args.parallel} worker processes at once; the runs' own times add up to ${total.toFixed(1)} min (runs that shared the machine took longer than alone).\n\n`;
+  const header = `# Fashion-MNIST study\n\n${args.report ? 'up to ' : ''}${args.seeds} seed(s), ${args.epochs ?? "the configs'"} epochs. This invocation took ${minutes.toFixed(1)} min of wall time, up to ${args.parallel} worker processes at once; the runs' own times add up to ${total.toFixed(1)} min (runs that shared the machine took longer than alone).\n\n`;
   mkdirSync(args.out, { recursive: true }); // every run may have been done before (summaries only)
   writeFileSync(join(args.out, 'results.md'), `${header}${table}\n`);
   console.log(`\n${table}\n\nstudy: results in ${join(args.out, 'results.md')}`);
