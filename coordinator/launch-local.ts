@@ -16,15 +16,14 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { existsSync } from 'node:fs';
 import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { generateKeys, loadCoordinatorKeys, type CoordinatorKeys } from '../shared/protocol/curve.js';
+import { runKeys } from '../shared/protocol/curve.js';
 import { algorithmEntry } from '../shared/algorithms/registry.js';
 import { runDirectory, type RunConfig } from '../shared/config/run-config.js';
 import { createProgressDisplay } from './progress-display.js';
-import { runCoordinator, type CoordinatorControl, type RunSummary } from './run-coordinator.js';
-import { EXIT_STOPPED } from './stop.js';
+import { runCoordinator, type RunSummary } from './run-coordinator.js';
+import { endAfter, WorkerProcesses } from './worker-processes.js';
 
 export interface LaunchOptions {
   config: RunConfig;
@@ -72,12 +71,6 @@ export async function trainLocally(options: LaunchOptions): Promise<RunSummary> 
   return summary!;
 }
 
-/** The run's own CURVE keys, created on its first start and reused when it resumes. */
-function runKeys(dir: string): CoordinatorKeys {
-  if (!existsSync(join(dir, 'coordinator.key'))) generateKeys(dir);
-  return loadCoordinatorKeys(dir);
-}
-
 async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
   const { config } = options;
   // One display for the coordinator's lines and the workers' relayed output: on a terminal they
@@ -89,47 +82,17 @@ async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
     interactive: options.interactive,
   });
   const log = (line: string) => display.log(line);
-  const children = new Map<string, ChildProcess>();
-  const restartsOf = new Map<string, number>();
-  /** Processes the coordinator has already declared lost (hung): their exit is not reported again. */
-  const declaredLost = new WeakSet<ChildProcess>();
-  let control: CoordinatorControl | undefined;
-  let endpoint = '';
-  let finished = false;
   const keysDir = join(runDirectory(config), 'keys');
   const curve = options.insecure ? undefined : runKeys(keysDir);
-  const spawnWorker = (name: string, delayMs = 0) => {
-    const args = [...process.execArgv, CLI, 'worker', '--connect', endpoint, '--member', name, '--lifeline', ...(curve ? ['--keys', keysDir] : ['--insecure'])];
-    if (options.backend) args.push('--backend', options.backend);
-    // stdin: the lifeline (never written; closed when this process ends). detached: a process group of its own.
-    const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'], env: process.env, detached: true });
-    child.stdin!.on('error', () => {}); // the worker gone: its exit is reported below
-    children.set(name, child);
-    if (child.pid) control?.started(name, child.pid, restartsOf.get(name) ?? 0, delayMs);
-    options.onSpawn?.(name, child);
-    relay(child, name, log);
-    child.on('exit', (code, signal) => {
-      if (children.get(name) === child) children.delete(name);
-      // EXIT_STOPPED: the coordinator stopped the run gracefully and shut the worker down.
-      if (finished || ((code === 0 || code === EXIT_STOPPED) && !signal)) return;
-      const how = signal ?? `code ${code}`;
-      if (!declaredLost.has(child)) control?.lost(name, `its process exited with ${how}`);
-      if (config.recovery.policy === 'fail') return;
-      // Respawn after a backoff that doubles with each restart of this worker; the coordinator
-      // enforces maxRestarts and stops the run beyond it.
-      const k = restartsOf.get(name) ?? 0;
-      restartsOf.set(name, k + 1);
-      const delay = config.recovery.backoffMs * 2 ** k;
-      log(`launcher: restarting ${name} in ${delay} ms`);
-      setTimeout(() => {
-        if (!finished) spawnWorker(name, delay);
-      }, delay).unref();
-    });
-  };
+  let endpoint = '';
+  const workers = new WorkerProcesses({
+    recovery: config.recovery,
+    log,
+    start: (name) => ({ child: spawnWorker(name, endpoint, curve ? keysDir : undefined, options, log) }),
+    describeExit: (_name, code, signal) => `its process exited with ${signal ?? `code ${code}`}`,
+  });
   // A second signal: every worker killed now (the coordinator's run then rejects with the reason).
-  const killAll = () => {
-    for (const child of children.values()) child.kill('SIGKILL');
-  };
+  const killAll = () => workers.running().forEach(({ child }) => child.kill('SIGKILL'));
   options.signal?.addEventListener('abort', killAll, { once: true });
   try {
     return await runCoordinator({
@@ -141,38 +104,30 @@ async function trainOnce(options: LaunchOptions): Promise<RunSummary> {
       display,
       resume: options.resume,
       ...(curve ? { curve } : {}),
-      onControl: (c) => (control = c),
-      onWorkerLost: (name, pid) => {
-        // A hung worker: stop it, and its exit starts the replacement.
-        const child = children.get(name);
-        if (child?.pid !== pid) return;
-        declaredLost.add(child);
-        log(`launcher: stopping ${name} (pid ${pid}), which the coordinator declared lost`);
-        control?.stopped(name, pid);
-        child.kill('SIGKILL');
-      },
+      onControl: (control) => workers.attach(control),
+      // A hung worker: killed, and its exit starts the replacement.
+      onWorkerLost: (name, pid) => workers.stopLost(name, pid, ({ child }) => child.kill('SIGKILL')),
       onListening: (bound) => {
         endpoint = bound;
-        for (const worker of [...config.members, ...config.teachers]) spawnWorker(worker.name);
+        for (const worker of [...config.members, ...config.teachers]) workers.start(worker.name);
       },
       log,
     });
   } finally {
-    finished = true;
     if (options.signal?.aborted) killAll();
     options.signal?.removeEventListener('abort', killAll);
-    await Promise.all(
-      [...children.values()].map(
-        (child) =>
-          new Promise<void>((resolve) => {
-            const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-            child.once('exit', () => {
-              clearTimeout(timer);
-              resolve();
-            });
-            if (child.exitCode !== null || child.signalCode !== null) resolve();
-          }),
-      ),
-    );
+    await workers.settle((worker, exited) => endAfter(worker, exited, { kill: 10_000 }));
   }
+}
+
+/** Starts `cohort worker` for member or teacher `name` in its own process group, its standard input its lifeline, its output relayed. */
+function spawnWorker(name: string, endpoint: string, keysDir: string | undefined, options: LaunchOptions, log: (line: string) => void): ChildProcess {
+  const args = [...process.execArgv, CLI, 'worker', '--connect', endpoint, '--member', name, '--lifeline', ...(keysDir ? ['--keys', keysDir] : ['--insecure'])];
+  if (options.backend) args.push('--backend', options.backend);
+  // stdin: the lifeline (never written; closed when this process ends). detached: a process group of its own.
+  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'], env: process.env, detached: true });
+  child.stdin!.on('error', () => {}); // the worker gone: its exit is reported by WorkerProcesses
+  options.onSpawn?.(name, child);
+  relay(child, name, log);
+  return child;
 }

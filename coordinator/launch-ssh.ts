@@ -15,17 +15,17 @@
  * recovery policy applies (restarted over ssh after the backoff, or the run stops).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { requireOneRun } from '../shared/algorithms/registry.js';
 import { runDirectory, type RunConfig } from '../shared/config/run-config.js';
 import { CohortError } from '../shared/errors.js';
-import { generateKeys, loadCoordinatorKeys, type CoordinatorKeys } from '../shared/protocol/curve.js';
+import { runKeys } from '../shared/protocol/curve.js';
 import { createProgressDisplay } from './progress-display.js';
-import { runCoordinator, type CoordinatorControl, type RunSummary } from './run-coordinator.js';
-import { EXIT_STOPPED } from './stop.js';
+import { runCoordinator, type RunSummary } from './run-coordinator.js';
+import { endAfter, WorkerProcesses, type WorkerProcess } from './worker-processes.js';
 
 /** Where one member or teacher runs. */
 export interface Slot {
@@ -221,12 +221,6 @@ export async function preflight(hosts: string[], remoteCohort: string[], options
   }
 }
 
-/** The run's own CURVE keys, created on its first start and reused when it resumes. */
-function runKeys(dir: string): CoordinatorKeys {
-  if (!existsSync(join(dir, 'coordinator.key'))) generateKeys(dir);
-  return loadCoordinatorKeys(dir);
-}
-
 export async function launchOverSsh(options: SshLaunchOptions): Promise<RunSummary> {
   requireOneRun(options.config, 'launch each stage as its own STAGE config');
   // Workers write checkpoints and final weights under the run directory: the same absolute path everywhere.
@@ -249,56 +243,39 @@ export async function launchOverSsh(options: SshLaunchOptions): Promise<RunSumma
   const log = (line: string) => display.log(line);
   const keysDir = join(runDirectory(config), 'keys');
   const curve = runKeys(keysDir);
-  const children = new Map<string, { child: ChildProcess; remotePid?: number }>();
-  const restartsOf = new Map<string, number>();
-  const declaredLost = new WeakSet<ChildProcess>();
   const abort = new AbortController();
-  let control: CoordinatorControl | undefined;
+  const slotOf = new Map(slots.map((slot) => [slot.worker, slot]));
   let endpoint = '';
-  let finished = false;
-
-  const spawnWorker = (slot: Slot, delayMs = 0) => {
-    const name = slot.worker;
-    const workerArgs = ['--connect', endpoint, '--member', name, '--gpu', String(slot.gpu), ...(options.backend ? ['--backend', options.backend] : [])];
-    const remote = remoteWorkerCommand({ remoteCohort, workerArgs, keysDir, sharedKeys, cwd: process.cwd() });
-    const child = spawn(ssh, sshArgs(slot.host, remote.command, sshOptions), { stdio: ['pipe', 'pipe', 'pipe'] });
-    const entry: { child: ChildProcess; remotePid?: number } = { child };
-    children.set(name, entry);
-    if (child.pid) control?.started(name, child.pid, restartsOf.get(name) ?? 0, delayMs, slot.host);
-    log(`launcher: ${name} -> ${slot.host} GPU ${slot.gpu} (ssh)`);
-    child.stdin!.on('error', () => {}); // ssh gone: its exit is reported below
-    child.stdin!.write(remote.stdin);
-    options.onSpawn?.(name, child, slot);
-    for (const stream of [child.stdout!, child.stderr!]) {
-      createInterface({ input: stream }).on('line', (line) => {
-        const pid = /^cohort launch: worker pid (\d+) on /.exec(line);
-        if (pid) entry.remotePid = Number(pid[1]);
-        log(`[${name}] ${line}`);
-      });
-    }
-    child.on('error', (error: NodeJS.ErrnoException) => abort.abort(sshMissing(ssh, error)));
-    child.on('exit', (code, signal) => {
-      if (children.get(name)?.child === child) children.delete(name);
-      child.stdin?.destroy();
-      // EXIT_STOPPED: the coordinator stopped the run gracefully and shut the worker down.
-      if (finished || ((code === 0 || code === EXIT_STOPPED) && !signal)) return;
-      const how =
-        code === 255
-          ? `ssh to ${slot.host} failed (exit 255: connection, authentication, or the session was cut)`
-          : signal
-            ? `its ssh to ${slot.host} was killed by ${signal}`
-            : `it exited with code ${code} on ${slot.host} (through ssh)`;
-      if (!declaredLost.has(child)) control?.lost(name, how);
-      if (config.recovery.policy === 'fail') return;
-      const k = restartsOf.get(name) ?? 0;
-      restartsOf.set(name, k + 1);
-      const delay = config.recovery.backoffMs * 2 ** k;
-      log(`launcher: restarting ${name} on ${slot.host} GPU ${slot.gpu} in ${delay} ms`);
-      setTimeout(() => {
-        if (!finished) spawnWorker(slot, delay);
-      }, delay).unref();
-    });
-  };
+  const workers = new WorkerProcesses({
+    recovery: config.recovery,
+    log,
+    start: (name) => {
+      const slot = slotOf.get(name)!;
+      const workerArgs = ['--connect', endpoint, '--member', name, '--gpu', String(slot.gpu), ...(options.backend ? ['--backend', options.backend] : [])];
+      const remote = remoteWorkerCommand({ remoteCohort, workerArgs, keysDir, sharedKeys, cwd: process.cwd() });
+      const child = spawn(ssh, sshArgs(slot.host, remote.command, sshOptions), { stdio: ['pipe', 'pipe', 'pipe'] });
+      const worker: WorkerProcess = { child, host: slot.host };
+      log(`launcher: ${name} -> ${slot.host} GPU ${slot.gpu} (ssh)`);
+      child.stdin!.on('error', () => {}); // ssh gone: its exit is reported by WorkerProcesses
+      child.stdin!.write(remote.stdin);
+      options.onSpawn?.(name, child, slot);
+      for (const stream of [child.stdout!, child.stderr!]) {
+        createInterface({ input: stream }).on('line', (line) => {
+          const pid = /^cohort launch: worker pid (\d+) on /.exec(line);
+          if (pid) worker.remotePid = Number(pid[1]);
+          log(`[${name}] ${line}`);
+        });
+      }
+      child.on('error', (error: NodeJS.ErrnoException) => abort.abort(sshMissing(ssh, error)));
+      return worker;
+    },
+    describeExit: (name, code, signal) => {
+      const { host } = slotOf.get(name)!;
+      if (code === 255) return `ssh to ${host} failed (exit 255: connection, authentication, or the session was cut)`;
+      return signal ? `its ssh to ${host} was killed by ${signal}` : `it exited with code ${code} on ${host} (through ssh)`;
+    },
+    where: (name) => ` on ${slotOf.get(name)!.host} GPU ${slotOf.get(name)!.gpu}`,
+  });
 
   let failed = false;
   try {
@@ -311,23 +288,19 @@ export async function launchOverSsh(options: SshLaunchOptions): Promise<RunSumma
       curve,
       signal: options.signal ? AbortSignal.any([abort.signal, options.signal]) : abort.signal,
       ...(options.stopRequest ? { stopRequest: options.stopRequest } : {}),
-      onControl: (c) => (control = c),
-      onWorkerLost: (name, pid) => {
-        // A hung worker: end its ssh session; the lifeline stops it on the host, and the exit starts the replacement.
-        const entry = children.get(name);
-        if (!entry || (entry.remotePid !== undefined && entry.remotePid !== pid)) return;
-        declaredLost.add(entry.child);
-        log(`launcher: stopping ${name} (pid ${pid} on its host), which the coordinator declared lost`);
-        control?.stopped(name, pid);
-        entry.child.stdin?.end();
-        entry.child.kill('SIGTERM');
-      },
+      onControl: (control) => workers.attach(control),
+      // A hung worker: its ssh session ended; the lifeline stops it on the host, and the exit starts the replacement.
+      onWorkerLost: (name, pid) =>
+        workers.stopLost(name, pid, ({ child }) => {
+          child.stdin?.end();
+          child.kill('SIGTERM');
+        }),
       onListening: (bound) => {
         const boundPort = /:(\d+)$/.exec(bound)?.[1];
         if (!boundPort) throw new CohortError(`cannot tell the port of ${bound}`, { code: 'INTERNAL' });
         endpoint = `tcp://${advertise.includes(':') && !advertise.startsWith('[') ? `[${advertise}]` : advertise}:${boundPort}`;
         log(`launcher: workers connect to ${endpoint}`);
-        for (const slot of slots) spawnWorker(slot);
+        for (const slot of slots) workers.start(slot.worker);
       },
       log,
     });
@@ -335,24 +308,9 @@ export async function launchOverSsh(options: SshLaunchOptions): Promise<RunSumma
     failed = true;
     throw error;
   } finally {
-    finished = true;
-    await Promise.all(
-      [...children.values()].map(
-        ({ child }) =>
-          new Promise<void>((done) => {
-            if (child.exitCode !== null || child.signalCode !== null) return done();
-            // Finished workers exit on their own; after a failed run, or past 10 s, the lifeline stops
-            // them (TERM, KILL 5 s later), and ssh is killed 10 s after that.
-            const grace = failed ? 0 : 10_000;
-            const endInput = setTimeout(() => child.stdin?.end(), grace);
-            const kill = setTimeout(() => child.kill('SIGKILL'), grace + 10_000);
-            child.once('exit', () => {
-              clearTimeout(endInput);
-              clearTimeout(kill);
-              done();
-            });
-          }),
-      ),
-    );
+    // Finished workers exit on their own; after a failed run, or past 10 s, the lifeline stops
+    // them (TERM, KILL 5 s later), and ssh is killed 10 s after that.
+    const grace = failed ? 0 : 10_000;
+    await workers.settle((worker, exited) => endAfter(worker, exited, { closeInput: grace, kill: grace + 10_000 }));
   }
 }

@@ -112,6 +112,9 @@ interface LostWorker {
   sameIncident?: boolean;
 }
 
+/** A message read from the socket, with the routing id of the peer that sent it. */
+type Arrival = { peer: Buffer; message: Message };
+
 export async function runCoordinator(options: CoordinatorOptions): Promise<RunSummary> {
   const run = new CoordinatorRun(options);
   try {
@@ -149,6 +152,8 @@ class CoordinatorRun {
   private readonly lostQueue: LostWorker[] = [];
   /** Wakes the loop's wait (a loss reported, an abort, a checkpoint failure). */
   private wake: (() => void) | undefined;
+  /** The socket's receive in progress: it outlives a turn that ends on a tick. */
+  private pending: Promise<Arrival> | undefined;
 
   constructor(private readonly options: CoordinatorOptions) {
     const { config } = options;
@@ -527,106 +532,147 @@ class CoordinatorRun {
     }
   }
 
-  /** The main loop: messages and time in, until every worker is done (or given up on). */
+  /** The whole run: the loop, then the workers told to shut down, then the outcome recorded. */
   async run(): Promise<RunSummary> {
-    const { options, members } = this;
+    const { options } = this;
     let failure: CohortError | undefined;
-    let pending: Promise<{ peer: Buffer; message: Message }> | undefined;
-    // The abort signal wakes the wait below instead of being raced as one long-lived promise: each
-    // Promise.race on a promise that never settles adds a reaction to it that holds the race's
-    // result, so every message received (tensors included) would stay in memory for the whole run.
+    // The abort signal wakes the wait in nextArrival instead of being raced as one long-lived
+    // promise: each Promise.race on a promise that never settles adds a reaction to it that holds
+    // the race's result, so every message received (tensors included) would stay in memory.
     const onAbort = () => this.wake?.();
     options.signal?.addEventListener('abort', onAbort, { once: true });
     options.stopRequest?.addEventListener('abort', onAbort, { once: true });
     try {
-      while (members.running() && !this.stop.checkpointed) {
-        if (options.stopRequest?.aborted && !this.stop.requested && !(await this.beginStop(String(options.stopRequest.reason)))) {
-          this.stoppedGracefully = true;
-          break;
-        }
-        if (this.stop.overdue(Date.now())) {
-          throw new CohortError(
-            `the graceful stop did not complete within ${this.config.exchange.timeoutMs / 1000} s (exchange.timeoutMs); the last complete checkpoint is untouched`,
-            { code: 'STOP_FAILED' },
-          );
-        }
-        // Elastic: every other worker is done; one that does not come back is given up on.
-        const late = members.givenUp(Date.now(), this.config.exchange.timeoutMs);
-        if (late.length > 0) {
-          this.log(
-            `coordinator: ${late.join(', ')} did not rejoin within ${this.config.exchange.timeoutMs / 1000} s of being lost; finishing without ${late.length > 1 ? 'them' : 'it'} (no final weights or last evaluation)`,
-          );
-          this.records.event('given-up', { workers: late });
-          break;
-        }
-        pending ??= this.socket.receive();
-        let timer: NodeJS.Timeout | undefined;
-        const tick = new Promise<'tick'>((resolve) => {
-          timer = setTimeout(() => resolve('tick'), 500);
-          this.wake = () => resolve('tick');
-        });
-        throwIfAborted(options.signal);
-        const next = await Promise.race([pending, tick]);
-        clearTimeout(timer); // a message usually wins the race: no timer left behind per message
-        this.wake = undefined;
-        throwIfAborted(options.signal);
-        const now = Date.now();
-        const gapMs = this.liveness.looked(now);
-        if (gapMs > 0) {
-          this.log(`coordinator: this process did not run for ${(gapMs / 1000).toFixed(1)} s; nobody is blamed for that gap`);
-          this.records.event('coordinator-stalled', { gapMs });
-        }
-        if (this.checkpoints.failure) throw this.checkpoints.failure;
-        for (const lost of this.lostQueue.splice(0)) await this.workerLost(lost);
-        // Verdicts on silence once what is waiting has been read: judged by arrivals.
-        await this.judgeTime(now, next === 'tick', next === 'tick' || !this.socket.hasQueued());
-        if (next === 'tick') continue;
-        pending = undefined;
-        const { peer, message } = next;
-        if (message.type === 'heartbeat' && message.member !== undefined && members.nameOf(peer) === undefined) {
-          // A worker's heartbeat thread: its own socket, named by member and pid (a lost worker's
-          // thread beats until its process joins again: not counted, not logged).
-          const beating = members.heartbeatOf(message);
-          this.liveness.arrived(now, beating);
-          if (beating !== undefined) this.socket.send(peer, { type: 'heartbeat' }).catch(() => {});
-          continue;
-        }
-        const name = message.type === 'join' ? undefined : members.nameOf(peer);
-        this.liveness.arrived(now, name);
-        if (message.type === 'join') {
-          await this.onJoin(peer, message);
-          continue;
-        }
-        if (name === undefined) {
-          this.log(`coordinator: ignored a ${message.type} message from ${peerName(peer)}, which has not joined`);
-          continue;
-        }
-        members.heardFrom(name);
-        if ('generation' in message && this.recovery.isStale(message.generation)) continue; // sent before a rollback
-        if ('generation' in message && (message.generation ?? 0) === this.recovery.generation) members.followsGeneration(name);
-        await this.onMessage(name, message);
-      }
-      await this.checkpoints.settled();
-      if (this.checkpoints.failure) throw this.checkpoints.failure;
-      if (this.stop.checkpointed) this.stoppedGracefully = true;
-      const stopped = this.stoppedGracefully ? this.stop.requested : undefined;
-      await this.broadcast(members.all, {
-        type: 'shutdown',
-        reason: stopped ? `the run was stopped (${stopped.signal}) at step ${stopped.step}; it continues with --resume` : 'the run is complete',
-      });
-      await this.socket.flush();
-      this.display.stop();
+      await this.loop();
+      await this.shutDown();
     } catch (error) {
-      this.display.stop();
       failure = asCohortError(error, 'INTERNAL', 'coordinator: ');
-      await this.broadcast(members.all, { type: 'shutdown', reason: failure.message }).catch(() => {});
-      await this.socket.flush();
+      await this.shutDown(failure);
     } finally {
       options.signal?.removeEventListener('abort', onAbort);
       options.stopRequest?.removeEventListener('abort', onAbort);
-      pending?.catch(() => {}); // rejected by the close below
+      this.pending?.catch(() => {}); // rejected by the close below
       this.socket.close();
     }
+    return this.finish(failure);
+  }
+
+  /** The main loop: messages and time in, until every worker is done (or given up on). */
+  private async loop(): Promise<void> {
+    while (this.members.running() && !this.stop.checkpointed) {
+      if (await this.leavesLoop()) return;
+      const next = await this.nextArrival();
+      const now = Date.now();
+      await this.afterWait(now, next === 'tick');
+      if (next === 'tick') continue;
+      this.pending = undefined;
+      await this.dispatch(next.peer, next.message, now);
+    }
+  }
+
+  /** Whether the loop ends before this turn: a stop with nothing to save, or lost workers given up on; throws a stop overdue. */
+  private async leavesLoop(): Promise<boolean> {
+    const { stopRequest } = this.options;
+    if (stopRequest?.aborted && !this.stop.requested && !(await this.beginStop(String(stopRequest.reason)))) {
+      this.stoppedGracefully = true;
+      return true;
+    }
+    if (this.stop.overdue(Date.now())) {
+      throw new CohortError(
+        `the graceful stop did not complete within ${this.config.exchange.timeoutMs / 1000} s (exchange.timeoutMs); the last complete checkpoint is untouched`,
+        {
+          code: 'STOP_FAILED',
+        },
+      );
+    }
+    // Elastic: every other worker is done; one that does not come back is given up on.
+    const late = this.members.givenUp(Date.now(), this.config.exchange.timeoutMs);
+    if (late.length === 0) return false;
+    this.log(
+      `coordinator: ${late.join(', ')} did not rejoin within ${this.config.exchange.timeoutMs / 1000} s of being lost; finishing without ${late.length > 1 ? 'them' : 'it'} (no final weights or last evaluation)`,
+    );
+    this.records.event('given-up', { workers: late });
+    return true;
+  }
+
+  /** The next message, or 'tick' after at most 500 ms (or when woken: a loss reported, an abort, a checkpoint's end). */
+  private async nextArrival(): Promise<Arrival | 'tick'> {
+    this.pending ??= this.socket.receive();
+    let timer: NodeJS.Timeout | undefined;
+    const tick = new Promise<'tick'>((resolve) => {
+      timer = setTimeout(() => resolve('tick'), 500);
+      this.wake = () => resolve('tick');
+    });
+    throwIfAborted(this.options.signal);
+    const next = await Promise.race([this.pending, tick]);
+    clearTimeout(timer); // a message usually wins the race: no timer left behind per message
+    this.wake = undefined;
+    throwIfAborted(this.options.signal);
+    return next;
+  }
+
+  /**
+   * What every turn does before it reads its message: notes a stall of this process, raises a
+   * checkpoint's failure, handles the losses reported meanwhile, and (once what is waiting has
+   * been read: a tick, or no message queued) judges silences: by arrivals.
+   */
+  private async afterWait(now: number, tick: boolean): Promise<void> {
+    const gapMs = this.liveness.looked(now);
+    if (gapMs > 0) {
+      this.log(`coordinator: this process did not run for ${(gapMs / 1000).toFixed(1)} s; nobody is blamed for that gap`);
+      this.records.event('coordinator-stalled', { gapMs });
+    }
+    if (this.checkpoints.failure) throw this.checkpoints.failure;
+    for (const lost of this.lostQueue.splice(0)) await this.workerLost(lost);
+    await this.judgeTime(now, tick, tick || !this.socket.hasQueued());
+  }
+
+  /** One message: a heartbeat thread's beat, a join, or a joined worker's message of the current generation. */
+  private async dispatch(peer: Buffer, message: Message, now: number): Promise<void> {
+    const { members } = this;
+    if (message.type === 'heartbeat' && message.member !== undefined && members.nameOf(peer) === undefined) {
+      // A worker's heartbeat thread: its own socket, named by member and pid (a lost worker's
+      // thread beats until its process joins again: not counted, not logged).
+      const beating = members.heartbeatOf(message);
+      this.liveness.arrived(now, beating);
+      if (beating !== undefined) this.socket.send(peer, { type: 'heartbeat' }).catch(() => {});
+      return;
+    }
+    const name = message.type === 'join' ? undefined : members.nameOf(peer);
+    this.liveness.arrived(now, name);
+    if (message.type === 'join') return this.onJoin(peer, message);
+    if (name === undefined) {
+      this.log(`coordinator: ignored a ${message.type} message from ${peerName(peer)}, which has not joined`);
+      return;
+    }
+    members.heardFrom(name);
+    if ('generation' in message && this.recovery.isStale(message.generation)) return; // sent before a rollback
+    if ('generation' in message && (message.generation ?? 0) === this.recovery.generation) members.followsGeneration(name);
+    await this.onMessage(name, message);
+  }
+
+  /** Tells every worker to shut down: the run complete or stopped, or (with `failure`) why it failed. */
+  private async shutDown(failure?: CohortError): Promise<void> {
+    if (failure) {
+      this.display.stop();
+      await this.broadcast(this.members.all, { type: 'shutdown', reason: failure.message }).catch(() => {});
+      await this.socket.flush();
+      return;
+    }
+    await this.checkpoints.settled();
+    if (this.checkpoints.failure) throw this.checkpoints.failure;
+    if (this.stop.checkpointed) this.stoppedGracefully = true;
+    const stopped = this.stoppedGracefully ? this.stop.requested : undefined;
+    await this.broadcast(this.members.all, {
+      type: 'shutdown',
+      reason: stopped ? `the run was stopped (${stopped.signal}) at step ${stopped.step}; it continues with --resume` : 'the run is complete',
+    });
+    await this.socket.flush();
+    this.display.stop();
+  }
+
+  /** Records how the run ended and returns its summary, or throws its failure. */
+  private finish(failure: CohortError | undefined): RunSummary {
     const { served: steps } = this.server;
     const { restarts } = this.recovery;
     const stopped = failure || !this.stoppedGracefully ? undefined : this.stoppedAt(this.stop.requested!.signal);
@@ -646,7 +692,7 @@ class CoordinatorRun {
     if (failure) throw failure;
     return {
       runDir: this.runDir,
-      final: this.evaluations.finalRecords([...members.all, 'ensemble']),
+      final: this.evaluations.finalRecords([...this.members.all, 'ensemble']),
       steps,
       dropped: this.socket.dropped,
       restarts,

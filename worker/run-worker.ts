@@ -103,11 +103,44 @@ function studentDownscale(config: RunConfig) {
   return config.members.find((m) => m.downscale)?.downscale;
 }
 
-/** Sets up the worker's backend, data and state, then trains from the welcome's step, following rollbacks and a restarted coordinator. */
-/** Returns whether a graceful stop ended the run. */
+/** What a worker trains with: its step context (model, optimizer, link) and its data. */
+interface Session {
+  ctx: StepContext;
+  role: 'member' | 'teacher';
+  data: { train: BatchSource; test: BatchSource };
+  /** Releases the data loaders, the model and optimizer, and an ONNX teacher's session. */
+  close(): Promise<void>;
+}
+
+/** Trains from the welcome's step, following rollbacks and a restarted coordinator; returns whether a graceful stop ended the run. */
 async function train(config: RunConfig, welcome: MessageOf<'welcome'>, link: Link, options: WorkerOptions, log: (line: string) => void): Promise<boolean> {
-  const { worker, index, role } = findWorker(config, options.member);
   link.follow(welcome);
+  const beats = startHeartbeats(config, link, options, log);
+  let session: Session | undefined;
+  try {
+    session = await openSession(config, link, options, log);
+    let position = await session.ctx.state.restore(welcome.startStep, welcome.resume, welcome.checkpointStep);
+    for (;;) {
+      try {
+        await runFrom(config, session.ctx, session.role, session.data, position, log);
+        return false;
+      } catch (error) {
+        if (error instanceof Stopped) {
+          log(`${options.member}: stopped by the coordinator (graceful stop at step ${link.stopAt})`);
+          return true;
+        }
+        position = await recover(error, config, session.ctx, options, log);
+      }
+    }
+  } finally {
+    link.stop();
+    await beats.stop();
+    await session?.close();
+  }
+}
+
+/** The heartbeat thread (its own socket, beating while the main thread computes), and the link's liveness reading it. */
+function startHeartbeats(config: RunConfig, link: Link, options: WorkerOptions, log: (line: string) => void): HeartbeatThread {
   const beats = new HeartbeatThread(
     {
       connect: options.connect,
@@ -119,6 +152,12 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, link: Lin
     (error) => log(`${options.member}: the heartbeat thread failed (${error.message}); heartbeats go on from the main thread`),
   );
   link.start(config.recovery, config.exchange.teacherWindow, () => beats.heardAt(), { alive: () => beats.linkAliveAt(), hangMs: config.exchange.timeoutMs });
+  return beats;
+}
+
+/** Sets up the worker's backend, data, model (or ONNX teacher) and optimizer. */
+async function openSession(config: RunConfig, link: Link, options: WorkerOptions, log: (line: string) => void): Promise<Session> {
+  const { worker, index, role } = findWorker(config, options.member);
   const active = await initBackend({ backend: options.backend ?? worker.backend, gpu: options.gpu ?? worker.gpu });
   log(`${worker.name}: backend ${active.choice} on ${active.device}`);
   const dataset = await openDataset(config.dataset);
@@ -155,38 +194,34 @@ async function train(config: RunConfig, welcome: MessageOf<'welcome'>, link: Lin
     totalSteps: stepsPerEpoch * config.epochs,
     exchange: { float16: config.exchange.float16 },
   };
-  let position = await state.restore(welcome.startStep, welcome.resume, welcome.checkpointStep);
-  try {
-    for (;;) {
-      try {
-        await runFrom(config, ctx, role, data, position, log);
-        return false;
-      } catch (error) {
-        if (error instanceof Rollback) {
-          const r = error.rollback;
-          log(`${worker.name}: rolling back to step ${r.step} (${r.reason})`);
-          link.generation = r.generation;
-          position = await state.restore(r.step, r.checkpoint, error.checkpointStep);
-        } else if (error instanceof Stopped) {
-          log(`${worker.name}: stopped by the coordinator (graceful stop at step ${link.stopAt})`);
-          return true;
-        } else if (error instanceof CoordinatorLost) {
-          log(`${worker.name}: ${error.message}; joining again`);
-          const again = await link.join(joinOptions(options), config.exchange.timeoutMs);
-          link.follow(again);
-          position = await state.restore(again.startStep, again.resume, again.checkpointStep);
-        } else {
-          throw error;
-        }
-      }
-    }
-  } finally {
-    link.stop();
-    await beats.stop();
-    await Promise.all([data.train.close(), data.test.close()]);
-    state.dispose();
-    await onnx?.dispose();
+  return {
+    ctx,
+    role,
+    data,
+    close: async () => {
+      await Promise.all([data.train.close(), data.test.close()]);
+      state.dispose();
+      await onnx?.dispose();
+    },
+  };
+}
+
+/** After a rollback or a lost coordinator: the step to train from, its state restored; any other error is thrown again. */
+async function recover(error: unknown, config: RunConfig, ctx: StepContext, options: WorkerOptions, log: (line: string) => void): Promise<number> {
+  const { link, state, worker } = ctx;
+  if (error instanceof Rollback) {
+    const r = error.rollback;
+    log(`${worker.name}: rolling back to step ${r.step} (${r.reason})`);
+    link.generation = r.generation;
+    return state.restore(r.step, r.checkpoint, error.checkpointStep);
   }
+  if (error instanceof CoordinatorLost) {
+    log(`${worker.name}: ${error.message}; joining again`);
+    const again = await link.join(joinOptions(options), config.exchange.timeoutMs);
+    link.follow(again);
+    return state.restore(again.startStep, again.resume, again.checkpointStep);
+  }
+  throw error;
 }
 
 /** Trains from global step `start` to the end, evaluates, saves, says done and awaits shutdown. */

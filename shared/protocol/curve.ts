@@ -59,6 +59,12 @@ function readKeyPair(path: string): KeyPair {
   }
 }
 
+/** A run's own keys in `dir` (RUN/keys), created on its first start and reused when it resumes. */
+export function runKeys(dir: string): CoordinatorKeys {
+  if (!existsSync(join(dir, FILES.coordinator))) generateKeys(dir);
+  return loadCoordinatorKeys(dir);
+}
+
 export function loadCoordinatorKeys(dir: string): CoordinatorKeys {
   const pair = readKeyPair(join(dir, FILES.coordinator));
   const authorizedPath = join(dir, FILES.authorized);
