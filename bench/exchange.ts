@@ -30,7 +30,8 @@
  * coordinator's teaching computation alone (PredictionSums on the same predictions, as the
  * coordinator uses it) is also timed apart here.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { runChildJson } from './child-json.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -308,21 +309,16 @@ async function measureConfig(members: number, batch: number, classes: number, o:
 
 /** One training step of the reference CNN (batch 128, wasm), timed in its own process by step-worker.ts. */
 function measureStep(steps: number): ExchangeResult['step'] {
-  const child = spawnSync(process.execPath, ['--import', 'tsx', stepWorkerPath, '--backend=wasm', `--steps=${steps}`, '--warmup=2'], { encoding: 'utf8', maxBuffer: 64 << 20 });
-  const line = child.stdout
-    .split('\n')
-    .reverse()
-    .find((l) => l.startsWith('{'));
-  if (child.status !== 0 || !line) {
-    const reason = (child.stderr || child.stdout)
-      .trim()
-      .split('\n')
-      .filter((l) => l.length < 400)
-      .slice(-3)
-      .join(' | ');
-    return { source: 'unavailable', note: `the reference CNN step could not be timed (exit ${child.status}): ${reason}` };
-  }
-  const r = JSON.parse(line) as { backend: string; device: string; msPerStep?: number; unavailable?: string };
+  const result = runChildJson<{ backend: string; device: string; msPerStep?: number; unavailable?: string }>(process.execPath, [
+    '--import',
+    'tsx',
+    stepWorkerPath,
+    '--backend=wasm',
+    `--steps=${steps}`,
+    '--warmup=2',
+  ]);
+  if ('failed' in result) return { source: 'unavailable', note: `the reference CNN step could not be timed: ${result.failed}` };
+  const r = result.value;
   if (r.msPerStep === undefined) return { source: 'unavailable', note: r.unavailable };
   return { ms: r.msPerStep, source: 'measured', backend: r.backend, device: r.device };
 }

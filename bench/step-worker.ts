@@ -6,6 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, type BackendChoice } from '../shared/engine/backend.js';
+import { CohortError } from '../shared/errors.js';
 import { buildModel } from '../shared/models/registry.js';
 import { shutdownBackend } from '../shared/engine/backend.js';
 import { trainStep } from '../shared/training/train-step.js';
@@ -47,7 +48,12 @@ if (wasmThreads > 1) {
     process.exit(0);
   }
 }
-const active = await initBackend({ backend });
+const active = await initBackend({ backend }).catch((error: unknown) => {
+  // A backend that cannot start (not installed, no adapter) is reported, not a crash: its code and reason.
+  if (!(error instanceof CohortError)) throw error;
+  console.log(JSON.stringify({ backend, unavailable: `${error.code}: ${error.message}` }));
+  process.exit(0);
+});
 const model = buildModel({ ...spec, inputShape: [...spec.inputShape], seed: 1 }).model;
 const optimizer = tf.train.adam(1e-3);
 const images = tf.randomUniform([batch, ...spec.inputShape]) as tf.Tensor4D;

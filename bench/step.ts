@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isInstalled, visibleGpuCount } from '../shared/engine/backend.js';
+import { runChildJson } from './child-json.js';
 import { median } from './stats.js';
 import { findTorchPython } from './torch-python.js';
 
@@ -39,21 +40,8 @@ const workerLoader = ownExtension === '.ts' ? ['--import', 'tsx'] : [];
 const torchScript = fileURLToPath(new URL('./torch_step.py', import.meta.url));
 
 function runJson(command: string, args: string[], label: string): StepResult {
-  const child = spawnSync(command, args, { encoding: 'utf8', maxBuffer: 64 << 20 });
-  const line = child.stdout
-    .split('\n')
-    .reverse()
-    .find((l) => l.startsWith('{'));
-  if (child.status !== 0 || !line) {
-    const reason = (child.stderr || child.stdout)
-      .trim()
-      .split('\n')
-      .filter((l) => l.length < 400)
-      .slice(-3)
-      .join(' | ');
-    return { backend: label, unavailable: `failed (exit ${child.status}): ${reason}` };
-  }
-  return JSON.parse(line) as StepResult;
+  const result = runChildJson<StepResult>(command, args);
+  return 'value' in result ? result.value : { backend: label, unavailable: result.failed };
 }
 
 function tfjsStep(backend: string, o: StepBenchOptions, extra: string[] = []): StepResult {

@@ -6,7 +6,7 @@
  * worker feeds it), and PyTorch itself (Debian's python3-torch, `--torch-threads`). Each is the
  * median of `--reps` timed passes after `--warmup`, run one after the other; ratios are to PyTorch.
  */
-import { spawnSync } from 'node:child_process';
+import { runChildJson } from './child-json.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -51,13 +51,8 @@ async function time(f: () => Promise<void>, o: TeacherBenchOptions): Promise<{ m
 
 function runTorch(python: string, dir: string, o: TeacherBenchOptions): TeacherResult {
   const args = [torchScript, `--out=${dir}`, `--batch=${o.batch}`, `--size=${o.size}`, `--reps=${o.reps}`, `--warmup=${o.warmup}`, `--threads=${o.torchThreads}`];
-  const child = spawnSync(python, args, { encoding: 'utf8', maxBuffer: 16 << 20 });
-  const line = child.stdout
-    .split('\n')
-    .reverse()
-    .find((l) => l.startsWith('{'));
-  if (child.status !== 0 || !line) return { backend: 'PyTorch', unavailable: `failed (exit ${child.status}): ${(child.stderr || '').trim().split('\n').slice(-2).join(' | ')}` };
-  return JSON.parse(line) as TeacherResult;
+  const result = runChildJson<TeacherResult>(python, args);
+  return 'value' in result ? result.value : { backend: 'PyTorch', unavailable: result.failed };
 }
 
 export async function benchTeacher(o: TeacherBenchOptions, print: (line: string) => void): Promise<TeacherResult[]> {
