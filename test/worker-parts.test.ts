@@ -207,6 +207,20 @@ describe('link', () => {
     assert.deepEqual(socket.waits, [3000, 2000, 1], 'after the first timeout (at 3000) it waits until 2000 + 3000, then lost just past it');
   });
 
+  test('a receive that times out reads what is already waiting before it judges the coordinator lost (a starved process)', async () => {
+    const clock = { now: 0 };
+    // The wait timed out (the clock is past livenessMs), but the coordinator's message is queued.
+    const socket = new FakeSocket(['timeout'], clock, [{ type: 'heartbeat' }]);
+    const link = new Link(socket, () => clock.now);
+    link.start({ livenessMs: 3000, heartbeatMs: 60_000 }, 0);
+    link.stop();
+    clock.now = 1000;
+    assert.equal((await link.receive()).type, 'heartbeat');
+    assert.equal(clock.now, 3000, 'the wait timed out first');
+    // Nothing waiting: the same timeout is a loss.
+    await assert.rejects(link.receive(), CoordinatorLost);
+  });
+
   test('control: an advance moves the teacher window, a rollback is thrown, a new welcome is followed', () => {
     const clock = { now: 0 };
     const link = new Link(new FakeSocket([], clock), () => clock.now);

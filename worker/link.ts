@@ -209,6 +209,13 @@ export class Link implements ControlState {
         return message;
       } catch (error) {
         if (!(error instanceof ReceiveTimeout)) throw error;
+        // A process that was not scheduled for a while runs its timers before it reads its
+        // sockets: the timeout can fire with a message already waiting. Read it before judging.
+        const waiting = await this.socket.poll();
+        if (waiting) {
+          this.liveness.arrived(this.clock());
+          return waiting;
+        }
         // The heartbeat thread may have heard from the coordinator meanwhile: judged by arrivals.
         const now = this.clock();
         if (this.liveness.lost(now)) throw new CoordinatorLost(`no message from the coordinator for ${(this.liveness.silentMs(now) / 1000).toFixed(0)} s`);
